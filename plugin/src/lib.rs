@@ -1,1 +1,23 @@
-//! placeholder
+//! fleetgate's data plane: a Proxy-Wasm HTTP filter that picks a member cluster per request.
+//!
+//! Everything but [`filter`] is plain Rust without hostcalls, compiled natively too: the
+//! controller's `explain` runs the same engine, and it is unit-tested natively.
+//!
+//! - [`config`]: schema v1 (wire types) and validation into an indexed [`config::Config`];
+//! - [`route`]: host/path matching with Ingress precedence;
+//! - [`request`]: the request view, cookies and query parameters;
+//! - [`split`]: weighted choice and Higress canary normalisation;
+//! - [`health`]: passive health (ejection, probation, recovery) per upstream;
+//! - [`failover`]: availability of backends now, failback hold-down and ramp;
+//! - [`decide`]: the decision for one request.
+
+pub mod config;
+pub mod decide;
+pub mod failover;
+pub mod health;
+pub mod request;
+pub mod route;
+pub mod split;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;

@@ -1,0 +1,627 @@
+//! Semantic validation: wire config -> [`Config`], with cluster and upstream references resolved
+//! to indexes, regexes compiled, weights checked and the route table built.
+//!
+//! Every check names the JSON path of the offending field, so an operator can find it.
+
+use std::collections::HashMap;
+
+use super::wire::*;
+use super::ConfigError;
+use crate::route::RouteTable;
+
+/// Index of an upstream name in [`Config::upstreams`] (passive health is kept per upstream).
+pub type UpstreamId = usize;
+
+const MAX_ID_LEN: usize = 253;
+const MAX_REGEX_LEN: usize = 1024;
+const MAX_SECONDS: u32 = 86_400;
+const MAX_WEIGHT: u32 = 1_000_000;
+/// Active-standby chains longer than this are not a real topology (and the engine keeps the
+/// shares in a fixed array).
+pub const MAX_ORDER: usize = 16;
+
+/// A validated config. Immutable once built, except [`Backend::recovered_at_ms`], which
+/// [`crate::failover::carry_over`] sets before the config is put in service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub revision: Option<String>,
+    pub cluster_header: String,
+    pub mirror_header: String,
+    pub decision_header: Option<String>,
+    pub random_seed: Option<u64>,
+    pub clusters: Vec<Cluster>,
+    pub passive: PassiveHealthV1,
+    pub routes: Vec<Route>,
+    pub table: RouteTable,
+    /// Every distinct upstream name referenced by a backend or mirror.
+    pub upstreams: Vec<String>,
+    pub config_source: Option<ConfigSourceV1>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub id: String,
+    pub zone: Option<String>,
+    pub state: ClusterState,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub mode: Mode,
+    /// Active-standby order as indexes into `base.backends`.
+    pub order: Vec<usize>,
+    pub min_healthy: u32,
+    pub failback: FailbackV1,
+    pub base: Service,
+    pub pins: Vec<Pin>,
+    pub route_by_header: Option<String>,
+    pub canaries: Vec<Service>,
+    /// Per canary: its conditions (any matches).
+    pub canary_when: Vec<Vec<Condition>>,
+    /// Per canary: its share in percent after Higress normalisation (0 = not weighted).
+    pub canary_percent: Vec<u32>,
+    pub mirror: Option<(UpstreamId, f64)>,
+    pub sticky: Option<StickyV1>,
+    pub when_unavailable: WhenUnavailable,
+}
+
+/// A service present in several member clusters.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub cluster: usize,
+    pub upstream: UpstreamId,
+    pub ready: Option<u32>,
+    /// Effective weight: explicit, or ready endpoints (1 if not counted).
+    pub weight: u32,
+    /// When this backend last became usable again after being unusable (failback hold + ramp);
+    /// `None` = usable since before this VM knew it.
+    pub recovered_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pin {
+    pub when: Condition,
+    /// Index into the route's `base.backends`.
+    pub backend: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub source: Source,
+    pub matcher: Matcher,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Lower-case header name.
+    Header(String),
+    Cookie(String),
+    Query(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Always,
+    Present,
+    Exact(String),
+    Regex(regex_lite::Regex),
+}
+
+impl Matcher {
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Always => value == "always",
+            Matcher::Present => true,
+            Matcher::Exact(v) => value == v,
+            Matcher::Regex(re) => re.is_match(value),
+        }
+    }
+}
+
+impl Config {
+    pub fn cluster_index(&self, id: &str) -> Option<usize> {
+        self.clusters.iter().position(|c| c.id == id)
+    }
+    pub fn upstream_name(&self, id: UpstreamId) -> &str {
+        self.upstreams.get(id).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Validation state: cluster ids and the upstream interner.
+struct Builder {
+    cluster_ids: HashMap<String, usize>,
+    upstreams: Vec<String>,
+    upstream_ids: HashMap<String, UpstreamId>,
+}
+
+impl Builder {
+    fn upstream(&mut self, name: &str) -> UpstreamId {
+        if let Some(&id) = self.upstream_ids.get(name) {
+            return id;
+        }
+        let id = self.upstreams.len();
+        self.upstreams.push(name.to_string());
+        self.upstream_ids.insert(name.to_string(), id);
+        id
+    }
+}
+
+impl TryFrom<ConfigV1> for Config {
+    type Error = ConfigError;
+
+    fn try_from(w: ConfigV1) -> Result<Self, ConfigError> {
+        if w.version != 1 {
+            return Err(ConfigError::new(
+                "version",
+                format!(
+                    "unsupported version {} (this plugin reads version 1)",
+                    w.version
+                ),
+            ));
+        }
+        let cluster_header = header_name("cluster_header", &w.cluster_header)?;
+        let mirror_header = header_name("mirror_header", &w.mirror_header)?;
+        if mirror_header == cluster_header {
+            return Err(ConfigError::new(
+                "mirror_header",
+                "must differ from cluster_header",
+            ));
+        }
+        let decision_header = match &w.decision_header {
+            Some(h) => Some(header_name("decision_header", h)?),
+            None => None,
+        };
+        check_passive(&w.passive_health)?;
+        if let Some(src) = &w.config_source {
+            check_source(src)?;
+        }
+
+        if w.clusters.is_empty() {
+            return Err(ConfigError::new(
+                "clusters",
+                "at least one cluster is required",
+            ));
+        }
+        let mut b = Builder {
+            cluster_ids: HashMap::new(),
+            upstreams: Vec::new(),
+            upstream_ids: HashMap::new(),
+        };
+        let mut clusters = Vec::with_capacity(w.clusters.len());
+        for (i, c) in w.clusters.iter().enumerate() {
+            let path = format!("clusters[{i}].id");
+            check_id(&path, &c.id)?;
+            if b.cluster_ids.insert(c.id.clone(), i).is_some() {
+                return Err(ConfigError::new(
+                    path,
+                    format!("duplicate cluster id {:?}", c.id),
+                ));
+            }
+            clusters.push(Cluster {
+                id: c.id.clone(),
+                zone: c.zone.clone(),
+                state: c.state,
+            });
+        }
+
+        if w.routes.is_empty() && w.config_source.is_none() {
+            return Err(ConfigError::new(
+                "routes",
+                "at least one route is required (or a config_source to pull routes from)",
+            ));
+        }
+        let mut routes = Vec::with_capacity(w.routes.len());
+        for (i, r) in w.routes.iter().enumerate() {
+            routes.push(build_route(&mut b, &format!("routes[{i}]"), r)?);
+        }
+        let table = RouteTable::build(&w.routes)?;
+
+        Ok(Config {
+            revision: w.revision,
+            cluster_header,
+            mirror_header,
+            decision_header,
+            random_seed: w.random_seed,
+            clusters,
+            passive: w.passive_health,
+            routes,
+            table,
+            upstreams: b.upstreams,
+            config_source: w.config_source,
+        })
+    }
+}
+
+fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, ConfigError> {
+    if r.name.trim().is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.name"),
+            "must not be empty",
+        ));
+    }
+    check_seconds(
+        &format!("{path}.failback.hold_seconds"),
+        r.failback.hold_seconds,
+    )?;
+    check_seconds(
+        &format!("{path}.failback.ramp_seconds"),
+        r.failback.ramp_seconds,
+    )?;
+    let base = build_service(b, &format!("{path}.backends"), &r.name, &r.backends)?;
+
+    let order = match r.mode {
+        Mode::ActiveActive => {
+            if !r.order.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{path}.order"),
+                    "order is only used with mode active-standby",
+                ));
+            }
+            Vec::new()
+        }
+        Mode::ActiveStandby => {
+            if r.order.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{path}.order"),
+                    "active-standby needs an order (primary first)",
+                ));
+            }
+            if r.order.len() > MAX_ORDER {
+                return Err(ConfigError::new(
+                    format!("{path}.order"),
+                    format!("at most {MAX_ORDER} clusters"),
+                ));
+            }
+            let mut order = Vec::with_capacity(r.order.len());
+            for (j, id) in r.order.iter().enumerate() {
+                let p = format!("{path}.order[{j}]");
+                let k = backend_of(b, &base, &p, id)?;
+                if order.contains(&k) {
+                    return Err(ConfigError::new(
+                        p,
+                        format!("cluster {id:?} is listed twice"),
+                    ));
+                }
+                order.push(k);
+            }
+            order
+        }
+    };
+
+    let mut pins = Vec::with_capacity(r.pins.len());
+    for (j, pin) in r.pins.iter().enumerate() {
+        let p = format!("{path}.pins[{j}]");
+        pins.push(Pin {
+            when: build_condition(&format!("{p}.when"), &pin.when)?,
+            backend: backend_of(b, &base, &format!("{p}.cluster"), &pin.cluster)?,
+        });
+    }
+    let route_by_header = match &r.route_by_header {
+        Some(h) => Some(header_name(&format!("{path}.route_by_header"), h)?),
+        None => None,
+    };
+
+    let mut canaries = Vec::with_capacity(r.canaries.len());
+    let mut canary_when = Vec::with_capacity(r.canaries.len());
+    let mut weights = Vec::with_capacity(r.canaries.len());
+    for (j, c) in r.canaries.iter().enumerate() {
+        let p = format!("{path}.canaries[{j}]");
+        if c.name.trim().is_empty() {
+            return Err(ConfigError::new(format!("{p}.name"), "must not be empty"));
+        }
+        if c.when.is_empty() && c.weight.is_none() {
+            return Err(ConfigError::new(
+                p,
+                "a canary needs conditions (when) or a weight",
+            ));
+        }
+        let mut when = Vec::with_capacity(c.when.len());
+        for (k, cond) in c.when.iter().enumerate() {
+            when.push(build_condition(&format!("{p}.when[{k}]"), cond)?);
+        }
+        let w = c.weight.unwrap_or(0);
+        if w > 100 && r.canary_weight_total.is_none() {
+            return Err(ConfigError::new(
+                format!("{p}.weight"),
+                format!("{w} is over 100; set canary_weight_total for another scale"),
+            ));
+        }
+        check_weight(&format!("{p}.weight"), w)?;
+        weights.push(w);
+        canary_when.push(when);
+        canaries.push(build_service(
+            b,
+            &format!("{p}.backends"),
+            &c.name,
+            &c.backends,
+        )?);
+    }
+    if let Some(t) = r.canary_weight_total {
+        if t == 0 {
+            return Err(ConfigError::new(
+                format!("{path}.canary_weight_total"),
+                "must be greater than 0",
+            ));
+        }
+        check_weight(&format!("{path}.canary_weight_total"), t)?;
+    }
+    let canary_percent = crate::split::higress_canary_percents(&weights, r.canary_weight_total);
+
+    let mirror = match &r.mirror {
+        Some(m) => {
+            let p = format!("{path}.mirror");
+            if m.upstream.trim().is_empty() {
+                return Err(ConfigError::new(
+                    format!("{p}.upstream"),
+                    "must not be empty",
+                ));
+            }
+            if !(m.percent.is_finite() && (0.0..=100.0).contains(&m.percent)) {
+                return Err(ConfigError::new(
+                    format!("{p}.percent"),
+                    format!("{} is not a percentage between 0 and 100", m.percent),
+                ));
+            }
+            Some((b.upstream(&m.upstream), m.percent))
+        }
+        None => None,
+    };
+    if let Some(s) = &r.sticky {
+        if s.cookie.is_empty() || !s.cookie.bytes().all(is_token_byte) {
+            return Err(ConfigError::new(
+                format!("{path}.sticky.cookie"),
+                format!("{:?} is not a valid cookie name", s.cookie),
+            ));
+        }
+    }
+
+    Ok(Route {
+        name: r.name.clone(),
+        mode: r.mode,
+        order,
+        min_healthy: r.min_healthy,
+        failback: r.failback.clone(),
+        base,
+        pins,
+        route_by_header,
+        canaries,
+        canary_when,
+        canary_percent,
+        mirror,
+        sticky: r.sticky.clone(),
+        when_unavailable: r.when_unavailable,
+    })
+}
+
+fn build_service(
+    b: &mut Builder,
+    path: &str,
+    name: &str,
+    backends: &[BackendV1],
+) -> Result<Service, ConfigError> {
+    if backends.is_empty() {
+        return Err(ConfigError::new(path, "at least one backend is required"));
+    }
+    let explicit = backends.iter().filter(|be| be.weight.is_some()).count();
+    if explicit != 0 && explicit != backends.len() {
+        return Err(ConfigError::new(
+            path,
+            "set a weight on every backend or on none (none = by ready endpoints)",
+        ));
+    }
+    let mut out: Vec<Backend> = Vec::with_capacity(backends.len());
+    for (i, be) in backends.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let cluster = match b.cluster_ids.get(&be.cluster) {
+            Some(&c) => c,
+            None => {
+                return Err(ConfigError::new(
+                    format!("{p}.cluster"),
+                    format!("unknown cluster {:?} (not in clusters)", be.cluster),
+                ))
+            }
+        };
+        if out.iter().any(|o| o.cluster == cluster) {
+            return Err(ConfigError::new(
+                format!("{p}.cluster"),
+                format!("cluster {:?} has two backends in one service", be.cluster),
+            ));
+        }
+        if be.upstream.trim().is_empty() {
+            return Err(ConfigError::new(
+                format!("{p}.upstream"),
+                "must not be empty",
+            ));
+        }
+        if let Some(w) = be.weight {
+            check_weight(&format!("{p}.weight"), w)?;
+        }
+        let weight = be.weight.unwrap_or_else(|| be.ready.unwrap_or(1));
+        out.push(Backend {
+            cluster,
+            upstream: b.upstream(&be.upstream),
+            ready: be.ready,
+            weight,
+            recovered_at_ms: None,
+        });
+    }
+    if explicit != 0 && out.iter().all(|o| o.weight == 0) {
+        return Err(ConfigError::new(path, "all weights are zero"));
+    }
+    Ok(Service {
+        name: name.to_string(),
+        backends: out,
+    })
+}
+
+fn backend_of(b: &Builder, svc: &Service, path: &str, id: &str) -> Result<usize, ConfigError> {
+    let Some(&c) = b.cluster_ids.get(id) else {
+        return Err(ConfigError::new(
+            path,
+            format!("unknown cluster {id:?} (not in clusters)"),
+        ));
+    };
+    svc.backends
+        .iter()
+        .position(|be| be.cluster == c)
+        .ok_or_else(|| {
+            ConfigError::new(path, format!("the route has no backend in cluster {id:?}"))
+        })
+}
+
+fn build_condition(path: &str, c: &ConditionV1) -> Result<Condition, ConfigError> {
+    let source = match (&c.header, &c.cookie, &c.query) {
+        (Some(h), None, None) => Source::Header(header_name(&format!("{path}.header"), h)?),
+        (None, Some(k), None) if !k.is_empty() => Source::Cookie(k.clone()),
+        (None, None, Some(q)) if !q.is_empty() => Source::Query(q.clone()),
+        _ => {
+            return Err(ConfigError::new(
+                path,
+                "name exactly one non-empty header, cookie or query",
+            ))
+        }
+    };
+    let matcher = match &c.matcher {
+        MatchV1::Always => Matcher::Always,
+        MatchV1::Present => Matcher::Present,
+        MatchV1::Exact(v) => Matcher::Exact(v.clone()),
+        MatchV1::Regex(re) => {
+            let p = format!("{path}.match.regex");
+            if re.len() > MAX_REGEX_LEN {
+                return Err(ConfigError::new(
+                    p,
+                    format!("longer than {MAX_REGEX_LEN} bytes"),
+                ));
+            }
+            // Full match, as Envoy's safe_regex and Higress' canary patterns do.
+            let anchored = format!("^(?:{re})$");
+            match regex_lite::Regex::new(&anchored) {
+                Ok(r) => Matcher::Regex(r),
+                Err(e) => return Err(ConfigError::new(p, format!("invalid regex: {e}"))),
+            }
+        }
+    };
+    Ok(Condition { source, matcher })
+}
+
+/// Header names must be lower-case tokens (HTTP/2 and Envoy store them lower-case).
+fn header_name(path: &str, h: &str) -> Result<String, ConfigError> {
+    if h.is_empty() || h.starts_with(':') || !h.bytes().all(is_token_byte) {
+        return Err(ConfigError::new(
+            path,
+            format!("{h:?} is not a valid header name"),
+        ));
+    }
+    Ok(h.to_ascii_lowercase())
+}
+
+fn is_token_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// Cluster ids appear in annotations (`a=80,b=20`) and headers, so keep them plain.
+fn check_id(path: &str, id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            path,
+            format!("{id:?} is not a cluster id (1-{MAX_ID_LEN} of [A-Za-z0-9._-])"),
+        ))
+    }
+}
+
+fn check_weight(path: &str, w: u32) -> Result<(), ConfigError> {
+    if w > MAX_WEIGHT {
+        return Err(ConfigError::new(
+            path,
+            format!("{w} is larger than the maximum weight {MAX_WEIGHT}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_seconds(path: &str, s: u32) -> Result<(), ConfigError> {
+    if s > MAX_SECONDS {
+        return Err(ConfigError::new(
+            path,
+            format!("{s} is more than one day ({MAX_SECONDS} seconds)"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_passive(p: &PassiveHealthV1) -> Result<(), ConfigError> {
+    for (name, v) in [
+        ("failure_threshold", p.failure_threshold),
+        ("probation_failure_threshold", p.probation_failure_threshold),
+        ("success_threshold", p.success_threshold),
+    ] {
+        if v == 0 || v > 10_000 {
+            return Err(ConfigError::new(
+                format!("passive_health.{name}"),
+                format!("{v} is out of range 1..=10000"),
+            ));
+        }
+    }
+    for (name, v) in [
+        ("base_ejection_seconds", p.base_ejection_seconds),
+        ("max_ejection_seconds", p.max_ejection_seconds),
+        ("ramp_seconds", p.ramp_seconds),
+    ] {
+        check_seconds(&format!("passive_health.{name}"), v)?;
+    }
+    if p.base_ejection_seconds == 0 {
+        return Err(ConfigError::new(
+            "passive_health.base_ejection_seconds",
+            "must be at least 1",
+        ));
+    }
+    if p.max_ejection_seconds < p.base_ejection_seconds {
+        return Err(ConfigError::new(
+            "passive_health.max_ejection_seconds",
+            "must not be less than base_ejection_seconds",
+        ));
+    }
+    Ok(())
+}
+
+fn check_source(s: &ConfigSourceV1) -> Result<(), ConfigError> {
+    if s.upstream.trim().is_empty() {
+        return Err(ConfigError::new(
+            "config_source.upstream",
+            "must not be empty",
+        ));
+    }
+    if !s.path.starts_with('/') {
+        return Err(ConfigError::new(
+            "config_source.path",
+            "must start with '/'",
+        ));
+    }
+    if s.poll_ms < 50 || s.poll_ms > 3_600_000 {
+        return Err(ConfigError::new(
+            "config_source.poll_ms",
+            format!("{} is out of range 50..=3600000", s.poll_ms),
+        ));
+    }
+    if s.wait_seconds > 300 {
+        return Err(ConfigError::new(
+            "config_source.wait_seconds",
+            format!("{} is more than 300", s.wait_seconds),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! The per-request decision: pins and canaries first, then stickiness, then the route's policy
+//! over the backends usable now. Pure: the caller supplies the request, passive health and time.
+
+use crate::config::{Config, Mode, Route, Service, UpstreamId, WhenUnavailable};
+use crate::failover::{availability, Availability};
+use crate::health::PassiveState;
+use crate::request::{cookie, matches, RequestView};
+use crate::split::pick;
+
+/// Why a cluster was chosen (shown in the decision header and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A pin rule matched.
+    Pin,
+    /// The route-by-header value named the cluster.
+    Header,
+    /// A canary (by condition or weight).
+    Canary,
+    /// The sticky cookie kept the client on its cluster.
+    Sticky,
+    /// Active-active split, all weighted clusters usable.
+    Weight,
+    /// Active-standby, the primary.
+    Primary,
+    /// Active-standby, a standby (primary unusable or still in failback hold/ramp).
+    Standby,
+    /// Active-active with some cluster unusable (its share moved), or a pin's cluster unusable.
+    Failover,
+    /// No healthy cluster: spread regardless of health.
+    Panic,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Pin => "pin",
+            Reason::Header => "header",
+            Reason::Canary => "canary",
+            Reason::Sticky => "sticky",
+            Reason::Weight => "weight",
+            Reason::Primary => "primary",
+            Reason::Standby => "standby",
+            Reason::Failover => "failover",
+            Reason::Panic => "panic",
+        }
+    }
+    pub const ALL: [Reason; 9] = [
+        Reason::Pin,
+        Reason::Header,
+        Reason::Canary,
+        Reason::Sticky,
+        Reason::Weight,
+        Reason::Primary,
+        Reason::Standby,
+        Reason::Failover,
+        Reason::Panic,
+    ];
+}
+
+/// The chosen upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// `None` = the base service, `Some(i)` = canary i.
+    pub canary: Option<usize>,
+    pub cluster: usize,
+    pub upstream: UpstreamId,
+    pub reason: Reason,
+    /// Set the sticky cookie to this cluster on the response.
+    pub set_sticky: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub route: usize,
+    /// `None` = no cluster can take the request (answer 503).
+    pub target: Option<Target>,
+    pub mirror: Option<UpstreamId>,
+}
+
+/// Route one request. `None` = no route matches (pass through).
+pub fn select<R, P>(
+    cfg: &Config,
+    req: &R,
+    passive: P,
+    now_ms: u64,
+    rng: &mut fastrand::Rng,
+) -> Option<Decision>
+where
+    R: RequestView + ?Sized,
+    P: Fn(UpstreamId) -> PassiveState,
+{
+    let ri = cfg.table.lookup(req.authority(), req.path())?;
+    let route = cfg.routes.get(ri)?;
+    let ctx = Ctx {
+        cfg,
+        route,
+        passive: &passive,
+        now_ms,
+    };
+    let target = ctx.target(req, rng);
+    let mirror = match (&target, route.mirror) {
+        (Some(_), Some((up, pct))) if rng.f64() * 100.0 < pct => Some(up),
+        _ => None,
+    };
+    Some(Decision {
+        route: ri,
+        target,
+        mirror,
+    })
+}
+
+struct Ctx<'a, P> {
+    cfg: &'a Config,
+    route: &'a Route,
+    passive: &'a P,
+    now_ms: u64,
+}
+
+impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
+    fn avail(&self, svc: &Service, i: usize) -> Availability {
+        let b = &svc.backends[i];
+        availability(
+            self.cfg,
+            self.route,
+            b,
+            &(self.passive)(b.upstream),
+            self.now_ms,
+        )
+    }
+
+    fn target_of(&self, canary: Option<usize>, backend: usize, reason: Reason) -> Target {
+        let svc = match canary {
+            Some(c) => &self.route.canaries[c],
+            None => &self.route.base,
+        };
+        let b = &svc.backends[backend];
+        Target {
+            canary,
+            cluster: b.cluster,
+            upstream: b.upstream,
+            reason,
+            set_sticky: false,
+        }
+    }
+
+    fn target<R: RequestView + ?Sized>(&self, req: &R, rng: &mut fastrand::Rng) -> Option<Target> {
+        let route = self.route;
+        let base = &route.base;
+
+        // 1. Pins: first matching rule; an unusable pinned cluster falls back to the policy.
+        for pin in &route.pins {
+            if matches(req, &pin.when) {
+                if self.avail(base, pin.backend).usable {
+                    return Some(self.target_of(None, pin.backend, Reason::Pin));
+                }
+                return self.policy(rng, Some(Reason::Failover));
+            }
+        }
+        // 2. The header that names the cluster.
+        if let Some(h) = &route.route_by_header {
+            if let Some(i) = req.header(h).and_then(|v| self.backend_in(base, v.trim())) {
+                if self.avail(base, i).usable {
+                    return Some(self.target_of(None, i, Reason::Header));
+                }
+                return self.policy(rng, Some(Reason::Failover));
+            }
+        }
+        // 3. Canaries: conditions first (in order), then weights. A canary with nothing usable
+        //    sends its traffic to the base service (Higress fallback clusters).
+        for (c, when) in route.canary_when.iter().enumerate() {
+            if !when.is_empty() && when.iter().any(|cond| matches(req, cond)) {
+                if let Some(t) = self.canary(c, rng) {
+                    return Some(t);
+                }
+                return self.policy(rng, None);
+            }
+        }
+        if route.canary_percent.iter().any(|&p| p > 0) {
+            let mut draw = rng.u32(0..100);
+            for (c, &p) in route.canary_percent.iter().enumerate() {
+                if draw < p {
+                    if let Some(t) = self.canary(c, rng) {
+                        return Some(t);
+                    }
+                    break;
+                }
+                draw -= p;
+            }
+        }
+        // 4. Stickiness.
+        if let Some(s) = &route.sticky {
+            let named = req
+                .header("cookie")
+                .and_then(|c| cookie(c, &s.cookie))
+                .and_then(|v| self.backend_in(base, v));
+            if let Some(i) = named {
+                if self.avail(base, i).usable {
+                    return Some(self.target_of(None, i, Reason::Sticky));
+                }
+            }
+            return self.policy(rng, None).map(|mut t| {
+                t.set_sticky = t.reason != Reason::Panic;
+                t
+            });
+        }
+        // 5. The policy.
+        self.policy(rng, None)
+    }
+
+    fn backend_in(&self, svc: &Service, cluster_id: &str) -> Option<usize> {
+        svc.backends.iter().position(|b| {
+            self.cfg
+                .clusters
+                .get(b.cluster)
+                .is_some_and(|c| c.id == cluster_id)
+        })
+    }
+
+    fn canary(&self, c: usize, rng: &mut fastrand::Rng) -> Option<Target> {
+        let svc = &self.route.canaries[c];
+        let av: Vec<Availability> = (0..svc.backends.len())
+            .map(|i| self.avail(svc, i))
+            .collect();
+        let i = weighted(svc, &av, |a| a.usable, true, rng)?;
+        Some(self.target_of(Some(c), i, Reason::Canary))
+    }
+
+    /// The route's policy over its base service. `forced` overrides the reason (pin fallback).
+    fn policy(&self, rng: &mut fastrand::Rng, forced: Option<Reason>) -> Option<Target> {
+        let route = self.route;
+        let svc = &route.base;
+        let av: Vec<Availability> = (0..svc.backends.len())
+            .map(|i| self.avail(svc, i))
+            .collect();
+        let chosen = match route.mode {
+            Mode::ActiveActive => weighted(svc, &av, |a| a.usable, true, rng).map(|i| {
+                let all_up = svc
+                    .backends
+                    .iter()
+                    .zip(&av)
+                    .all(|(b, a)| b.weight == 0 || (a.usable && a.factor >= 1.0));
+                (
+                    i,
+                    if all_up {
+                        Reason::Weight
+                    } else {
+                        Reason::Failover
+                    },
+                )
+            }),
+            Mode::ActiveStandby => standby(&route.order, &av, rng).map(|i| {
+                let primary = route.order.first() == Some(&i);
+                (
+                    i,
+                    if primary {
+                        Reason::Primary
+                    } else {
+                        Reason::Standby
+                    },
+                )
+            }),
+        };
+        if let Some((i, reason)) = chosen {
+            return Some(self.target_of(None, i, forced.unwrap_or(reason)));
+        }
+        // Every backend the controller allows is ejected by passive health: trust the
+        // controller rather than fail everything (Envoy's panic threshold does the same).
+        let members = |i: usize| route.mode == Mode::ActiveActive || route.order.contains(&i);
+        let pool: Vec<Availability> = av
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Availability {
+                usable: a.by_controller && members(i),
+                ..*a
+            })
+            .collect();
+        if let Some(i) = weighted(svc, &pool, |a| a.usable, false, rng) {
+            return Some(self.target_of(None, i, Reason::Panic));
+        }
+        match route.when_unavailable {
+            WhenUnavailable::Reject => None,
+            WhenUnavailable::Panic => {
+                let i = weighted(svc, &av, |_| true, false, rng)?;
+                Some(self.target_of(None, i, Reason::Panic))
+            }
+        }
+    }
+}
+
+/// Weighted pick among backends that pass `ok`: weight x failback/probation factor; if every
+/// candidate is held at factor 0, ignore the factors; if every weight is 0, pick uniformly.
+fn weighted(
+    svc: &Service,
+    av: &[Availability],
+    ok: impl Fn(&Availability) -> bool,
+    use_factor: bool,
+    rng: &mut fastrand::Rng,
+) -> Option<usize> {
+    let cands = || {
+        svc.backends
+            .iter()
+            .zip(av)
+            .enumerate()
+            .filter(|(_, (_, a))| ok(a))
+    };
+    cands().next()?;
+    let draw = rng.f64();
+    if use_factor {
+        let with_factor = cands().map(|(i, (b, a))| (i, f64::from(b.weight) * a.factor));
+        if let Some(i) = pick(with_factor, draw) {
+            return Some(i);
+        }
+    }
+    let plain = cands().map(|(i, (b, _))| (i, f64::from(b.weight)));
+    pick(plain, draw).or_else(|| pick(cands().map(|(i, _)| (i, 1.0)), draw))
+}
+
+/// Active-standby: walk the order; each usable cluster takes its ramp factor of what is left
+/// (a primary ramping back at 30% takes 30%, the first standby the rest).
+fn standby(order: &[usize], av: &[Availability], rng: &mut fastrand::Rng) -> Option<usize> {
+    let mut shares = [0.0f64; 16];
+    let mut remaining = 1.0;
+    let mut first_usable = None;
+    for (k, &i) in order.iter().enumerate().take(shares.len()) {
+        let a = av[i];
+        if !a.usable {
+            continue;
+        }
+        first_usable.get_or_insert(i);
+        shares[k] = remaining * a.factor;
+        remaining -= shares[k];
+        if remaining <= 0.0 {
+            break;
+        }
+    }
+    let first_usable = first_usable?;
+    let draw = rng.f64();
+    pick(order.iter().copied().zip(shares.iter().copied()), draw).or(Some(first_usable))
+}

@@ -1,0 +1,101 @@
+//! Which backends may take traffic now, and how much: the control plane's view (cluster state,
+//! ready endpoints against `min_healthy`), the data plane's passive health, and the failback
+//! hold-down and ramp of a backend that came back.
+
+use std::collections::HashMap;
+
+use crate::config::{Backend, ClusterState, Config, Route};
+use crate::health::{ramp, PassiveState};
+
+/// A backend's availability at one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Availability {
+    /// The controller's view allows traffic (cluster not `down`, enough ready endpoints).
+    pub by_controller: bool,
+    /// And passive health has not ejected it.
+    pub usable: bool,
+    /// Share of its normal weight it may take (failback hold/ramp, probation ramp), 0..=1.
+    pub factor: f64,
+}
+
+/// Does the controller's view let this backend take traffic for this route?
+pub fn controller_allows(cfg: &Config, route: &Route, b: &Backend) -> bool {
+    let state = cfg
+        .clusters
+        .get(b.cluster)
+        .map_or(ClusterState::Down, |c| c.state);
+    state != ClusterState::Down && b.ready.is_none_or(|r| r >= route.min_healthy)
+}
+
+pub fn availability(
+    cfg: &Config,
+    route: &Route,
+    b: &Backend,
+    passive: &PassiveState,
+    now_ms: u64,
+) -> Availability {
+    let by_controller = controller_allows(cfg, route, b);
+    let usable = by_controller && !passive.is_ejected(now_ms);
+    let failback = match b.recovered_at_ms {
+        Some(t) => ramp(
+            now_ms,
+            t,
+            route.failback.hold_seconds,
+            route.failback.ramp_seconds,
+        ),
+        None => 1.0,
+    };
+    Availability {
+        by_controller,
+        usable,
+        factor: failback.min(passive.factor(now_ms, &cfg.passive)),
+    }
+}
+
+/// Carry failback timers across a config change: a backend that the old config made unusable
+/// and the new one makes usable starts its hold-down now; one still ramping keeps its timer.
+/// Backends are matched by (route name, service name, cluster id).
+pub fn carry_over(old: Option<&Config>, new: &mut Config, now_ms: u64) {
+    let Some(old) = old else { return };
+    let mut before: HashMap<(&str, &str, &str), (bool, Option<u64>)> = HashMap::new();
+    for r in &old.routes {
+        for svc in std::iter::once(&r.base).chain(&r.canaries) {
+            for b in &svc.backends {
+                let id = old.clusters.get(b.cluster).map_or("", |c| c.id.as_str());
+                before.insert(
+                    (&r.name, &svc.name, id),
+                    (controller_allows(old, r, b), b.recovered_at_ms),
+                );
+            }
+        }
+    }
+    let clusters = new.clusters.clone();
+    let mut updates = Vec::new();
+    for (ri, r) in new.routes.iter().enumerate() {
+        for (si, svc) in std::iter::once(&r.base).chain(&r.canaries).enumerate() {
+            for (bi, b) in svc.backends.iter().enumerate() {
+                let id = clusters.get(b.cluster).map_or("", |c| c.id.as_str());
+                let Some(&(was_usable, was_recovered)) = before.get(&(&r.name, &svc.name, id))
+                else {
+                    continue;
+                };
+                let now_usable = controller_allows(new, r, b);
+                let at = match (was_usable, now_usable) {
+                    (false, true) => Some(now_ms),
+                    (true, true) => was_recovered,
+                    _ => None,
+                };
+                updates.push((ri, si, bi, at));
+            }
+        }
+    }
+    for (ri, si, bi, at) in updates {
+        let r = &mut new.routes[ri];
+        let svc = if si == 0 {
+            &mut r.base
+        } else {
+            &mut r.canaries[si - 1]
+        };
+        svc.backends[bi].recovered_at_ms = at;
+    }
+}

@@ -1,0 +1,1 @@
+//! The Proxy-Wasm glue (being written).
