@@ -90,6 +90,23 @@ where
     P: Fn(UpstreamId) -> PassiveState,
 {
     let ri = cfg.table.lookup(req.authority(), req.path())?;
+    select_in_route(cfg, ri, req, passive, now_ms, rng)
+}
+
+/// [`select`] for a route already looked up (the filter looks up first, to read only the
+/// headers that route needs).
+pub fn select_in_route<R, P>(
+    cfg: &Config,
+    ri: usize,
+    req: &R,
+    passive: P,
+    now_ms: u64,
+    rng: &mut fastrand::Rng,
+) -> Option<Decision>
+where
+    R: RequestView + ?Sized,
+    P: Fn(UpstreamId) -> PassiveState,
+{
     let route = cfg.routes.get(ri)?;
     let ctx = Ctx {
         cfg,

@@ -64,6 +64,18 @@ pub struct Route {
     pub mirror: Option<(UpstreamId, f64)>,
     pub sticky: Option<StickyV1>,
     pub when_unavailable: WhenUnavailable,
+    /// Request headers the decision may read (lower-case, `cookie` included if needed), so the
+    /// filter fetches only these from the host.
+    pub needed_headers: Vec<String>,
+}
+
+impl Route {
+    /// Every upstream a decision on this route may pick (base and canaries).
+    pub fn upstreams(&self) -> impl Iterator<Item = UpstreamId> + '_ {
+        std::iter::once(&self.base)
+            .chain(&self.canaries)
+            .flat_map(|s| s.backends.iter().map(|b| b.upstream))
+    }
 }
 
 /// A service present in several member clusters.
@@ -382,7 +394,32 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
         }
     }
 
+    let mut needed_headers: Vec<String> = Vec::new();
+    let conditions = pins
+        .iter()
+        .map(|p| &p.when)
+        .chain(canary_when.iter().flatten());
+    for c in conditions {
+        let h = match &c.source {
+            Source::Header(h) => h.as_str(),
+            Source::Cookie(_) => "cookie",
+            Source::Query(_) => continue,
+        };
+        if !needed_headers.iter().any(|n| n == h) {
+            needed_headers.push(h.to_string());
+        }
+    }
+    if let Some(h) = &route_by_header {
+        if !needed_headers.contains(h) {
+            needed_headers.push(h.clone());
+        }
+    }
+    if r.sticky.is_some() && !needed_headers.iter().any(|n| n == "cookie") {
+        needed_headers.push("cookie".to_string());
+    }
+
     Ok(Route {
+        needed_headers,
         name: r.name.clone(),
         mode: r.mode,
         order,

@@ -1,0 +1,95 @@
+//! Dynamic config: one worker at a time (holder of a shared-data lease) long-polls the
+//! controller with `dispatch_http_call`; an accepted config is stored in shared data, from
+//! which every worker adopts it on its next tick. A bad or failed pull never replaces the last
+//! good config.
+
+use std::time::Duration;
+
+use crate::config::ConfigSourceV1;
+
+use super::host;
+
+pub const CONFIG_KEY: &str = "fleetgate/config";
+const LEASE_KEY: &str = "fleetgate/pull/lease";
+const VM_COUNTER_KEY: &str = "fleetgate/vm/counter";
+
+/// A number no other VM of this plugin holds (a CAS-incremented counter in shared data).
+pub fn unique_vm_token(fallback: u64) -> u64 {
+    for _ in 0..16 {
+        let (v, cas) = host::shared_get(VM_COUNTER_KEY);
+        let n = v
+            .and_then(|b| b.get(..8).and_then(|s| s.try_into().ok()))
+            .map_or(0, u64::from_le_bytes)
+            + 1;
+        if host::shared_set(VM_COUNTER_KEY, &n.to_le_bytes(), cas).is_ok() {
+            return n;
+        }
+    }
+    fallback
+}
+
+/// Take or renew the pull lease; true if this VM may pull now.
+pub fn acquire_lease(token: u64, now_ms: u64, hold_ms: u64) -> bool {
+    let (v, cas) = host::shared_get(LEASE_KEY);
+    if let Some(b) = v.as_deref().filter(|b| b.len() == 16) {
+        let holder = u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]));
+        let until = u64::from_le_bytes(b[8..].try_into().unwrap_or([0; 8]));
+        if holder != token && now_ms < until {
+            return false;
+        }
+    }
+    let mut rec = [0u8; 16];
+    rec[..8].copy_from_slice(&token.to_le_bytes());
+    rec[8..].copy_from_slice(&now_ms.saturating_add(hold_ms).to_le_bytes());
+    host::shared_set(LEASE_KEY, &rec, cas).is_ok()
+}
+
+/// Start a long-poll; returns the call token.
+pub fn dispatch(src: &ConfigSourceV1, etag: Option<&str>) -> Option<u32> {
+    let path = format!("{}?wait={}", src.path, src.wait_seconds);
+    let auth = src.token.as_ref().map(|t| format!("Bearer {t}"));
+    let inm = etag.map(|e| format!("\"{e}\""));
+    let mut headers = vec![
+        (":method", "GET"),
+        (":path", path.as_str()),
+        (":authority", src.authority.as_str()),
+        (":scheme", "http"),
+        ("accept", "application/json"),
+    ];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    if let Some(e) = &inm {
+        headers.push(("if-none-match", e.as_str()));
+    }
+    let timeout = Duration::from_secs(u64::from(src.wait_seconds) + 5);
+    host::dispatch_get(&src.upstream, headers, timeout)
+}
+
+/// How long a lease lasts: the longest a pull can take, plus slack.
+pub fn lease_ms(src: &ConfigSourceV1) -> u64 {
+    (u64::from(src.wait_seconds) + 10) * 1000
+}
+
+/// Shared record: `etag \n json`.
+pub fn encode_shared(etag: &str, json: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(etag.len() + 1 + json.len());
+    v.extend_from_slice(etag.as_bytes());
+    v.push(b'\n');
+    v.extend_from_slice(json);
+    v
+}
+
+pub fn decode_shared(v: &[u8]) -> Option<(String, &[u8])> {
+    let i = v.iter().position(|&b| b == b'\n')?;
+    let etag = String::from_utf8(v[..i].to_vec()).ok()?;
+    Some((etag, &v[i + 1..]))
+}
+
+/// `"abc"` / `W/"abc"` -> `abc`.
+pub fn strip_etag(e: &str) -> String {
+    e.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_string()
+}
