@@ -255,7 +255,7 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
                     .backends
                     .iter()
                     .zip(&av)
-                    .all(|(b, a)| b.weight == 0 || (a.usable && a.factor >= 1.0));
+                    .all(|(b, a)| b.drained || (a.usable && a.factor >= 1.0));
                 (
                     i,
                     if all_up {

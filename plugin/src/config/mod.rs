@@ -2,6 +2,7 @@
 //! ([`Config`]) the routing engine runs on. Parsing never panics; a rejected config names the
 //! JSON path and the reason.
 
+mod locate;
 pub mod validate;
 pub mod wire;
 
@@ -46,17 +47,18 @@ pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
     Config::try_from(wire)
 }
 
-/// Parse the JSON shape only (the path of a shape error is kept).
+/// Parse the JSON shape only (the path of a shape error is recovered from its position).
 pub fn parse_wire(json: &[u8]) -> Result<ConfigV1, ConfigError> {
-    let mut de = serde_json::Deserializer::from_slice(json);
-    let wire: ConfigV1 = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        // serde_path_to_error reports "." for the root.
-        let path = if path == "." { String::new() } else { path };
-        ConfigError::new(path, inner.to_string())
-    })?;
-    de.end()
-        .map_err(|e| ConfigError::new("", format!("trailing data after the config: {e}")))?;
-    Ok(wire)
+    serde_json::from_slice::<ConfigV1>(json).map_err(|e| {
+        let at = locate::offset_of(json, e.line(), e.column());
+        // serde_json reports an error just past the offending token; step back into it.
+        let path = locate::path_at(json, at.saturating_sub(1));
+        let msg = e.to_string();
+        // Drop serde_json's " at line L column C": the path says where.
+        let msg = match msg.rfind(" at line ") {
+            Some(i) => msg[..i].to_string(),
+            None => msg,
+        };
+        ConfigError::new(path, msg)
+    })
 }

@@ -92,6 +92,8 @@ pub struct Backend {
     pub ready: Option<u32>,
     /// Effective weight: explicit, or ready endpoints (1 if not counted).
     pub weight: u32,
+    /// An explicit weight of 0: drained on purpose, so its absence is not a failover.
+    pub drained: bool,
     /// When this backend last became usable again after being unusable (failback hold + ramp);
     /// `None` = usable since before this VM knew it.
     pub recovered_at_ms: Option<u64>,
@@ -486,6 +488,7 @@ fn build_service(
             upstream: b.upstream(&be.upstream),
             ready: be.ready,
             weight,
+            drained: be.weight == Some(0),
             recovered_at_ms: None,
         });
     }
