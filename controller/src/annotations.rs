@@ -1,0 +1,675 @@
+//! Ingress annotations: the Higress/MSE/nginx compatibility set (canary, mirror,
+//! default-backend, subset-labels) and fleetgate's own `fleetgate.io/*` keys, parsed into typed
+//! values. Every error names the annotation and says why it was rejected.
+//!
+//! Precedence for compatibility keys follows Higress' ASAP order: `nginx.ingress.kubernetes.io/`,
+//! then `higress.io/`, then `mse.ingress.kubernetes.io/`; the first prefix present wins (even if
+//! its value is invalid). Values are trimmed; an empty value counts as absent.
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+/// Compatibility prefixes, highest precedence first.
+pub const COMPAT_PREFIXES: [&str; 3] = [
+    "nginx.ingress.kubernetes.io/",
+    "higress.io/",
+    "mse.ingress.kubernetes.io/",
+];
+/// Our own prefix.
+pub const OURS: &str = "fleetgate.io/";
+/// The Istio label MSE's `subset-labels` uses to select one member cluster.
+pub const ISTIO_CLUSTER_LABEL: &str = "topology.istio.io/cluster";
+
+/// An annotation that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("annotation {annotation}: {reason}")]
+pub struct AnnotationError {
+    /// Full annotation key as written on the Ingress.
+    pub annotation: String,
+    pub reason: String,
+}
+
+impl AnnotationError {
+    fn new(annotation: &str, reason: impl Into<String>) -> Self {
+        AnnotationError {
+            annotation: annotation.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `fleetgate.io/mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeAnno {
+    ActiveActive,
+    ActiveStandby,
+}
+
+/// How a canary Ingress selects its traffic (Higress `CanaryKind`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanaryMatch {
+    /// `canary-by-header` alone: the header's value is `always`.
+    HeaderAlways(String),
+    /// `canary-by-header` + `canary-by-header-value`: full-match regex `always|<value>`.
+    HeaderValue { header: String, value: String },
+    /// `canary-by-header` + `canary-by-header-pattern`: full-match regex `.*<pattern>.*`.
+    HeaderPattern { header: String, pattern: String },
+    /// `canary-by-cookie`: the cookie's value is `always`.
+    Cookie(String),
+    /// `canary-weight` (and `canary-weight-total`); a header/cookie canary never has one.
+    Weight { weight: u32, total: Option<u32> },
+}
+
+/// A Service reference `[namespace/]name[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
+    pub port: Option<u16>,
+}
+
+/// Everything fleetgate reads from one Ingress's annotations.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IngressAnnotations {
+    /// `Some` when `canary` is true.
+    pub canary: Option<CanaryMatch>,
+    pub mode: Option<ModeAnno>,
+    /// `fleetgate.io/cluster-weights`, in the order written.
+    pub cluster_weights: Option<Vec<(String, u32)>>,
+    pub cluster_order: Option<Vec<String>>,
+    pub route_by_header: Option<String>,
+    /// `fleetgate.io/cluster`, or MSE `subset-labels: topology.istio.io/cluster <id>`.
+    pub cluster: Option<String>,
+    pub min_healthy: Option<u32>,
+    pub failback_hold_seconds: Option<u32>,
+    pub failback_ramp_seconds: Option<u32>,
+    /// `fleetgate.io/sticky-cookie`: cookie name and optional max age.
+    pub sticky: Option<(String, Option<u32>)>,
+    pub mirror: Option<(ServiceRef, f64)>,
+    pub default_backend: Option<ServiceRef>,
+}
+
+/// Read access to one Ingress's annotations with prefix precedence.
+struct Annos<'a> {
+    map: &'a BTreeMap<String, String>,
+}
+
+impl<'a> Annos<'a> {
+    /// A compatibility key: (full key, trimmed value) of the first prefix present.
+    fn compat(&self, key: &str) -> Option<(String, String)> {
+        COMPAT_PREFIXES.iter().find_map(|p| {
+            let full = format!("{p}{key}");
+            let v = self.map.get(&full)?;
+            let v = trim_lines(v);
+            (!v.is_empty()).then_some((full, v))
+        })
+    }
+    fn ours(&self, key: &str) -> Option<(String, String)> {
+        let full = format!("{OURS}{key}");
+        let v = trim_lines(self.map.get(&full)?);
+        (!v.is_empty()).then_some((full, v))
+    }
+}
+
+/// Higress trims each line of a value.
+fn trim_lines(v: &str) -> String {
+    v.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Parse the annotations of one Ingress in `namespace` (for Service references).
+pub fn parse(
+    namespace: &str,
+    map: &BTreeMap<String, String>,
+) -> Result<IngressAnnotations, AnnotationError> {
+    let a = Annos { map };
+    let mut out = IngressAnnotations::default();
+
+    if let Some((k, v)) = a.compat("canary") {
+        if parse_bool(&k, &v)? {
+            out.canary = Some(parse_canary(&a)?);
+        }
+    }
+    if let Some((k, v)) = a.ours("mode") {
+        out.mode = Some(match v.as_str() {
+            "active-active" => ModeAnno::ActiveActive,
+            "active-standby" => ModeAnno::ActiveStandby,
+            _ => {
+                return Err(AnnotationError::new(
+                    &k,
+                    format!("{v:?} is not active-active or active-standby"),
+                ))
+            }
+        });
+    }
+    if let Some((k, v)) = a.ours("cluster-weights") {
+        out.cluster_weights = Some(parse_weights(&k, &v)?);
+    }
+    if let Some((k, v)) = a.ours("cluster-order") {
+        let mut order: Vec<String> = Vec::new();
+        for id in v.split(',').map(str::trim) {
+            check_cluster_id(&k, id)?;
+            if order.iter().any(|o| o == id) {
+                return Err(AnnotationError::new(
+                    &k,
+                    format!("cluster {id:?} is listed twice"),
+                ));
+            }
+            order.push(id.to_string());
+        }
+        out.cluster_order = Some(order);
+    }
+    if let Some((k, v)) = a.ours("route-by-header") {
+        out.route_by_header = Some(header_name(&k, &v)?);
+    }
+    if let Some((k, v)) = a.ours("cluster") {
+        check_cluster_id(&k, &v)?;
+        out.cluster = Some(v);
+    }
+    if let Some((k, v)) = a.compat("subset-labels") {
+        let id = parse_subset_labels(&k, &v)?;
+        match &out.cluster {
+            Some(c) if *c != id => {
+                return Err(AnnotationError::new(
+                    &k,
+                    format!("names cluster {id:?} but fleetgate.io/cluster names {c:?}"),
+                ))
+            }
+            _ => out.cluster = Some(id),
+        }
+    }
+    if let Some((k, v)) = a.ours("min-healthy") {
+        out.min_healthy = Some(parse_u32(&k, &v, 0, 1_000_000)?);
+    }
+    if let Some((k, v)) = a.ours("failback-hold-seconds") {
+        out.failback_hold_seconds = Some(parse_u32(&k, &v, 0, 86_400)?);
+    }
+    if let Some((k, v)) = a.ours("failback-ramp-seconds") {
+        out.failback_ramp_seconds = Some(parse_u32(&k, &v, 0, 86_400)?);
+    }
+    if let Some((k, v)) = a.ours("sticky-cookie") {
+        out.sticky = Some(parse_sticky(&k, &v)?);
+    }
+    if let Some((k, v)) = a.compat("mirror-target-service") {
+        let target = parse_service_ref(&k, &v, namespace, true)?;
+        let percent = match a.compat("mirror-percentage") {
+            Some((pk, pv)) => {
+                let p = parse_int(&pk, &pv)?;
+                if p < 0 {
+                    return Err(AnnotationError::new(&pk, format!("{p} is negative")));
+                }
+                // Higress: values of 100 or more mean "mirror everything".
+                p.min(100) as f64
+            }
+            None => 100.0,
+        };
+        out.mirror = Some((target, percent));
+    }
+    if let Some((k, v)) = a.compat("default-backend") {
+        out.default_backend = Some(parse_service_ref(&k, &v, namespace, false)?);
+    }
+    Ok(out)
+}
+
+/// Higress canary parse order: header (+ value, else + pattern), else cookie, else weight.
+fn parse_canary(a: &Annos<'_>) -> Result<CanaryMatch, AnnotationError> {
+    if let Some((k, header)) = a.compat("canary-by-header") {
+        let header = header_name(&k, &header)?;
+        if let Some((_, value)) = a.compat("canary-by-header-value") {
+            return Ok(CanaryMatch::HeaderValue { header, value });
+        }
+        if let Some((_, pattern)) = a.compat("canary-by-header-pattern") {
+            return Ok(CanaryMatch::HeaderPattern { header, pattern });
+        }
+        return Ok(CanaryMatch::HeaderAlways(header));
+    }
+    if let Some((k, cookie)) = a.compat("canary-by-cookie") {
+        if !cookie.bytes().all(is_token_byte) {
+            return Err(AnnotationError::new(
+                &k,
+                format!("{cookie:?} is not a valid cookie name"),
+            ));
+        }
+        return Ok(CanaryMatch::Cookie(cookie));
+    }
+    let (weight_key, weight) = match a.compat("canary-weight") {
+        Some((k, v)) => {
+            let w = parse_int(&k, &v)?;
+            if w < 0 {
+                return Err(AnnotationError::new(&k, format!("{w} is negative")));
+            }
+            let w = u32::try_from(w).map_err(|_| AnnotationError::new(&k, "too large"))?;
+            (k, w)
+        }
+        None => (String::new(), 0),
+    };
+    // Higress: the total applies only when it is greater than zero.
+    let total = match a.compat("canary-weight-total") {
+        Some((k, v)) => {
+            let t = parse_int(&k, &v)?;
+            if t > 0 {
+                Some(u32::try_from(t).map_err(|_| AnnotationError::new(&k, "too large"))?)
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    if let Some(t) = total {
+        if weight > t {
+            return Err(AnnotationError::new(
+                &weight_key,
+                format!("weight {weight} is larger than canary-weight-total {t}"),
+            ));
+        }
+    } else if weight > 100 {
+        return Err(AnnotationError::new(
+            "canary-weight",
+            format!("weight {weight} is over 100 without canary-weight-total"),
+        ));
+    }
+    Ok(CanaryMatch::Weight { weight, total })
+}
+
+fn parse_bool(k: &str, v: &str) -> Result<bool, AnnotationError> {
+    // Go's strconv.ParseBool.
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(AnnotationError::new(k, format!("{v:?} is not a boolean"))),
+    }
+}
+
+fn parse_int(k: &str, v: &str) -> Result<i64, AnnotationError> {
+    v.parse::<i64>()
+        .map_err(|_| AnnotationError::new(k, format!("{v:?} is not an integer")))
+}
+
+fn parse_u32(k: &str, v: &str, min: u32, max: u32) -> Result<u32, AnnotationError> {
+    let n = parse_int(k, v)?;
+    if n < i64::from(min) || n > i64::from(max) {
+        return Err(AnnotationError::new(
+            k,
+            format!("{n} is out of range {min}..={max}"),
+        ));
+    }
+    Ok(n as u32)
+}
+
+fn parse_weights(k: &str, v: &str) -> Result<Vec<(String, u32)>, AnnotationError> {
+    let mut out: Vec<(String, u32)> = Vec::new();
+    for item in v
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let Some((id, w)) = item.split_once('=') else {
+            return Err(AnnotationError::new(
+                k,
+                format!("{item:?} is not cluster=weight"),
+            ));
+        };
+        let (id, w) = (id.trim(), w.trim());
+        check_cluster_id(k, id)?;
+        let w = parse_u32(k, w, 0, 1_000_000)?;
+        if out.iter().any(|(o, _)| o == id) {
+            return Err(AnnotationError::new(
+                k,
+                format!("cluster {id:?} is listed twice"),
+            ));
+        }
+        out.push((id.to_string(), w));
+    }
+    if out.is_empty() {
+        return Err(AnnotationError::new(k, "no cluster=weight pairs"));
+    }
+    if out.iter().all(|(_, w)| *w == 0) {
+        return Err(AnnotationError::new(k, "all weights are zero"));
+    }
+    Ok(out)
+}
+
+/// `name` or `name;max-age=N`.
+fn parse_sticky(k: &str, v: &str) -> Result<(String, Option<u32>), AnnotationError> {
+    let mut parts = v.split(';').map(str::trim);
+    let name = parts.next().unwrap_or_default();
+    if name.is_empty() || !name.bytes().all(is_token_byte) {
+        return Err(AnnotationError::new(
+            k,
+            format!("{name:?} is not a valid cookie name"),
+        ));
+    }
+    let mut max_age = None;
+    for p in parts.filter(|p| !p.is_empty()) {
+        match p.split_once('=') {
+            Some(("max-age", n)) => max_age = Some(parse_u32(k, n.trim(), 0, 31_536_000)?),
+            _ => {
+                return Err(AnnotationError::new(
+                    k,
+                    format!("unknown option {p:?} (expected max-age=SECONDS)"),
+                ))
+            }
+        }
+    }
+    Ok((name.to_string(), max_age))
+}
+
+/// MSE `subset-labels`: one `key value` pair per line; fleetgate understands only the Istio
+/// cluster label.
+fn parse_subset_labels(k: &str, v: &str) -> Result<String, AnnotationError> {
+    let mut cluster = None;
+    for line in v.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(key), Some(value), None) = (it.next(), it.next(), it.next()) else {
+            return Err(AnnotationError::new(
+                k,
+                format!("{line:?} is not a `key value` pair"),
+            ));
+        };
+        if key != ISTIO_CLUSTER_LABEL {
+            return Err(AnnotationError::new(
+                k,
+                format!("label {key:?} is not supported (only {ISTIO_CLUSTER_LABEL})"),
+            ));
+        }
+        check_cluster_id(k, value)?;
+        cluster = Some(value.to_string());
+    }
+    cluster.ok_or_else(|| AnnotationError::new(k, "no label"))
+}
+
+/// `[namespace/]name[:port]`; the port is only accepted where `allow_port`.
+fn parse_service_ref(
+    k: &str,
+    v: &str,
+    namespace: &str,
+    allow_port: bool,
+) -> Result<ServiceRef, AnnotationError> {
+    let (ns, rest) = match v.split_once('/') {
+        Some((ns, rest)) => (ns, rest),
+        None => (namespace, v),
+    };
+    let (name, port) = match rest.rsplit_once(':') {
+        Some((name, p)) if allow_port => {
+            let port = p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| AnnotationError::new(k, format!("{p:?} is not a port")))?;
+            (name, Some(port))
+        }
+        _ => (rest, None),
+    };
+    for (what, s) in [("namespace", ns), ("service name", name)] {
+        if !is_dns_label(s) {
+            return Err(AnnotationError::new(
+                k,
+                format!("{s:?} is not a valid {what}"),
+            ));
+        }
+    }
+    Ok(ServiceRef {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        port,
+    })
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn check_cluster_id(k: &str, id: &str) -> Result<(), AnnotationError> {
+    let ok = !id.is_empty()
+        && id.len() <= 253
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AnnotationError::new(
+            k,
+            format!("{id:?} is not a cluster id"),
+        ))
+    }
+}
+
+fn header_name(k: &str, h: &str) -> Result<String, AnnotationError> {
+    if h.is_empty() || !h.bytes().all(is_token_byte) {
+        return Err(AnnotationError::new(
+            k,
+            format!("{h:?} is not a valid header name"),
+        ));
+    }
+    Ok(h.to_ascii_lowercase())
+}
+
+fn is_token_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annos(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn nginx_prefix_wins_over_higress_and_mse() {
+        let m = annos(&[
+            ("nginx.ingress.kubernetes.io/canary", "true"),
+            ("mse.ingress.kubernetes.io/canary-by-header", "x-mse"),
+            ("higress.io/canary-by-header", "x-higress"),
+            ("nginx.ingress.kubernetes.io/canary-by-header", "x-nginx"),
+        ]);
+        let a = parse("default", &m).unwrap();
+        assert_eq!(a.canary, Some(CanaryMatch::HeaderAlways("x-nginx".into())));
+    }
+
+    #[test]
+    fn canary_parse_order_follows_higress() {
+        let table: &[(&[(&str, &str)], CanaryMatch)] = &[
+            (
+                &[
+                    ("higress.io/canary-by-header", "x-u"),
+                    ("higress.io/canary-by-header-value", "v1"),
+                    ("higress.io/canary-by-header-pattern", "p"),
+                    ("higress.io/canary-weight", "30"),
+                ],
+                CanaryMatch::HeaderValue {
+                    header: "x-u".into(),
+                    value: "v1".into(),
+                },
+            ),
+            (
+                &[
+                    ("higress.io/canary-by-header", "X-U"),
+                    ("higress.io/canary-by-header-pattern", "p.*"),
+                ],
+                CanaryMatch::HeaderPattern {
+                    header: "x-u".into(),
+                    pattern: "p.*".into(),
+                },
+            ),
+            (
+                &[
+                    ("higress.io/canary-by-cookie", "beta"),
+                    ("higress.io/canary-weight", "30"),
+                ],
+                CanaryMatch::Cookie("beta".into()),
+            ),
+            (
+                &[
+                    ("higress.io/canary-weight", "30"),
+                    ("higress.io/canary-weight-total", "0"),
+                ],
+                CanaryMatch::Weight {
+                    weight: 30,
+                    total: None,
+                },
+            ),
+            (
+                &[
+                    ("higress.io/canary-weight", "300"),
+                    ("higress.io/canary-weight-total", "1000"),
+                ],
+                CanaryMatch::Weight {
+                    weight: 300,
+                    total: Some(1000),
+                },
+            ),
+            (
+                &[],
+                CanaryMatch::Weight {
+                    weight: 0,
+                    total: None,
+                },
+            ),
+        ];
+        for (pairs, want) in table {
+            let mut m = annos(pairs);
+            m.insert("higress.io/canary".into(), "true".into());
+            assert_eq!(
+                parse("default", &m).unwrap().canary.as_ref(),
+                Some(want),
+                "{pairs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn canary_false_is_not_a_canary() {
+        let m = annos(&[("nginx.ingress.kubernetes.io/canary", "false")]);
+        assert_eq!(parse("default", &m).unwrap().canary, None);
+    }
+
+    #[test]
+    fn invalid_values_name_the_annotation() {
+        let table = [
+            ("fleetgate.io/mode", "hot-hot", "fleetgate.io/mode"),
+            (
+                "fleetgate.io/cluster-weights",
+                "hz-a=80,hz-b",
+                "fleetgate.io/cluster-weights",
+            ),
+            (
+                "fleetgate.io/cluster-weights",
+                "hz-a=0",
+                "fleetgate.io/cluster-weights",
+            ),
+            (
+                "fleetgate.io/cluster-weights",
+                "hz-a=-3",
+                "fleetgate.io/cluster-weights",
+            ),
+            (
+                "fleetgate.io/cluster-order",
+                "hz-a,hz-a",
+                "fleetgate.io/cluster-order",
+            ),
+            (
+                "fleetgate.io/route-by-header",
+                "x cluster",
+                "fleetgate.io/route-by-header",
+            ),
+            (
+                "fleetgate.io/min-healthy",
+                "many",
+                "fleetgate.io/min-healthy",
+            ),
+            (
+                "fleetgate.io/sticky-cookie",
+                "fg;ttl=3",
+                "fleetgate.io/sticky-cookie",
+            ),
+            ("higress.io/canary", "yes", "higress.io/canary"),
+            (
+                "higress.io/mirror-target-service",
+                "shadow:http",
+                "higress.io/mirror-target-service",
+            ),
+            (
+                "mse.ingress.kubernetes.io/subset-labels",
+                "app shop",
+                "mse.ingress.kubernetes.io/subset-labels",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/default-backend",
+                "Bad_Name",
+                "nginx.ingress.kubernetes.io/default-backend",
+            ),
+        ];
+        for (k, v, named) in table {
+            let err = parse("default", &annos(&[(k, v)])).unwrap_err();
+            assert_eq!(err.annotation, named, "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn subset_labels_alias_fleetgate_cluster() {
+        let m = annos(&[(
+            "mse.ingress.kubernetes.io/subset-labels",
+            "topology.istio.io/cluster hz-b\n",
+        )]);
+        assert_eq!(
+            parse("default", &m).unwrap().cluster.as_deref(),
+            Some("hz-b")
+        );
+        let m = annos(&[
+            (
+                "mse.ingress.kubernetes.io/subset-labels",
+                "topology.istio.io/cluster hz-b",
+            ),
+            ("fleetgate.io/cluster", "hz-a"),
+        ]);
+        assert!(parse("default", &m).is_err());
+    }
+
+    #[test]
+    fn mirror_defaults_namespace_and_full_percentage() {
+        let m = annos(&[("higress.io/mirror-target-service", "shop-shadow:8080")]);
+        let (target, pct) = parse("default", &m).unwrap().mirror.unwrap();
+        assert_eq!(
+            target,
+            ServiceRef {
+                namespace: "default".into(),
+                name: "shop-shadow".into(),
+                port: Some(8080)
+            }
+        );
+        assert_eq!(pct, 100.0);
+        let m = annos(&[
+            ("higress.io/mirror-target-service", "qa/shadow"),
+            ("higress.io/mirror-percentage", "250"),
+        ]);
+        let (target, pct) = parse("default", &m).unwrap().mirror.unwrap();
+        assert_eq!(
+            (target.namespace.as_str(), target.port, pct),
+            ("qa", None, 100.0)
+        );
+    }
+
+    #[test]
+    fn sticky_cookie_accepts_max_age() {
+        let m = annos(&[("fleetgate.io/sticky-cookie", "fg-cluster; max-age=600")]);
+        assert_eq!(
+            parse("default", &m).unwrap().sticky,
+            Some(("fg-cluster".into(), Some(600)))
+        );
+    }
+}

@@ -1,0 +1,378 @@
+//! Offline commands that need no cluster: `render` (YAML dumps -> plugin config JSON) and
+//! `explain` (what the plugin would do with a request, using the plugin's own engine).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use fleetgate_plugin::config::{self as pcfg, ConfigError};
+use fleetgate_plugin::decide::{select, Decision};
+use fleetgate_plugin::health::PassiveState;
+use fleetgate_plugin::request::SimpleRequest;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::derive::{self, Contact, DeriveOptions, Derived, MemberSnapshot};
+use crate::members;
+
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Yaml { path: String, reason: String },
+    #[error("{0}")]
+    Members(#[from] members::MemberError),
+    #[error("{0}")]
+    Derive(#[from] derive::DeriveError),
+    #[error("config {path}: {source}")]
+    Config {
+        path: String,
+        #[source]
+        source: ConfigError,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Objects read from a directory of YAML dumps.
+#[derive(Debug, Default)]
+pub struct Dump {
+    pub ingresses: Vec<Ingress>,
+    pub ingress_classes: Vec<IngressClass>,
+    pub secrets: Vec<Secret>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+}
+
+/// Read every `*.yaml`/`*.yml`/`*.json` file under `dir` (recursively, sorted), multi-document
+/// or `kind: List` as `kubectl get -o yaml` prints; unknown kinds are ignored.
+pub fn load_dir(dir: &Path) -> Result<Dump, CliError> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files)?;
+    files.sort();
+    let mut dump = Dump::default();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|source| CliError::Io {
+            path: f.display().to_string(),
+            source,
+        })?;
+        load_text(&text, &f.display().to_string(), &mut dump)?;
+    }
+    Ok(dump)
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
+    let io = |source| CliError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let p = entry.map_err(io)?.path();
+        if p.is_dir() {
+            continue; // members live in sub-directories; each is passed on its own
+        }
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if matches!(ext, "yaml" | "yml" | "json") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Add the objects of one YAML/JSON text to `dump`.
+pub fn load_text(text: &str, path: &str, dump: &mut Dump) -> Result<(), CliError> {
+    use serde::Deserialize;
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let v = serde_yaml::Value::deserialize(doc).map_err(|e| CliError::Yaml {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        add_value(v, path, dump)?;
+    }
+    Ok(())
+}
+
+fn add_value(v: serde_yaml::Value, path: &str, dump: &mut Dump) -> Result<(), CliError> {
+    if v.is_null() {
+        return Ok(());
+    }
+    let kind = v
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or("")
+        .to_string();
+    let yaml_err = |e: serde_yaml::Error| CliError::Yaml {
+        path: path.to_string(),
+        reason: format!("{kind}: {e}"),
+    };
+    match kind.as_str() {
+        "List" => {
+            if let Some(items) = v.get("items").and_then(|i| i.as_sequence()) {
+                for item in items.clone() {
+                    add_value(item, path, dump)?;
+                }
+            }
+        }
+        "Ingress" => dump
+            .ingresses
+            .push(serde_yaml::from_value(v).map_err(yaml_err)?),
+        "IngressClass" => dump
+            .ingress_classes
+            .push(serde_yaml::from_value(v).map_err(yaml_err)?),
+        "Secret" => dump
+            .secrets
+            .push(serde_yaml::from_value(v).map_err(yaml_err)?),
+        "EndpointSlice" => dump
+            .endpoint_slices
+            .push(serde_yaml::from_value(v).map_err(yaml_err)?),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Inputs of `render`.
+#[derive(Debug, Clone)]
+pub struct RenderArgs {
+    /// Directories of fleet objects (read in order, merged).
+    pub fleet: Vec<PathBuf>,
+    /// `NAME=DIR` per member with an EndpointSlice dump.
+    pub members: Vec<(String, PathBuf)>,
+    /// `NAME=ZONE` overrides.
+    pub zones: Vec<(String, String)>,
+    pub options: DeriveOptions,
+}
+
+/// Split `NAME=VALUE`.
+pub fn split_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
+}
+
+/// Derive the config from YAML dumps. Members: every `--member`, plus every Argo CD cluster
+/// Secret in the fleet dump (a Secret's member without a dump is `unknown`, no endpoints known).
+pub fn render(args: &RenderArgs) -> Result<Derived, CliError> {
+    let mut fleet = Dump::default();
+    for dir in &args.fleet {
+        let d = load_dir(dir)?;
+        fleet.ingresses.extend(d.ingresses);
+        fleet.ingress_classes.extend(d.ingress_classes);
+        fleet.secrets.extend(d.secrets);
+    }
+    let mut snaps: BTreeMap<String, MemberSnapshot> = BTreeMap::new();
+    for s in fleet
+        .secrets
+        .iter()
+        .filter(|s| members::is_cluster_secret(s))
+    {
+        let m = members::from_argo_secret(s)?;
+        snaps.insert(
+            m.id.clone(),
+            MemberSnapshot {
+                id: m.id,
+                zone: m.zone,
+                contact: Contact::Never,
+                endpoint_slices: Vec::new(),
+            },
+        );
+    }
+    for (name, dir) in &args.members {
+        let dump = load_dir(dir)?;
+        let snap = snaps.entry(name.clone()).or_insert_with(|| MemberSnapshot {
+            id: name.clone(),
+            zone: None,
+            contact: Contact::Never,
+            endpoint_slices: Vec::new(),
+        });
+        snap.contact = Contact::Live;
+        snap.endpoint_slices = dump.endpoint_slices;
+    }
+    for (name, zone) in &args.zones {
+        match snaps.get_mut(name) {
+            Some(s) => s.zone = Some(zone.clone()),
+            None => return Err(CliError::Usage(format!("--zone {name}: no such member"))),
+        }
+    }
+    let mut options = args.options.clone();
+    options.class_is_default |= fleet.ingress_classes.iter().any(|c| {
+        c.metadata.name.as_deref() == Some(options.ingress_class.as_str())
+            && crate::watch::is_default_class(c)
+    });
+    let snaps: Vec<MemberSnapshot> = snaps.into_values().collect();
+    Ok(derive::derive_config(&fleet.ingresses, &snaps, &options)?)
+}
+
+/// The pretty JSON `render` prints (trailing newline).
+pub fn pretty(d: &Derived) -> Result<String, CliError> {
+    let mut s = serde_json::to_string_pretty(&d.config).map_err(derive::DeriveError::from)?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// Inputs of `explain`.
+#[derive(Debug, Clone)]
+pub struct ExplainArgs {
+    pub config: PathBuf,
+    pub host: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub simulate: Option<u32>,
+    pub seed: u64,
+}
+
+/// One explained decision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    pub route: Option<String>,
+    pub cluster: Option<String>,
+    pub upstream: Option<String>,
+    pub reason: String,
+    pub canary: Option<String>,
+    pub mirror: Option<String>,
+}
+
+/// Counts over simulated requests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Simulation {
+    pub clusters: BTreeMap<String, u64>,
+    pub upstreams: BTreeMap<String, u64>,
+    /// Requests no route matched or no cluster could take (only shown when non-zero).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unrouted: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rejected: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Split `name: value`.
+pub fn split_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((k, v)) if !k.trim().is_empty() => {
+            Ok((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        }
+        _ => Err(format!("{s:?} is not `name: value`")),
+    }
+}
+
+fn load_config(path: &Path) -> Result<pcfg::Config, CliError> {
+    let bytes = std::fs::read(path).map_err(|source| CliError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    pcfg::parse(&bytes).map_err(|source| CliError::Config {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn request(args: &ExplainArgs) -> SimpleRequest {
+    args.headers
+        .iter()
+        .fold(SimpleRequest::new(&args.host, &args.path), |r, (k, v)| {
+            r.with_header(k, v)
+        })
+}
+
+/// All upstreams passively healthy, no failback timers: the controller's view alone.
+fn decide(cfg: &pcfg::Config, req: &SimpleRequest, rng: &mut fastrand::Rng) -> Option<Decision> {
+    select(cfg, req, |_| PassiveState::default(), 0, rng)
+}
+
+/// Explain one request.
+pub fn explain(args: &ExplainArgs) -> Result<Explanation, CliError> {
+    let cfg = load_config(&args.config)?;
+    let req = request(args);
+    let mut rng = fastrand::Rng::with_seed(args.seed);
+    Ok(describe(&cfg, decide(&cfg, &req, &mut rng)))
+}
+
+fn describe(cfg: &pcfg::Config, d: Option<Decision>) -> Explanation {
+    let Some(d) = d else {
+        return Explanation {
+            route: None,
+            cluster: None,
+            upstream: None,
+            reason: "no route matches (the plugin passes the request through)".to_string(),
+            canary: None,
+            mirror: None,
+        };
+    };
+    let route = cfg.routes.get(d.route);
+    let mirror = d.mirror.map(|m| cfg.upstream_name(m).to_string());
+    match d.target {
+        None => Explanation {
+            route: route.map(|r| r.name.clone()),
+            cluster: None,
+            upstream: None,
+            reason: "unavailable: no cluster can take it (503)".to_string(),
+            canary: None,
+            mirror,
+        },
+        Some(t) => Explanation {
+            route: route.map(|r| r.name.clone()),
+            cluster: cfg.clusters.get(t.cluster).map(|c| c.id.clone()),
+            upstream: Some(cfg.upstream_name(t.upstream).to_string()),
+            reason: t.reason.as_str().to_string(),
+            canary: t
+                .canary
+                .and_then(|c| route.and_then(|r| r.canaries.get(c)))
+                .map(|s| s.name.clone()),
+            mirror,
+        },
+    }
+}
+
+/// Run `n` requests through the engine with a seeded random source.
+pub fn simulate(args: &ExplainArgs, n: u32) -> Result<Simulation, CliError> {
+    let cfg = load_config(&args.config)?;
+    let req = request(args);
+    let mut rng = fastrand::Rng::with_seed(args.seed);
+    let mut sim = Simulation::default();
+    for _ in 0..n {
+        match decide(&cfg, &req, &mut rng) {
+            None => sim.unrouted += 1,
+            Some(Decision { target: None, .. }) => sim.rejected += 1,
+            Some(Decision {
+                target: Some(t), ..
+            }) => {
+                let c = cfg
+                    .clusters
+                    .get(t.cluster)
+                    .map(|c| c.id.clone())
+                    .unwrap_or_default();
+                *sim.clusters.entry(c).or_default() += 1;
+                *sim.upstreams
+                    .entry(cfg.upstream_name(t.upstream).to_string())
+                    .or_default() += 1;
+            }
+        }
+    }
+    Ok(sim)
+}
+
+/// Human-readable explanation.
+pub fn format_explanation(e: &Explanation) -> String {
+    let mut s = String::new();
+    let line = |s: &mut String, k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            s.push_str(&format!("{k:<9}{v}\n"));
+        }
+    };
+    line(&mut s, "route:", &e.route);
+    line(&mut s, "cluster:", &e.cluster);
+    line(&mut s, "upstream:", &e.upstream);
+    s.push_str(&format!("{:<9}{}\n", "reason:", e.reason));
+    line(&mut s, "canary:", &e.canary);
+    line(&mut s, "mirror:", &e.mirror);
+    s
+}

@@ -1,0 +1,17 @@
+//! fleetgate controller: watches Ingresses in the fleet (hub) cluster and EndpointSlices in each
+//! member cluster, and derives the fleetgate plugin's JSON config (schema v1).
+//!
+//! - [`annotations`]: Higress/MSE/nginx compatibility and `fleetgate.io/*` annotations;
+//! - [`derive`]: the pure `(Ingresses, members, endpoints) -> ConfigV1` function;
+//! - [`members`]: member clusters (Argo CD cluster Secrets, members file) and their clients;
+//! - [`watch`]: kube-runtime watchers feeding the [`store`];
+//! - [`health`]: member control-plane contact (live / unknown after a grace period);
+//! - [`handoff`]: the long-poll config endpoint, the file and the Higress WasmPlugin;
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`;
+//! - [`cli`]: the offline `render` and `explain` commands.
+
+pub mod annotations;
+pub mod cli;
+pub mod derive;
+pub mod members;
+pub mod watch;

@@ -1,0 +1,176 @@
+//! Golden tests: `render` over the fixtures in `examples/fleet/` must print exactly the
+//! checked-in JSON in `tests/golden/` (reviewed by hand against the annotation semantics).
+//! `UPDATE_GOLDEN=1 cargo test -p fleetgate-controller --test golden` rewrites them.
+
+use std::path::{Path, PathBuf};
+
+use fleetgate_controller::cli::{self, ExplainArgs, RenderArgs};
+use fleetgate_controller::derive::{DeriveOptions, Severity};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn render_args(scenario: &str, hz_b: &str) -> RenderArgs {
+    let fleet = root().join("examples/fleet");
+    RenderArgs {
+        fleet: vec![fleet.join("clusters"), fleet.join(scenario)],
+        members: vec![
+            ("hz-a".to_string(), fleet.join("members/hz-a")),
+            ("hz-b".to_string(), fleet.join("members").join(hz_b)),
+        ],
+        zones: Vec::new(),
+        options: DeriveOptions::default(),
+    }
+}
+
+/// (scenario, hz-b dump, expected problems as (ingress, severity)).
+type Scenario = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, Severity)],
+);
+
+const SCENARIOS: &[Scenario] = &[
+    ("active-active", "hz-b", &[]),
+    ("active-active-zero-replicas", "hz-b-scaled-to-zero", &[]),
+    ("active-standby", "hz-b", &[]),
+    ("header-to-cluster", "hz-b", &[]),
+    ("canary-by-header", "hz-b", &[]),
+    ("canary-by-weight", "hz-b", &[]),
+    ("mirror", "hz-b", &[]),
+    (
+        "bad-annotation",
+        "hz-b",
+        &[("default/shop-api", Severity::Rejected)],
+    ),
+];
+
+fn golden_path(scenario: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{scenario}.json"))
+}
+
+#[test]
+fn render_matches_golden_files_and_the_plugin_accepts_them() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut mismatched = Vec::new();
+    for (scenario, hz_b, problems) in SCENARIOS {
+        let derived =
+            cli::render(&render_args(scenario, hz_b)).unwrap_or_else(|e| panic!("{scenario}: {e}"));
+        let got = cli::pretty(&derived).unwrap();
+        fleetgate_plugin::config::parse(got.as_bytes())
+            .unwrap_or_else(|e| panic!("{scenario}: plugin rejects the config: {e}"));
+        let seen: Vec<(String, Severity)> = derived
+            .problems
+            .iter()
+            .map(|p| (p.ingress.to_string(), p.severity))
+            .collect();
+        let want: Vec<(String, Severity)> =
+            problems.iter().map(|(i, s)| (i.to_string(), *s)).collect();
+        assert_eq!(seen, want, "{scenario}: problems {:?}", derived.problems);
+
+        let path = golden_path(scenario);
+        if update {
+            std::fs::write(&path, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 to create)", path.display()));
+        if want != got {
+            mismatched.push(format!("{scenario}:\n--- want\n{want}\n--- got\n{got}"));
+        }
+    }
+    assert!(
+        mismatched.is_empty(),
+        "golden mismatch:\n{}",
+        mismatched.join("\n")
+    );
+}
+
+#[test]
+fn render_is_byte_stable() {
+    for (scenario, hz_b, _) in SCENARIOS {
+        let a = cli::pretty(&cli::render(&render_args(scenario, hz_b)).unwrap()).unwrap();
+        let b = cli::pretty(&cli::render(&render_args(scenario, hz_b)).unwrap()).unwrap();
+        assert_eq!(a, b, "{scenario}");
+    }
+}
+
+fn simulate(scenario: &str, headers: &[(&str, &str)], n: u32) -> cli::Simulation {
+    let args = ExplainArgs {
+        config: golden_path(scenario),
+        host: "shop.example.com".to_string(),
+        path: "/cart".to_string(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        simulate: Some(n),
+        seed: 7,
+    };
+    cli::simulate(&args, n).unwrap()
+}
+
+fn share(sim: &cli::Simulation, cluster: &str) -> f64 {
+    let total: u64 = sim.clusters.values().sum();
+    *sim.clusters.get(cluster).unwrap_or(&0) as f64 / total as f64
+}
+
+#[test]
+fn active_active_splits_one_to_one_by_ready_endpoints() {
+    let sim = simulate("active-active", &[], 10_000);
+    assert!((share(&sim, "hz-a") - 0.5).abs() < 0.03, "{sim:?}");
+}
+
+#[test]
+fn a_cluster_scaled_to_zero_gets_no_traffic() {
+    let sim = simulate("active-active-zero-replicas", &[], 2_000);
+    assert_eq!(share(&sim, "hz-a"), 1.0, "{sim:?}");
+}
+
+#[test]
+fn active_standby_sends_everything_to_the_primary() {
+    let sim = simulate("active-standby", &[], 2_000);
+    assert_eq!(share(&sim, "hz-a"), 1.0, "{sim:?}");
+}
+
+#[test]
+fn header_canary_pinned_to_a_cluster_goes_only_there() {
+    for v in ["gray", "always"] {
+        let sim = simulate("header-to-cluster", &[("x-stage", v)], 500);
+        assert_eq!(share(&sim, "hz-b"), 1.0, "{v}: {sim:?}");
+    }
+    let sim = simulate("header-to-cluster", &[("x-fleetgate-cluster", "hz-a")], 500);
+    assert_eq!(share(&sim, "hz-a"), 1.0, "{sim:?}");
+}
+
+#[test]
+fn canary_by_header_matches_value_or_always_only() {
+    let canary = "outbound|80|hz-a|shop-canary.default.svc.cluster.local";
+    let sim = simulate("canary-by-header", &[("x-canary", "v2")], 1_000);
+    let to_canary: u64 = sim
+        .upstreams
+        .iter()
+        .filter(|(k, _)| k.contains("shop-canary"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(to_canary, 1_000, "{sim:?}");
+    let sim = simulate("canary-by-header", &[("x-canary", "v3")], 1_000);
+    assert!(!sim.upstreams.contains_key(canary), "{sim:?}");
+}
+
+#[test]
+fn canary_by_weight_takes_about_twenty_percent() {
+    let sim = simulate("canary-by-weight", &[], 20_000);
+    let total: u64 = sim.upstreams.values().sum();
+    let to_canary: u64 = sim
+        .upstreams
+        .iter()
+        .filter(|(k, _)| k.contains("shop-canary"))
+        .map(|(_, v)| v)
+        .sum();
+    let share = to_canary as f64 / total as f64;
+    assert!((share - 0.2).abs() < 0.02, "{share} {sim:?}");
+}
