@@ -13,5 +13,6 @@
 pub mod annotations;
 pub mod cli;
 pub mod derive;
+pub mod handoff;
 pub mod members;
 pub mod watch;

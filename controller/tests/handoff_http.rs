@@ -1,0 +1,159 @@
+//! The config endpoint over real HTTP on 127.0.0.1: ETag, long-poll wake-up, 304 on timeout,
+//! 401 on a bad token.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use fleetgate_controller::handoff::{self, ConfigCell, Endpoint, Published};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: fleetgate\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+async fn serve(token: Option<&str>) -> (SocketAddr, ConfigCell, Gauge) {
+    let cell = ConfigCell::default();
+    let waiting = Gauge::default();
+    let ep = Endpoint {
+        cell: cell.clone(),
+        token: token.map(Into::into),
+        waiting: waiting.clone(),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, handoff::router(ep)).await.unwrap();
+    });
+    (addr, cell, waiting)
+}
+
+fn published(rev: &str) -> Published {
+    Published {
+        revision: rev.to_string(),
+        json: format!("{{\"revision\":\"{rev}\"}}"),
+    }
+}
+
+const AUTH: (&str, &str) = ("Authorization", "Bearer t0ken");
+
+#[tokio::test]
+async fn serves_config_with_etag_and_304_after_the_wait() {
+    let (addr, cell, _) = serve(Some("t0ken")).await;
+    assert_eq!(get(addr, "/v1/config", &[AUTH]).await.status, 503);
+    cell.publish(published("r1"));
+    let r = get(addr, "/v1/config", &[AUTH]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag"), Some("\"r1\""));
+    assert_eq!(r.body, "{\"revision\":\"r1\"}");
+    let started = Instant::now();
+    let r = get(
+        addr,
+        "/v1/config?wait=1",
+        &[AUTH, ("If-None-Match", "\"r1\"")],
+    )
+    .await;
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("etag"), Some("\"r1\""));
+    assert!(r.body.is_empty());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    // A stale ETag gets the config at once.
+    let r = get(addr, "/v1/config", &[AUTH, ("If-None-Match", "\"r0\"")]).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn long_poll_wakes_within_100ms_of_a_change() {
+    let (addr, cell, waiting) = serve(Some("t0ken")).await;
+    cell.publish(published("r1"));
+    let poll = tokio::spawn(async move {
+        get(
+            addr,
+            "/v1/config?wait=30",
+            &[AUTH, ("If-None-Match", "\"r1\"")],
+        )
+        .await
+    });
+    // Wait until the request is parked.
+    let t0 = Instant::now();
+    while waiting.get() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "client never parked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Publishing the same revision does not wake it.
+    assert!(!cell.publish(published("r1")));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!poll.is_finished());
+    let changed = Instant::now();
+    assert!(cell.publish(published("r2")));
+    let r = poll.await.unwrap();
+    let latency = changed.elapsed();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag"), Some("\"r2\""));
+    assert!(latency < Duration::from_millis(100), "{latency:?}");
+    assert_eq!(waiting.get(), 0);
+}
+
+#[tokio::test]
+async fn wrong_or_missing_token_is_401_with_nothing_served() {
+    let (addr, cell, _) = serve(Some("t0ken")).await;
+    cell.publish(published("r1"));
+    for h in [
+        vec![],
+        vec![("Authorization", "Bearer nope")],
+        vec![("Authorization", "Basic dDBrZW4=")],
+    ] {
+        let r = get(addr, "/v1/config", &h).await;
+        assert_eq!(r.status, 401, "{h:?}");
+        assert!(r.header("etag").is_none());
+        assert!(!r.body.contains("revision"));
+    }
+}
