@@ -71,7 +71,7 @@ impl RouteTable {
                 if !p.path.starts_with('/') {
                     return Err(ConfigError::new(
                         format!("routes[{i}].paths[{j}].path"),
-                        format!("{:?} must start with '/'", p.path),
+                        format!("\"{}\" must start with '/'", p.path),
                     ));
                 }
             }
@@ -93,8 +93,14 @@ impl RouteTable {
                         return Err(ConfigError::new(
                             format!("routes[{i}].paths[{j}]"),
                             format!(
-                                "host {:?} path {:?} ({:?}) is already routed by routes[{prev}] ({:?})",
-                                host, p.path, p.kind, routes[prev].name
+                                "host \"{}\" path \"{}\" ({}) is already routed by routes[{prev}] (\"{}\")",
+                                host,
+                                p.path,
+                                match p.kind {
+                                    PathKind::Exact => "Exact",
+                                    PathKind::Prefix => "Prefix",
+                                },
+                                routes[prev].name
                             ),
                         ));
                     }
@@ -155,7 +161,7 @@ fn check_host(path: &str, host: &str) -> Result<String, ConfigError> {
     if !ok {
         return Err(ConfigError::new(
             path,
-            format!("{host:?} is not a host name or a `*.` wildcard"),
+            format!("\"{host}\" is not a host name or a `*.` wildcard"),
         ));
     }
     Ok(host.to_ascii_lowercase())

@@ -215,7 +215,7 @@ impl TryFrom<ConfigV1> for Config {
             if b.cluster_ids.insert(c.id.clone(), i).is_some() {
                 return Err(ConfigError::new(
                     path,
-                    format!("duplicate cluster id {:?}", c.id),
+                    format!("duplicate cluster id \"{}\"", c.id),
                 ));
             }
             clusters.push(Cluster {
@@ -300,7 +300,7 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
                 if order.contains(&k) {
                     return Err(ConfigError::new(
                         p,
-                        format!("cluster {id:?} is listed twice"),
+                        format!("cluster \"{id}\" is listed twice"),
                     ));
                 }
                 order.push(k);
@@ -380,7 +380,7 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
             if !(m.percent.is_finite() && (0.0..=100.0).contains(&m.percent)) {
                 return Err(ConfigError::new(
                     format!("{p}.percent"),
-                    format!("{} is not a percentage between 0 and 100", m.percent),
+                    "must be a percentage between 0 and 100",
                 ));
             }
             Some((b.upstream(&m.upstream), m.percent))
@@ -391,7 +391,7 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
         if s.cookie.is_empty() || !s.cookie.bytes().all(is_token_byte) {
             return Err(ConfigError::new(
                 format!("{path}.sticky.cookie"),
-                format!("{:?} is not a valid cookie name", s.cookie),
+                format!("\"{}\" is not a valid cookie name", s.cookie),
             ));
         }
     }
@@ -463,14 +463,14 @@ fn build_service(
             None => {
                 return Err(ConfigError::new(
                     format!("{p}.cluster"),
-                    format!("unknown cluster {:?} (not in clusters)", be.cluster),
+                    format!("unknown cluster \"{}\" (not in clusters)", be.cluster),
                 ))
             }
         };
         if out.iter().any(|o| o.cluster == cluster) {
             return Err(ConfigError::new(
                 format!("{p}.cluster"),
-                format!("cluster {:?} has two backends in one service", be.cluster),
+                format!("cluster \"{}\" has two backends in one service", be.cluster),
             ));
         }
         if be.upstream.trim().is_empty() {
@@ -505,14 +505,17 @@ fn backend_of(b: &Builder, svc: &Service, path: &str, id: &str) -> Result<usize,
     let Some(&c) = b.cluster_ids.get(id) else {
         return Err(ConfigError::new(
             path,
-            format!("unknown cluster {id:?} (not in clusters)"),
+            format!("unknown cluster \"{id}\" (not in clusters)"),
         ));
     };
     svc.backends
         .iter()
         .position(|be| be.cluster == c)
         .ok_or_else(|| {
-            ConfigError::new(path, format!("the route has no backend in cluster {id:?}"))
+            ConfigError::new(
+                path,
+                format!("the route has no backend in cluster \"{id}\""),
+            )
         })
 }
 
@@ -556,7 +559,7 @@ fn header_name(path: &str, h: &str) -> Result<String, ConfigError> {
     if h.is_empty() || h.starts_with(':') || !h.bytes().all(is_token_byte) {
         return Err(ConfigError::new(
             path,
-            format!("{h:?} is not a valid header name"),
+            format!("\"{h}\" is not a valid header name"),
         ));
     }
     Ok(h.to_ascii_lowercase())
@@ -578,7 +581,7 @@ fn check_id(path: &str, id: &str) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::new(
             path,
-            format!("{id:?} is not a cluster id (1-{MAX_ID_LEN} of [A-Za-z0-9._-])"),
+            format!("\"{id}\" is not a cluster id (1-{MAX_ID_LEN} of [A-Za-z0-9._-])"),
         ))
     }
 }

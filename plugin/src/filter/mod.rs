@@ -134,7 +134,7 @@ impl Root {
             host::log(
                 LogLevel::Warn,
                 &format!(
-                    "fleetgate: cannot call config source upstream {:?}",
+                    "fleetgate: cannot call config source upstream \"{}\"",
                     src.upstream
                 ),
             );
@@ -202,7 +202,7 @@ impl Context for Root {
             other => {
                 host::log(
                     LogLevel::Warn,
-                    &format!("fleetgate: config pull answered status {other:?}"),
+                    &format!("fleetgate: config pull answered status \"{other}\""),
                 );
                 self.retry_at_ms = backoff;
             }
