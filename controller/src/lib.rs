@@ -14,5 +14,7 @@ pub mod annotations;
 pub mod cli;
 pub mod derive;
 pub mod handoff;
+pub mod health;
 pub mod members;
+pub mod store;
 pub mod watch;

@@ -14,3 +14,121 @@ pub fn is_default_class(c: &IngressClass) -> bool {
         .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
         .is_some_and(|v| v == "true")
 }
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use tracing::{debug, warn};
+
+use crate::derive::SERVICE_NAME_LABEL;
+use crate::store::Store;
+
+/// Apply one watcher event stream to the store. `init` buffers a (re)list until `InitDone`, so
+/// a relist after a 410 Gone replaces the old set atomically (deleted objects disappear).
+async fn drive<K, S>(
+    stream: S,
+    mut on_event: impl FnMut(Event<K>),
+    mut on_error: impl FnMut(&watcher::Error),
+) where
+    S: Stream<Item = Result<Event<K>, watcher::Error>>,
+{
+    futures::pin_mut!(stream);
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(ev) => on_event(ev),
+            Err(e) => on_error(&e),
+        }
+    }
+}
+
+/// Collects a relist.
+struct Relist<K> {
+    buf: Vec<K>,
+}
+
+impl<K> Relist<K> {
+    fn new() -> Self {
+        Relist { buf: Vec::new() }
+    }
+}
+
+/// Watch fleet Ingresses (all namespaces) into the store until the stream ends.
+pub async fn watch_ingresses(client: Client, store: Store, errors: impl Fn(&str) + Send) {
+    let api: Api<Ingress> = Api::all(client);
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let mut relist = Relist::new();
+    drive(
+        stream,
+        |ev| match ev {
+            Event::Init => relist.buf.clear(),
+            Event::InitApply(i) => relist.buf.push(i),
+            Event::InitDone => store.replace_ingresses(std::mem::take(&mut relist.buf)),
+            Event::Apply(i) => store.apply_ingress(i),
+            Event::Delete(i) => store.delete_ingress(&i),
+        },
+        |e| {
+            warn!(err = %e, "fleet Ingress watch failed; retrying");
+            errors("ingress_watch");
+        },
+    )
+    .await;
+}
+
+/// Watch fleet IngressClasses (to learn whether ours is the default class).
+pub async fn watch_classes(client: Client, store: Store, errors: impl Fn(&str) + Send) {
+    let api: Api<IngressClass> = Api::all(client);
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let mut relist = Relist::new();
+    drive(
+        stream,
+        |ev| match ev {
+            Event::Init => relist.buf.clear(),
+            Event::InitApply(c) => relist.buf.push(c),
+            Event::InitDone => store.replace_classes(std::mem::take(&mut relist.buf)),
+            Event::Apply(c) => store.apply_class(c),
+            Event::Delete(c) => store.delete_class(&c),
+        },
+        |e| {
+            warn!(err = %e, "fleet IngressClass watch failed; retrying");
+            errors("ingressclass_watch");
+        },
+    )
+    .await;
+}
+
+/// Watch one member's EndpointSlices (all namespaces, those owned by a Service). Errors start
+/// the member's grace period ([`crate::health`]); events end it.
+pub async fn watch_member_slices(
+    member: String,
+    client: Client,
+    store: Store,
+    errors: impl Fn(&str) + Send,
+) {
+    let api: Api<EndpointSlice> = Api::all(client);
+    let cfg = watcher::Config::default().labels(SERVICE_NAME_LABEL);
+    let stream = watcher::watcher(api, cfg).default_backoff();
+    let mut relist = Relist::new();
+    drive(
+        stream,
+        |ev| match ev {
+            // Init comes before the list request: it is not evidence of contact.
+            Event::Init => {
+                debug!(%member, "member relist started");
+                relist.buf.clear();
+            }
+            Event::InitApply(e) => relist.buf.push(e),
+            Event::InitDone => store.replace_slices(&member, std::mem::take(&mut relist.buf)),
+            Event::Apply(e) => store.apply_slice(&member, e),
+            Event::Delete(e) => store.delete_slice(&member, &e),
+        },
+        |e| {
+            warn!(%member, err = %e, "member EndpointSlice watch failed; retrying");
+            store.member_failed(&member, tokio::time::Instant::now());
+            errors("member_watch");
+        },
+    )
+    .await;
+}

@@ -1,0 +1,182 @@
+//! Indexed controller state fed by the watches: fleet Ingresses and IngressClasses, and per
+//! member its EndpointSlices and watch health. [`Store::snapshot`] hands derive a consistent
+//! copy; [`Store::changed`] wakes the derive loop.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::ResourceExt;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::derive::{Contact, MemberSnapshot};
+use crate::health::MemberHealth;
+
+/// `namespace/name`.
+pub type ObjKey = (String, String);
+
+fn key_of<K: ResourceExt>(o: &K) -> ObjKey {
+    (o.namespace().unwrap_or_default(), o.name_any())
+}
+
+#[derive(Debug, Default)]
+struct MemberState {
+    zone: Option<String>,
+    slices: BTreeMap<ObjKey, EndpointSlice>,
+    health: MemberHealth,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ingresses: BTreeMap<ObjKey, Ingress>,
+    classes: BTreeMap<String, IngressClass>,
+    fleet_synced: bool,
+    members: BTreeMap<String, MemberState>,
+}
+
+/// What derive needs, copied out of the store.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub ingresses: Vec<Ingress>,
+    pub classes: Vec<IngressClass>,
+    pub members: Vec<MemberSnapshot>,
+    pub fleet_synced: bool,
+}
+
+/// Shared state; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Store {
+    inner: Arc<Mutex<State>>,
+    notify: Arc<Notify>,
+}
+
+impl Store {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters (each update is one insert/remove), so keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn touch(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Wait until something changed.
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+
+    pub fn apply_ingress(&self, i: Ingress) {
+        self.lock().ingresses.insert(key_of(&i), i);
+        self.touch();
+    }
+    pub fn delete_ingress(&self, i: &Ingress) {
+        self.lock().ingresses.remove(&key_of(i));
+        self.touch();
+    }
+    /// Replace all Ingresses after a (re)list.
+    pub fn replace_ingresses(&self, all: Vec<Ingress>) {
+        let mut s = self.lock();
+        s.ingresses = all.into_iter().map(|i| (key_of(&i), i)).collect();
+        s.fleet_synced = true;
+        drop(s);
+        self.touch();
+    }
+    pub fn apply_class(&self, c: IngressClass) {
+        self.lock().classes.insert(c.name_any(), c);
+        self.touch();
+    }
+    pub fn delete_class(&self, c: &IngressClass) {
+        self.lock().classes.remove(&c.name_any());
+        self.touch();
+    }
+    pub fn replace_classes(&self, all: Vec<IngressClass>) {
+        self.lock().classes = all.into_iter().map(|c| (c.name_any(), c)).collect();
+        self.touch();
+    }
+
+    /// Add or update a member (its endpoints are kept if it exists).
+    pub fn upsert_member(&self, id: &str, zone: Option<String>) {
+        self.lock().members.entry(id.to_string()).or_default().zone = zone;
+        self.touch();
+    }
+    pub fn remove_member(&self, id: &str) {
+        self.lock().members.remove(id);
+        self.touch();
+    }
+    pub fn member_ids(&self) -> Vec<String> {
+        self.lock().members.keys().cloned().collect()
+    }
+
+    fn with_member(&self, id: &str, f: impl FnOnce(&mut MemberState)) {
+        let mut s = self.lock();
+        if let Some(m) = s.members.get_mut(id) {
+            f(m);
+        }
+        drop(s);
+        self.touch();
+    }
+    pub fn apply_slice(&self, member: &str, e: EndpointSlice) {
+        self.with_member(member, |m| {
+            m.health.on_event();
+            m.slices.insert(key_of(&e), e);
+        });
+    }
+    pub fn delete_slice(&self, member: &str, e: &EndpointSlice) {
+        self.with_member(member, |m| {
+            m.health.on_event();
+            m.slices.remove(&key_of(e));
+        });
+    }
+    /// Replace a member's slices after a (re)list.
+    pub fn replace_slices(&self, member: &str, all: Vec<EndpointSlice>) {
+        self.with_member(member, |m| {
+            m.slices = all.into_iter().map(|e| (key_of(&e), e)).collect();
+            m.health.on_synced();
+        });
+    }
+    /// A member's watch made progress without a change (e.g. a relist started).
+    pub fn member_ok(&self, member: &str) {
+        self.with_member(member, |m| m.health.on_event());
+    }
+    pub fn member_failed(&self, member: &str, now: Instant) {
+        self.with_member(member, |m| m.health.on_error(now));
+    }
+
+    /// Member contact as of `now`.
+    pub fn contacts(&self, now: Instant, grace: Duration) -> BTreeMap<String, Contact> {
+        self.lock()
+            .members
+            .iter()
+            .map(|(id, m)| (id.clone(), m.health.contact(now, grace)))
+            .collect()
+    }
+
+    /// True once the fleet and every member have listed at least once.
+    pub fn synced(&self) -> bool {
+        let s = self.lock();
+        s.fleet_synced && s.members.values().all(|m| m.health.synced)
+    }
+
+    pub fn snapshot(&self, now: Instant, grace: Duration) -> Snapshot {
+        let s = self.lock();
+        Snapshot {
+            ingresses: s.ingresses.values().cloned().collect(),
+            classes: s.classes.values().cloned().collect(),
+            fleet_synced: s.fleet_synced,
+            members: s
+                .members
+                .iter()
+                .map(|(id, m)| MemberSnapshot {
+                    id: id.clone(),
+                    zone: m.zone.clone(),
+                    contact: m.health.contact(now, grace),
+                    endpoint_slices: m.slices.values().cloned().collect(),
+                })
+                .collect(),
+        }
+    }
+}
