@@ -95,7 +95,7 @@ impl RootContext for ProbeRoot {
                 }
                 Some(("tick_ms", ms)) => {
                     let ms = ms.parse().unwrap_or(1000);
-                    let _ = self.set_tick_period(Duration::from_millis(ms));
+                    self.set_tick_period(Duration::from_millis(ms));
                 }
                 Some(("upstream", name)) => self.upstream = name.to_owned(),
                 _ => {}
