@@ -365,13 +365,13 @@ pub fn format_explanation(e: &Explanation) -> String {
     let mut s = String::new();
     let line = |s: &mut String, k: &str, v: &Option<String>| {
         if let Some(v) = v {
-            s.push_str(&format!("{k:<9}{v}\n"));
+            s.push_str(&format!("{k:<10}{v}\n"));
         }
     };
     line(&mut s, "route:", &e.route);
     line(&mut s, "cluster:", &e.cluster);
     line(&mut s, "upstream:", &e.upstream);
-    s.push_str(&format!("{:<9}{}\n", "reason:", e.reason));
+    s.push_str(&format!("{:<10}{}\n", "reason:", e.reason));
     line(&mut s, "canary:", &e.canary);
     line(&mut s, "mirror:", &e.mirror);
     s

@@ -8,13 +8,18 @@
 //! - [`health`]: member control-plane contact (live / unknown after a grace period);
 //! - [`handoff`]: the long-poll config endpoint, the file and the Higress WasmPlugin;
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`;
+//! - [`leader`]: Lease-based leader election;
+//! - [`run`]: the `run` command wiring it all;
 //! - [`cli`]: the offline `render` and `explain` commands.
 
+pub mod admin;
 pub mod annotations;
 pub mod cli;
 pub mod derive;
 pub mod handoff;
 pub mod health;
+pub mod leader;
 pub mod members;
+pub mod run;
 pub mod store;
 pub mod watch;

@@ -1,6 +1,8 @@
 //! `fleetgate-controller`: wiring only (arguments, logging, the chosen command).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -8,6 +10,7 @@ use fleetgate_controller::cli;
 use fleetgate_controller::derive::{
     DeriveOptions, DEFAULT_MIRROR_TEMPLATE, DEFAULT_UPSTREAM_TEMPLATE,
 };
+use fleetgate_controller::run::RunConfig;
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +53,8 @@ impl DeriveFlags {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller against the fleet cluster (in-cluster or current kubeconfig).
+    Run(Box<RunFlags>),
     /// Print the plugin config derived from YAML dumps (no cluster needed).
     Render {
         /// Directory of fleet objects (Ingresses, IngressClasses, Argo CD cluster Secrets);
@@ -89,9 +94,111 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct RunFlags {
+    #[command(flatten)]
+    derive: DeriveFlags,
+    /// YAML list of members: `- {name, kubeconfig, zone}`.
+    #[arg(long, env = "FLEETGATE_MEMBERS_FILE")]
+    members_file: Option<PathBuf>,
+    /// Namespace of Argo CD cluster Secrets to take members from ("" = none).
+    #[arg(long, env = "FLEETGATE_SECRETS_NAMESPACE", default_value = "argocd")]
+    secrets_namespace: String,
+    /// Seconds a member's watch may fail before the member is `unknown`.
+    #[arg(long, env = "FLEETGATE_GRACE_SECONDS", default_value_t = 30)]
+    grace_seconds: u64,
+    /// Address of the config endpoint (`GET /v1/config`).
+    #[arg(long, env = "FLEETGATE_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "FLEETGATE_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    admin_listen: SocketAddr,
+    /// Bearer token required on the config endpoint.
+    #[arg(long, env = "FLEETGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the bearer token (trailing whitespace ignored).
+    #[arg(long, env = "FLEETGATE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve the config endpoint without a token.
+    #[arg(long)]
+    insecure_no_token: bool,
+    /// Also write the config to this file (atomically) on every change.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Server-side apply `spec.defaultConfig` of this Higress WasmPlugin (`namespace/name`).
+    #[arg(long, value_parser = parse_ns_name)]
+    wasmplugin: Option<(String, String)>,
+    /// IP or hostname written to `status.loadBalancer` of our Ingresses.
+    #[arg(long, env = "FLEETGATE_STATUS_ADDRESS")]
+    status_address: Option<String>,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "fleetgate-system")]
+    lease_namespace: String,
+    #[arg(long, default_value = "fleetgate-controller")]
+    lease_name: String,
+    /// This replica's identity in the Lease (defaults to the hostname / pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+fn parse_ns_name(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, n)) if !ns.is_empty() && !n.is_empty() => Ok((ns.to_string(), n.to_string())),
+        _ => Err(format!("{s:?} is not namespace/name")),
+    }
+}
+
+fn run_config(f: RunFlags) -> Result<RunConfig> {
+    let token = match (&f.token, &f.token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(p)) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("token file {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    if token.as_deref().is_none_or(str::is_empty) && !f.insecure_no_token {
+        anyhow::bail!("set --token, --token-file or FLEETGATE_TOKEN (or --insecure-no-token)");
+    }
+    let identity = f
+        .identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("fleetgate-{}", std::process::id()));
+    Ok(RunConfig {
+        derive: f.derive.options(),
+        members_file: f.members_file,
+        secrets_namespace: Some(f.secrets_namespace).filter(|s| !s.is_empty()),
+        grace: Duration::from_secs(f.grace_seconds),
+        listen: f.listen,
+        admin_listen: f.admin_listen,
+        token: token.filter(|t| !t.is_empty()),
+        out: f.out,
+        wasmplugin: f.wasmplugin,
+        status_address: f.status_address,
+        lease_namespace: f.lease_namespace,
+        lease_name: f.lease_name,
+        identity,
+    })
+}
+
 fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(flags) => {
+            let cfg = run_config(*flags)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(fleetgate_controller::run::run(cfg))?;
+        }
         Command::Render {
             fleet,
             members,

@@ -1,0 +1,196 @@
+//! Operations endpoints: `/healthz` (process alive), `/readyz` (after the first full sync of the
+//! fleet and every member), `/metrics` (Prometheus text format).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use fleetgate_plugin::config::{ClusterState, ConfigV1};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+/// The controller's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Increments each time a new config revision is published.
+    pub config_generation: Gauge,
+    pub config_routes: Gauge,
+    /// Members per state (`healthy`, `degraded`, `unknown`, `down`).
+    pub members: Family<Labels, Gauge>,
+    /// Ready endpoints per member, summed over the base Services of all routes.
+    pub ready_endpoints: Family<Labels, Gauge>,
+    /// Clients held in a config long-poll.
+    pub handoff_waiting: Gauge,
+    /// Ingresses with problems, by severity.
+    pub ingress_problems: Family<Labels, Gauge>,
+    /// Errors by kind (watch failures, derive, hand-off, leader election).
+    pub errors: Family<Labels, Counter>,
+    /// 1 while this replica holds the Lease.
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::with_prefix("fleetgate");
+        let m = Metrics {
+            registry: Arc::new(Registry::default()),
+            config_generation: Gauge::default(),
+            config_routes: Gauge::default(),
+            members: Family::default(),
+            ready_endpoints: Family::default(),
+            handoff_waiting: Gauge::default(),
+            ingress_problems: Family::default(),
+            errors: Family::default(),
+            leader: Gauge::default(),
+        };
+        r.register(
+            "config_generation",
+            "Config revisions published since start",
+            m.config_generation.clone(),
+        );
+        r.register(
+            "config_routes",
+            "Routes in the current config",
+            m.config_routes.clone(),
+        );
+        r.register("members", "Member clusters per state", m.members.clone());
+        r.register(
+            "ready_endpoints",
+            "Ready endpoints per member cluster",
+            m.ready_endpoints.clone(),
+        );
+        r.register(
+            "handoff_waiting_clients",
+            "Clients waiting in a config long-poll",
+            m.handoff_waiting.clone(),
+        );
+        r.register(
+            "ingress_problems",
+            "Ingresses with problems, by severity",
+            m.ingress_problems.clone(),
+        );
+        r.register("errors", "Errors by kind", m.errors.clone());
+        r.register(
+            "leader",
+            "1 while this replica is the leader",
+            m.leader.clone(),
+        );
+        Metrics {
+            registry: Arc::new(r),
+            ..m
+        }
+    }
+}
+
+fn label(k: &str, v: &str) -> Labels {
+    vec![(k.to_string(), v.to_string())]
+}
+
+impl Metrics {
+    /// Count an error of `kind`.
+    pub fn error(&self, kind: &str) {
+        self.errors.get_or_create(&label("kind", kind)).inc();
+    }
+
+    /// Update the gauges that describe a config.
+    pub fn observe_config(&self, c: &ConfigV1) {
+        self.config_routes.set(c.routes.len() as i64);
+        for (state, name) in [
+            (ClusterState::Healthy, "healthy"),
+            (ClusterState::Degraded, "degraded"),
+            (ClusterState::Unknown, "unknown"),
+            (ClusterState::Down, "down"),
+        ] {
+            let n = c.clusters.iter().filter(|m| m.state == state).count();
+            self.members
+                .get_or_create(&label("state", name))
+                .set(n as i64);
+        }
+        for m in &c.clusters {
+            let mut seen = std::collections::BTreeSet::new();
+            let ready: u64 = c
+                .routes
+                .iter()
+                .flat_map(|r| r.backends.iter())
+                .filter(|b| b.cluster == m.id && seen.insert(b.upstream.clone()))
+                .filter_map(|b| b.ready)
+                .map(u64::from)
+                .sum();
+            self.ready_endpoints
+                .get_or_create(&label("cluster", &m.id))
+                .set(ready as i64);
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut s, &self.registry);
+        s
+    }
+}
+
+/// State of the admin endpoints.
+#[derive(Clone)]
+pub struct Admin {
+    pub metrics: Metrics,
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(a: Admin) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(a)
+}
+
+async fn readyz(State(a): State<Admin>) -> impl IntoResponse {
+    if a.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not synced yet\n")
+    }
+}
+
+async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        a.metrics.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_prefixed_and_labelled() {
+        let m = Metrics::default();
+        m.error("member_watch");
+        m.handoff_waiting.inc();
+        let text = m.render();
+        assert!(
+            text.contains("fleetgate_errors_total{kind=\"member_watch\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fleetgate_handoff_waiting_clients 1"),
+            "{text}"
+        );
+    }
+}
