@@ -174,3 +174,21 @@ fn canary_by_weight_takes_about_twenty_percent() {
     let share = to_canary as f64 / total as f64;
     assert!((share - 0.2).abs() < 0.02, "{share} {sim:?}");
 }
+
+#[test]
+fn deploy_manifests_parse_and_the_members_file_loads() {
+    use serde::Deserialize;
+    let deploy = root().join("examples/deploy");
+    for f in ["fleet.yaml", "member.yaml"] {
+        let text = std::fs::read_to_string(deploy.join(f)).unwrap();
+        let mut kinds = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = serde_yaml::Value::deserialize(doc).unwrap_or_else(|e| panic!("{f}: {e}"));
+            kinds.push(v["kind"].as_str().unwrap_or_default().to_string());
+        }
+        assert!(kinds.iter().all(|k| !k.is_empty()), "{f}: {kinds:?}");
+    }
+    let members = fleetgate_controller::members::from_file(&deploy.join("members.yaml")).unwrap();
+    let ids: Vec<_> = members.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["hz-a", "hz-b"]);
+}
