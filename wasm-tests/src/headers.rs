@@ -34,6 +34,12 @@ impl Headers {
         ));
     }
 
+    /// Appends a pair whose value is raw bytes (hostile tests: non-UTF-8 values).
+    pub fn push_bytes(&mut self, key: &str, value: &[u8]) {
+        self.pairs
+            .push((lower(key.as_bytes()).into_owned(), value.to_vec()));
+    }
+
     /// The first value of `key` as text, if present.
     pub fn get_str(&self, key: &str) -> Option<String> {
         HeaderMap::get(self, key.as_bytes())

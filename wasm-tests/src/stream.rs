@@ -29,7 +29,8 @@ pub struct Request<'h> {
     scheme: String,
     authority: String,
     path: String,
-    headers: Vec<(String, String)>,
+    headers: Vec<(String, Vec<u8>)>,
+    pseudo_headers: bool,
     body: Option<Vec<u8>>,
     properties: Vec<(Vec<String>, Vec<u8>)>,
 }
@@ -44,6 +45,7 @@ impl<'h> Request<'h> {
             authority: "example.com".to_owned(),
             path: "/".to_owned(),
             headers: Vec::new(),
+            pseudo_headers: true,
             body: None,
             properties: Vec::new(),
         }
@@ -76,7 +78,18 @@ impl<'h> Request<'h> {
     }
     /// Adds a request header (names are lower-cased, as Envoy does).
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
+        self.headers
+            .push((name.to_owned(), value.as_bytes().to_vec()));
+        self
+    }
+    /// Adds a request header with a raw (possibly non-UTF-8) value.
+    pub fn header_bytes(mut self, name: &str, value: &[u8]) -> Self {
+        self.headers.push((name.to_owned(), value.to_vec()));
+        self
+    }
+    /// Sends no pseudo-headers at all (`:authority`, `:path`, `:method`, `:scheme`).
+    pub fn without_pseudo_headers(mut self) -> Self {
+        self.pseudo_headers = false;
         self
     }
     /// A request body, delivered in one `on_request_body` with end of stream.
@@ -105,12 +118,14 @@ impl<'h> Request<'h> {
         let inner = &mut *inner;
         let mut exchange = inner.root_exchange();
         let headers = &mut exchange.request_headers;
-        headers.push(":authority", &self.authority);
-        headers.push(":path", &self.path);
-        headers.push(":method", &self.method);
-        headers.push(":scheme", &self.scheme);
+        if self.pseudo_headers {
+            headers.push(":authority", &self.authority);
+            headers.push(":path", &self.path);
+            headers.push(":method", &self.method);
+            headers.push(":scheme", &self.scheme);
+        }
         for (name, value) in &self.headers {
-            headers.push(name, value);
+            headers.push_bytes(name, value);
         }
         derive_request_properties(&mut exchange, &self, inner.clock.elapsed());
         for (path, value) in self.properties {

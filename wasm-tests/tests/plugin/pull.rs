@@ -1,0 +1,104 @@
+//! Config hand-off: the plugin long-polls the controller through `dispatch_http_call`, one
+//! worker pulls for all, and a bad or failed pull never replaces the last good config.
+
+use std::time::Duration;
+
+use fleetgate_wasm_tests::LogLevel;
+use serde_json::json;
+
+use super::failover::serve;
+use super::*;
+
+fn boot() -> Value {
+    let mut c = config(&["hz-a", "hz-b"], json!({"route_by_header": "x-c"}));
+    c["routes"][0]["backends"][1]["ready"] = json!(0);
+    c["config_source"] = json!({"upstream": "fleetgate-controller", "token": "s3cret", "poll_ms": 200, "wait_seconds": 20});
+    c
+}
+
+#[test]
+fn one_worker_long_polls_with_token_and_etag_and_all_workers_adopt() {
+    let h = host(&boot());
+    let vm2 = h.add_vm().unwrap();
+    h.advance(Duration::from_millis(200));
+    h.tick();
+    let calls = h.pending_http_calls();
+    assert_eq!(calls.len(), 1, "one pull for both workers");
+    let c = &calls[0];
+    assert_eq!(c.upstream, "fleetgate-controller");
+    assert_eq!(c.header(":path"), Some("/v1/config?wait=20"));
+    assert_eq!(c.header("authorization"), Some("Bearer s3cret"));
+    assert_eq!(c.timeout, Duration::from_secs(25));
+
+    // The controller answers with a config where hz-b is back.
+    let mut next = config(&["hz-a", "hz-b"], json!({}));
+    next["routes"][0]["backends"][0]["ready"] = json!(0);
+    next["revision"] = json!("r7");
+    h.complete_http_call(
+        c.id,
+        200,
+        &[("etag", "\"r7\"")],
+        next.to_string().as_bytes(),
+    );
+    assert!(h.logged(
+        LogLevel::Info,
+        "config accepted from controller (revision r7"
+    ));
+    assert_eq!(route_once(&h, &[]).as_deref(), Some("hz-b"));
+    // Worker 2 adopts it from shared data on its next tick, without a second pull.
+    h.advance(Duration::from_millis(200));
+    h.tick();
+    let s = h.request().vm(vm2).authority(HOST_NAME).path("/").send();
+    assert_eq!(s.request_header(UPSTREAM_HEADER), Some(up("hz-b")));
+    s.respond(200).finish();
+    // The next long-poll carries the ETag.
+    let calls = h.pending_http_calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].header("if-none-match"), Some("\"r7\""));
+    // 304: nothing changes.
+    h.complete_http_call(calls[0].id, 304, &[], b"");
+    assert_eq!(route_once(&h, &[]).as_deref(), Some("hz-b"));
+}
+
+#[test]
+fn a_bad_pulled_config_is_rejected_and_the_last_good_one_stays() {
+    let h = host(&boot());
+    h.advance(Duration::from_millis(200));
+    h.tick();
+    let id = h.pending_http_calls()[0].id;
+    h.complete_http_call(
+        id,
+        200,
+        &[("etag", "\"bad\"")],
+        br#"{"version": 1, "clusters": [], "routes": []}"#,
+    );
+    assert!(h.logged(
+        LogLevel::Error,
+        "config rejected from controller: clusters: at least one cluster"
+    ));
+    assert_eq!(h.metric("fleetgate_config_rejections_total"), Some(1));
+    assert_eq!(route_once(&h, &[]).as_deref(), Some("hz-a"));
+    // A failed call (no response) and a 401 are logged and retried later, config unchanged.
+    h.advance(Duration::from_secs(1));
+    h.tick();
+    let id = h.pending_http_calls()[0].id;
+    h.fail_http_call(id);
+    assert!(h.logged(LogLevel::Warn, "config pull failed"));
+    h.advance(Duration::from_secs(2));
+    h.tick();
+    let id = h.pending_http_calls()[0].id;
+    h.complete_http_call(id, 401, &[], b"unauthorized");
+    assert!(h.logged(LogLevel::Warn, "status \"401\""));
+    assert_eq!(route_once(&h, &[]).as_deref(), Some("hz-a"));
+}
+
+#[test]
+fn pulled_config_takes_effect_on_the_next_request() {
+    let h = host(&boot());
+    let mut next = boot();
+    next.as_object_mut().unwrap().remove("config_source");
+    next["routes"][0]["backends"][0]["ready"] = json!(0);
+    next["routes"][0]["backends"][1]["ready"] = json!(3);
+    serve(&h, &next, "r2");
+    assert_eq!(route_once(&h, &[]).as_deref(), Some("hz-b"));
+}
