@@ -1,0 +1,319 @@
+//! A local gateway for development and tests (not a production proxy): the `fleetgate-wasm-tests`
+//! Proxy-Wasm host serving real HTTP/1.1 on loopback, doing what the Envoy example
+//! (`examples/envoy/envoy.yaml`) does around the fleetgate plugin:
+//!
+//! - one VM per worker thread, as Envoy clones the Wasm instance per worker;
+//! - routing by the cluster header the plugin sets (Envoy `cluster_header`: a missing header or
+//!   an unknown cluster answers 404);
+//! - clusters from a shared [`Upstreams`] table (plain clusters with round-robin endpoints, and
+//!   aggregate clusters [preferred member, others]);
+//! - the example's retry policy ([`RetryPolicy`]): a failed attempt is retried on another member;
+//! - the outcome reported to the plugin's `on_log` as `response.code` and `response.flags`;
+//! - a real clock (the host's simulated clock is moved to wall time before every call), real
+//!   ticks, and `dispatch_http_call` as real HTTP requests to the named cluster.
+//!
+//! ```no_run
+//! use fleetgate_local_gateway::{Gateway, GatewayConfig, Upstreams};
+//! use fleetgate_wasm_tests::Module;
+//! let upstreams = Upstreams::new();
+//! upstreams.set_cluster("fleetgate-controller", vec!["127.0.0.1:9000".parse().unwrap()]);
+//! let gateway = Gateway::start(GatewayConfig::new(Module::plugin_wasip1(), "{...}", upstreams)).unwrap();
+//! println!("listening on {}", gateway.addr());
+//! gateway.shutdown().unwrap();
+//! ```
+//!
+//! Differences from Envoy worth knowing: request and response bodies are buffered whole; the
+//! response phase of the filter (`on_response_headers` through `on_log`) runs once the upstream
+//! response is complete; a retried request is reported as a failure flag of the first attempt
+//! rather than as `upstream.request_attempt_count` (see `worker.rs`); each worker's VM has its
+//! own shared-data store (the wasm-tests `Host` cannot share one between threads), so passive
+//! health and the config lease are per worker.
+
+mod forward;
+pub mod retry;
+pub mod upstreams;
+mod worker;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use fleetgate_wasm_tests::{Host, LogLevel, Module};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+pub use retry::RetryPolicy;
+pub use upstreams::Upstreams;
+pub use worker::{ATTEMPT_COUNT_HEADER, SERVED_BY_HEADER};
+
+/// A log line a worker's VM wrote (level Info and above).
+#[derive(Debug, Clone)]
+pub struct GatewayLog {
+    pub worker: usize,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// How to run a gateway.
+pub struct GatewayConfig {
+    /// Address to listen on (port 0 = any free port).
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own VM.
+    pub workers: usize,
+    /// The filter.
+    pub module: Module,
+    /// The plugin configuration (`PLUGIN_CONFIGURATION`).
+    pub plugin_config: String,
+    /// The request header the route reads the cluster from (Envoy `cluster_header`).
+    pub cluster_header: String,
+    /// The clusters.
+    pub upstreams: Upstreams,
+    /// The route's retry policy.
+    pub retry: RetryPolicy,
+    /// How often the clock is moved and due ticks fire when no request comes.
+    pub timer_resolution: Duration,
+    /// Where the VMs' log lines go (Info and above); without it, Warn and above go to `tracing`.
+    pub log_sink: Option<mpsc::Sender<GatewayLog>>,
+}
+
+impl GatewayConfig {
+    /// Two workers on an ephemeral loopback port, cluster header `x-fleetgate-upstream`, the
+    /// Envoy example's retry policy.
+    pub fn new(module: Module, plugin_config: impl Into<String>, upstreams: Upstreams) -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: 2,
+            module,
+            plugin_config: plugin_config.into(),
+            cluster_header: "x-fleetgate-upstream".to_owned(),
+            upstreams,
+            retry: RetryPolicy::default(),
+            timer_resolution: Duration::from_millis(10),
+            log_sink: None,
+        }
+    }
+}
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    fn inc(&self) {
+        self.add(1);
+    }
+    fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters over all workers.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    /// Requests that entered the filter.
+    pub requests: Counter,
+    /// Local replies the filter sent (e.g. 503 no healthy cluster).
+    pub local_replies: Counter,
+    /// Requests with no (known) cluster header: 404.
+    pub no_route: Counter,
+    /// Retries (attempts after the first).
+    pub retries: Counter,
+    /// Requests where no attempt produced a response.
+    pub upstream_failures: Counter,
+}
+
+/// What the workers share.
+pub(crate) struct Shared {
+    pub(crate) cluster_header: String,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timer_resolution: Duration,
+    pub(crate) stats: Arc<GatewayStats>,
+    pub(crate) log_sink: Option<mpsc::Sender<GatewayLog>>,
+}
+
+/// A running gateway; stops when shut down or dropped.
+pub struct Gateway {
+    addr: SocketAddr,
+    stats: Arc<GatewayStats>,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds the listener and starts the workers; returns once every VM accepted its config.
+    pub fn start(config: GatewayConfig) -> anyhow::Result<Gateway> {
+        // One listening socket per worker on the same port (SO_REUSEPORT): the kernel spreads
+        // connections across workers, as Envoy's per-worker listeners do.
+        let workers = config.workers.max(1);
+        let mut listeners = vec![reuseport_listener(config.listen)?];
+        let addr = listeners[0].local_addr()?;
+        for _ in 1..workers {
+            listeners.push(reuseport_listener(addr)?);
+        }
+        let stats = Arc::new(GatewayStats::default());
+        let shared = Arc::new(Shared {
+            cluster_header: config.cluster_header.to_ascii_lowercase(),
+            upstreams: config.upstreams,
+            retry: config.retry,
+            timer_resolution: config.timer_resolution,
+            stats: Arc::clone(&stats),
+            log_sink: config.log_sink,
+        });
+        let (shutdown, _) = watch::channel(false);
+        let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
+        let mut threads = Vec::new();
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let module = config.module.clone();
+            let plugin_config = config.plugin_config.clone();
+            let shared = Arc::clone(&shared);
+            let shutdown = shutdown.subscribe();
+            let ready = ready_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("gateway-worker-{index}"))
+                .spawn(move || {
+                    if let Err(error) = run_worker(
+                        index,
+                        listener,
+                        module,
+                        plugin_config,
+                        shared,
+                        shutdown,
+                        &ready,
+                    ) {
+                        let _ = ready.send(Err(error));
+                    }
+                })?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        let gateway = Gateway {
+            addr,
+            stats,
+            shutdown,
+            threads,
+        };
+        for _ in 0..gateway.threads.len() {
+            ready_rx
+                .recv()
+                .map_err(|_| anyhow!("a gateway worker exited during start-up"))??;
+        }
+        Ok(gateway)
+    }
+
+    /// Where the gateway listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The gateway's counters.
+    pub fn stats(&self) -> &GatewayStats {
+        &self.stats
+    }
+
+    /// Stops accepting, ends the workers and waits for their threads.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        let mut panicked = false;
+        for thread in self.threads.drain(..) {
+            panicked |= thread.join().is_err();
+        }
+        if panicked {
+            return Err(anyhow!("a gateway worker panicked"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding {addr}"))?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+fn run_worker(
+    index: usize,
+    listener: std::net::TcpListener,
+    module: Module,
+    plugin_config: String,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    ready: &mpsc::Sender<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let host = Host::builder(&module)
+            .config(plugin_config)
+            .log_level(LogLevel::Info)
+            .build()
+            .with_context(|| format!("starting the VM of worker {index}"))?;
+        if !host.configured() {
+            let why: Vec<String> = host.logs().into_iter().map(|l| l.message).collect();
+            return Err(anyhow!(
+                "worker {index}: the plugin refused its configuration: {}",
+                why.join("; ")
+            ));
+        }
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let worker = worker::Worker::new(index, host, shared);
+        tokio::task::spawn_local(Rc::clone(&worker).run_timer(shutdown.clone()));
+        let _ = ready.send(Ok(()));
+        loop {
+            let (tcp, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(worker = index, ?error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let worker = Rc::clone(&worker);
+            let mut conn_shutdown = shutdown.clone();
+            tokio::task::spawn_local(async move {
+                let service = service_fn(move |request| Rc::clone(&worker).handle(request));
+                let connection = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(tcp), service);
+                tokio::select! {
+                    _ = connection => {}
+                    _ = conn_shutdown.changed() => {}
+                }
+            });
+        }
+        Ok(())
+    })
+}
