@@ -1,0 +1,10 @@
+//! The local fleet: member "clusters" on loopback, the fleetgate controller's derive and
+//! long-poll endpoint, and the local gateway running the real plugin, plus the load generator
+//! and figures the demo, the end-to-end tests and the benchmark share.
+
+pub mod control;
+pub mod fleet;
+pub mod load;
+pub mod member;
+
+pub use fleet::{Fleet, FleetSpec};

@@ -1,0 +1,309 @@
+//! The local fleet demo: three member clusters on loopback, the controller's long-poll endpoint,
+//! the local gateway with the real plugin, 200 requests/s of traffic, and a timeline of
+//! failures: (a) a member scaled to zero, and back (failback hold + ramp); (b) a member killed
+//! outright, and (c) brought back. Prints a table line per second and a summary.
+//!
+//!     cargo run --profile fast -p fleetgate-local-fleet [-- --quick] [--rate N]
+
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use fleetgate_local_fleet::load::{self, LoadSpec, Sample, Tally};
+use fleetgate_local_fleet::{Fleet, FleetSpec};
+use fleetgate_local_gateway::GatewayLog;
+use tokio::sync::mpsc;
+
+const MEMBERS: [&str; 3] = ["hz-a", "hz-b", "hz-c"];
+
+struct Args {
+    quick: bool,
+    rate: u32,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        quick: false,
+        rate: 200,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => args.quick = true,
+            "--rate" => {
+                args.rate = it
+                    .next()
+                    .context("--rate needs a value")?
+                    .parse()
+                    .context("--rate")?;
+            }
+            "-h" | "--help" => {
+                println!("usage: fleetgate-local-fleet [--quick] [--rate REQUESTS_PER_SECOND]");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    Ok(args)
+}
+
+/// One step of the timeline.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    ScaleToZero(&'static str),
+    ScaleUp(&'static str),
+    Kill(&'static str),
+    Revive(&'static str),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::ScaleToZero(m) => write!(f, "(a) scale {m} to 0 replicas (controller: 0 ready)"),
+            Step::ScaleUp(m) => write!(f, "(a) scale {m} back up (failback: hold, then ramp)"),
+            Step::Kill(m) => write!(
+                f,
+                "(b) kill {m}'s processes outright (no control-plane change)"
+            ),
+            Step::Revive(m) => write!(f, "(c) bring {m} back (passive health: probation ramp)"),
+        }
+    }
+}
+
+struct Timeline {
+    steps: Vec<(Duration, Step)>,
+    total: Duration,
+    failback: (u32, u32),
+}
+
+fn timeline(quick: bool) -> Timeline {
+    let s = Duration::from_secs;
+    if quick {
+        Timeline {
+            steps: vec![
+                (s(2), Step::ScaleToZero("hz-c")),
+                (s(5), Step::ScaleUp("hz-c")),
+                (s(8), Step::Kill("hz-b")),
+                (s(11), Step::Revive("hz-b")),
+            ],
+            total: s(14),
+            failback: (1, 2),
+        }
+    } else {
+        Timeline {
+            steps: vec![
+                (s(5), Step::ScaleToZero("hz-c")),
+                (s(13), Step::ScaleUp("hz-c")),
+                (s(27), Step::Kill("hz-b")),
+                (s(42), Step::Revive("hz-b")),
+            ],
+            total: s(75),
+            failback: (3, 6),
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(demo(args))
+}
+
+async fn demo(args: Args) -> anyhow::Result<()> {
+    let plan = timeline(args.quick);
+    let (log_tx, log_rx) = std_mpsc::channel::<GatewayLog>();
+    let mut spec = FleetSpec::new(&MEMBERS);
+    spec.failback = Some(plan.failback);
+    spec.log_sink = Some(log_tx);
+    println!(
+        "fleetgate local fleet: members {} (3 replicas each), controller long-poll, gateway with the plugin (2 workers)",
+        MEMBERS.join(", ")
+    );
+    let fleet = Fleet::start(spec).await?;
+    println!(
+        "gateway http://{}  (try: curl -H 'Host: shop.example.com' -i http://{}/)",
+        fleet.addr(),
+        fleet.addr()
+    );
+    println!(
+        "traffic: GET {} req/s for {:?}; failback hold {} s, ramp {} s; passive health: plugin defaults",
+        args.rate, plan.total, plan.failback.0, plan.failback.1
+    );
+    println!();
+    println!(
+        "{:>5} {:>5} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "t(s)", "req", "err", "retried", "hz-a%", "hz-b%", "hz-c%", "p99(ms)"
+    );
+
+    let origin = Instant::now();
+    let (sample_tx, mut sample_rx) = mpsc::unbounded_channel::<Sample>();
+    let load = tokio::spawn(load::run(
+        fleet.addr(),
+        LoadSpec::get(args.rate, plan.total),
+        origin,
+        sample_tx,
+    ));
+
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut second: Vec<Sample> = Vec::new();
+    let mut steps = plan.steps.iter().peekable();
+    let mut events: Vec<(Duration, Step)> = Vec::new();
+    let mut next_print = Duration::from_secs(1);
+    let mut ticker = tokio::time::interval(Duration::from_millis(50));
+    let mut load_done = false;
+    loop {
+        tokio::select! {
+            sample = sample_rx.recv(), if !load_done => match sample {
+                Some(sample) => { second.push(sample); continue; }
+                None => load_done = true,
+            },
+            _ = ticker.tick() => {}
+        }
+        let now = origin.elapsed();
+        while let Some((at, step)) = steps.peek().copied() {
+            if now < *at {
+                break;
+            }
+            steps.next();
+            println!("----- t={:>5.1}s {step}", now.as_secs_f64());
+            events.push((now, *step));
+            match *step {
+                Step::ScaleToZero(m) => fleet.scale_to_zero(m, Duration::from_millis(500)).await?,
+                Step::ScaleUp(m) => fleet.scale_up(m)?,
+                Step::Kill(m) => fleet.kill(m)?,
+                Step::Revive(m) => fleet.revive(m)?,
+            }
+        }
+        for line in log_rx.try_iter() {
+            if line.message.contains("config accepted") && line.worker != 0 {
+                continue;
+            }
+            println!("      plugin[w{}] {}", line.worker, line.message);
+        }
+        if now >= next_print || load_done {
+            print_second(next_print, &second);
+            samples.append(&mut second);
+            next_print += Duration::from_secs(1);
+        }
+        if load_done {
+            break;
+        }
+    }
+    load.await?;
+    summary(&samples, &events);
+    fleet.gateway.shutdown()?;
+    Ok(())
+}
+
+fn print_second(t: Duration, samples: &[Sample]) {
+    let tally = Tally::of(samples);
+    let mut latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
+    latencies.sort();
+    let p99 = latencies
+        .get((latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default();
+    println!(
+        "{:>5} {:>5} {:>5} {:>7} {:>7.1} {:>7.1} {:>7.1} {:>7.1}",
+        t.as_secs(),
+        tally.total,
+        tally.failed,
+        tally.retried,
+        tally.share("hz-a"),
+        tally.share("hz-b"),
+        tally.share("hz-c"),
+        p99.as_secs_f64() * 1000.0
+    );
+}
+
+fn summary(samples: &[Sample], events: &[(Duration, Step)]) {
+    let all = Tally::of(samples);
+    println!();
+    println!(
+        "summary: {} requests, {} failed, {} retried on another member",
+        all.total, all.failed, all.retried
+    );
+    for (index, (at, step)) in events.iter().enumerate() {
+        let until = events
+            .get(index + 1)
+            .map_or(Duration::MAX, |(next, _)| *next);
+        let phase: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.sent >= *at && s.sent < until)
+            .collect();
+        let tally = Tally::of(phase.iter().copied());
+        match step {
+            Step::ScaleToZero(m) | Step::Kill(m) => {
+                // Measure before the dead member's probation probes (ejections last 10 s).
+                let window = (*at + Duration::from_secs(8)).min(until);
+                let failover = load::failover_time(samples, m, *at, window);
+                println!(
+                    "  {step}\n      failover to >=99% of new requests on survivors: {}; failed requests: {} of {}; retried: {}",
+                    failover.map_or("not reached".to_owned(), |d| format!("{} ms", d.as_millis())),
+                    tally.failed,
+                    tally.total,
+                    tally.retried
+                );
+            }
+            Step::ScaleUp(m) | Step::Revive(m) => {
+                let (first, full, dips) = failback_profile(samples, m, *at, until);
+                println!(
+                    "  {step}\n      first request to {m}: {}; reached its full share: {}; share dips after the ramp started: {dips}; failed requests: {} of {}",
+                    first.map_or("never".to_owned(), |d| format!("+{:.1} s", d.as_secs_f64())),
+                    full.map_or("not within the phase".to_owned(), |d| format!("+{:.1} s", d.as_secs_f64())),
+                    tally.failed,
+                    tally.total
+                );
+            }
+        }
+    }
+}
+
+/// After `member` came back at `at`: when it got its first request, when its per-second share
+/// first reached 90% of an equal share, and how many seconds its share fell by more than 5
+/// points after rising (flapping).
+fn failback_profile(
+    samples: &[Sample],
+    member: &str,
+    at: Duration,
+    until: Duration,
+) -> (Option<Duration>, Option<Duration>, u32) {
+    let fair = 100.0 / MEMBERS.len() as f64;
+    let first = samples
+        .iter()
+        .filter(|s| s.sent >= at && s.sent < until && s.decided.as_deref() == Some(member))
+        .map(|s| s.sent - at)
+        .min();
+    let mut full = None;
+    let mut dips = 0;
+    let mut best: f64 = 0.0;
+    let mut start = at;
+    while start + Duration::from_secs(1) <= until.min(at + Duration::from_secs(120)) {
+        let end = start + Duration::from_secs(1);
+        let in_second: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.sent >= start && s.sent < end)
+            .collect();
+        if in_second.is_empty() {
+            break;
+        }
+        let share = 100.0
+            * in_second
+                .iter()
+                .filter(|s| s.decided.as_deref() == Some(member))
+                .count() as f64
+            / in_second.len() as f64;
+        if share + 5.0 < best {
+            dips += 1;
+        }
+        best = best.max(share);
+        if full.is_none() && share >= 0.9 * fair {
+            full = Some(end - at);
+        }
+        start = end;
+    }
+    (first, full, dips)
+}
