@@ -46,6 +46,8 @@ pub struct FleetSpec {
     pub poll_ms: u32,
     pub retry: RetryPolicy,
     pub log_sink: Option<std_mpsc::Sender<GatewayLog>>,
+    /// Bearer token the controller requires and the plugin sends.
+    pub token: Option<String>,
 }
 
 impl FleetSpec {
@@ -62,6 +64,7 @@ impl FleetSpec {
             poll_ms: 100,
             retry: RetryPolicy::default(),
             log_sink: None,
+            token: None,
         }
     }
 }
@@ -114,6 +117,9 @@ impl Fleet {
             .map(|(id, n)| (id.as_str(), u32::try_from(*n).unwrap_or(u32::MAX)))
             .collect();
         let mut control = ControlPlane::new(&spec.scenario, &ready, spec.failback)?;
+        if let Some(token) = &spec.token {
+            control = control.with_token(token);
+        }
         let control_addr = control.serve().await?;
 
         let upstreams = Upstreams::new();
@@ -130,7 +136,7 @@ impl Fleet {
             upstreams.set_aggregate(&upstream_name(id), &order);
         }
         let plugin_config = if spec.pull_config {
-            static_config(&ids, spec.poll_ms, None)
+            static_config(&ids, spec.poll_ms, spec.token.as_deref())
         } else {
             control
                 .config_json()
