@@ -1,6 +1,6 @@
 //! The JSON path (`routes[2].backends[0].weight`) at a byte offset of a JSON text.
 //!
-//! serde_json reports shape errors by line and column; this turns the position into the path an
+//! serde_json reports syntax errors by line and column; this turns the position into the path an
 //! operator can find. (The `serde_path_to_error` crate does this during parsing but costs
 //! ~70 KB of wasm, a quarter of the plugin's size budget; this scan runs only on errors.)
 

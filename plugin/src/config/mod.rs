@@ -2,7 +2,9 @@
 //! ([`Config`]) the routing engine runs on. Parsing never panics; a rejected config names the
 //! JSON path and the reason.
 
+pub mod decode;
 mod locate;
+pub mod regex;
 pub mod validate;
 pub mod wire;
 
@@ -47,9 +49,10 @@ pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
     Config::try_from(wire)
 }
 
-/// Parse the JSON shape only (the path of a shape error is recovered from its position).
+/// Parse the JSON shape only: syntax errors are located by position, shape errors by the
+/// decoder, which tracks the path as it walks.
 pub fn parse_wire(json: &[u8]) -> Result<ConfigV1, ConfigError> {
-    serde_json::from_slice::<ConfigV1>(json).map_err(|e| {
+    let tree = serde_json::from_slice::<decode::Json>(json).map_err(|e| {
         let at = locate::offset_of(json, e.line(), e.column());
         // serde_json reports an error just past the offending token; step back into it.
         let path = locate::path_at(json, at.saturating_sub(1));
@@ -60,5 +63,6 @@ pub fn parse_wire(json: &[u8]) -> Result<ConfigV1, ConfigError> {
             None => msg,
         };
         ConfigError::new(path, msg)
-    })
+    })?;
+    decode::config(&tree)
 }

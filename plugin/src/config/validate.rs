@@ -125,7 +125,7 @@ pub enum Matcher {
     Always,
     Present,
     Exact(String),
-    Regex(regex_lite::Regex),
+    Regex(super::regex::Regex),
 }
 
 impl Matcher {
@@ -545,7 +545,7 @@ fn build_condition(path: &str, c: &ConditionV1) -> Result<Condition, ConfigError
             }
             // Full match, as Envoy's safe_regex and Higress' canary patterns do.
             let anchored = format!("^(?:{re})$");
-            match regex_lite::Regex::new(&anchored) {
+            match super::regex::Regex::new(&anchored) {
                 Ok(r) => Matcher::Regex(r),
                 Err(e) => return Err(ConfigError::new(p, format!("invalid regex: {e}"))),
             }

@@ -1,43 +1,39 @@
 //! The JSON wire format of config schema v1, exactly as gateways receive it.
 //!
-//! These types only describe shape (serde, `deny_unknown_fields`); meaning is checked in
-//! [`super::validate`]. They are `Serialize` too, so the controller builds configs with the same
-//! types the plugin reads, and its output is byte-stable (fields in declaration order, lists in
-//! the order the controller sorted them).
+//! These types only describe shape; [`super::decode`] reads them from JSON (unknown fields are
+//! rejected; an absent optional field takes the `default_*` function or `Default` impl here) and
+//! meaning is checked in [`super::validate`]. They are `Serialize` too, so the controller builds
+//! configs with the same types the plugin reads, and its output is byte-stable (fields in
+//! declaration order, lists in the order the controller sorted them).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// The whole plugin configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConfigV1 {
     /// Schema version; must be 1.
     pub version: u32,
     /// Opaque revision set by the controller (shown in logs, returned as ETag by the controller).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
     /// Request header the plugin sets to the chosen upstream (Envoy `cluster_header`).
-    #[serde(default = "default_cluster_header")]
     pub cluster_header: String,
     /// Request header set to the mirror upstream (Envoy `request_mirror_policies.cluster_header`).
-    #[serde(default = "default_mirror_header")]
     pub mirror_header: String,
     /// Optional response header explaining the decision (`cluster=..; reason=..; route=..`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub decision_header: Option<String>,
     /// Seed for the weighted-choice random source; absent = seeded from the clock. For tests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub random_seed: Option<u64>,
     /// Member clusters and the state the controller last saw.
     pub clusters: Vec<ClusterV1>,
     /// Passive health (outlier detection in the data plane).
-    #[serde(default)]
     pub passive_health: PassiveHealthV1,
     /// Routes; matched like Ingress rules (most specific host, then most specific path).
-    #[serde(default)]
     pub routes: Vec<RouteV1>,
     /// Where to pull newer configs from (the controller); only read from the static config.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub config_source: Option<ConfigSourceV1>,
 }
 
@@ -50,18 +46,16 @@ pub fn default_mirror_header() -> String {
 }
 
 /// A member cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterV1 {
     pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
-    #[serde(default)]
     pub state: ClusterState,
 }
 
 /// What the control plane knows about a member cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterState {
     /// Watch is live and endpoints are ready.
@@ -76,8 +70,7 @@ pub enum ClusterState {
 }
 
 /// Passive health settings (shared by all routes; health is tracked per upstream).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PassiveHealthV1 {
     pub enabled: bool,
     /// Consecutive failures that eject a healthy upstream.
@@ -111,46 +104,39 @@ impl Default for PassiveHealthV1 {
 }
 
 /// One route: host and path matches, the clusters behind it and how traffic is shared.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteV1 {
     /// Name shown in logs and the decision header (the controller uses `namespace/ingress`).
     pub name: String,
     /// Hosts, exact or `*.suffix` (one DNS label); empty = any host.
-    #[serde(default)]
     pub hosts: Vec<String>,
     /// Paths; empty = `Prefix /`.
-    #[serde(default)]
     pub paths: Vec<PathV1>,
-    #[serde(default)]
     pub mode: Mode,
     /// Active-standby: cluster ids, primary first. Clusters not listed are never used.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub order: Vec<String>,
     /// Ready endpoints a cluster needs to count as usable for this route.
-    #[serde(default = "default_min_healthy")]
     pub min_healthy: u32,
-    #[serde(default)]
     pub failback: FailbackV1,
     /// The base service in each member cluster.
     pub backends: Vec<BackendV1>,
     /// Requests matching a pin go to its cluster (if usable); first matching pin wins.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pins: Vec<PinV1>,
     /// A request header whose value names the cluster to use.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub route_by_header: Option<String>,
     /// Canary services (Higress semantics): matched by condition, else by weight.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub canaries: Vec<CanaryV1>,
     /// Denominator for canary weights (Higress `canary-weight-total`), default 100.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub canary_weight_total: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<MirrorV1>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sticky: Option<StickyV1>,
-    #[serde(default)]
     pub when_unavailable: WhenUnavailable,
 }
 
@@ -159,8 +145,7 @@ pub fn default_min_healthy() -> u32 {
 }
 
 /// Ingress path match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PathV1 {
     #[serde(rename = "type")]
     pub kind: PathKind,
@@ -168,13 +153,13 @@ pub struct PathV1 {
 }
 
 /// Ingress `pathType` (`ImplementationSpecific` is treated as `Prefix` by the controller).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum PathKind {
     Exact,
     Prefix,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// All usable clusters share traffic by weight (explicit, or ready endpoints).
@@ -185,8 +170,7 @@ pub enum Mode {
 }
 
 /// How a cluster that comes back is given traffic again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FailbackV1 {
     /// A recovered cluster must stay usable this long before it gets traffic again.
     pub hold_seconds: u32,
@@ -204,30 +188,28 @@ impl Default for FailbackV1 {
 }
 
 /// The service in one member cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackendV1 {
     pub cluster: String,
     /// Gateway upstream (Envoy cluster name) that reaches this service in this cluster.
     pub upstream: String,
     /// Ready endpoints the controller counted; absent = not counted (usable, weight 1 when
     /// weights follow ready endpoints). Hand-written configs usually leave it out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ready: Option<u32>,
     /// Explicit weight; if any backend of a service has one, all must.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
 }
 
 /// A request attribute test: exactly one of `header`, `cookie`, `query`, plus a `match`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConditionV1 {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     #[serde(rename = "match")]
     pub matcher: MatchV1,
@@ -235,7 +217,7 @@ pub struct ConditionV1 {
 
 /// How a value matches: `"always"` (nginx/Higress convention: the value is `always`),
 /// `"present"` (any value), `{"exact": v}`, or `{"regex": re}` (full match).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchV1 {
     Always,
@@ -245,53 +227,47 @@ pub enum MatchV1 {
 }
 
 /// Condition -> cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PinV1 {
     pub when: ConditionV1,
     pub cluster: String,
 }
 
 /// A canary service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CanaryV1 {
     pub name: String,
     /// Any matching condition sends the request to the canary.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub when: Vec<ConditionV1>,
     /// Canary weight (Higress normalisation); used when no condition is given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
     pub backends: Vec<BackendV1>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MirrorV1 {
     pub upstream: String,
     /// Share of matched requests mirrored, 0..=100.
-    #[serde(default = "default_percent")]
     pub percent: f64,
 }
 
-fn default_percent() -> f64 {
+pub fn default_percent() -> f64 {
     100.0
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StickyV1 {
     pub cookie: String,
-    #[serde(default = "default_max_age")]
     pub max_age_seconds: u32,
 }
 
-fn default_max_age() -> u32 {
+pub fn default_max_age() -> u32 {
     3600
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WhenUnavailable {
     /// Answer 503 locally with a clear body.
@@ -302,35 +278,30 @@ pub enum WhenUnavailable {
 }
 
 /// The controller endpoint the plugin long-polls for newer configs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConfigSourceV1 {
     /// Gateway upstream (Envoy cluster) of the controller.
     pub upstream: String,
-    #[serde(default = "default_source_authority")]
     pub authority: String,
-    #[serde(default = "default_source_path")]
     pub path: String,
     /// Bearer token for the controller's config endpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// How often a worker checks for a newer config (and, if it holds the lease, pulls).
-    #[serde(default = "default_poll_ms")]
     pub poll_ms: u32,
     /// Long-poll wait the controller may hold the request for.
-    #[serde(default = "default_wait_seconds")]
     pub wait_seconds: u32,
 }
 
-fn default_source_authority() -> String {
+pub fn default_source_authority() -> String {
     "fleetgate-controller".to_string()
 }
-fn default_source_path() -> String {
+pub fn default_source_path() -> String {
     "/v1/config".to_string()
 }
-fn default_poll_ms() -> u32 {
+pub fn default_poll_ms() -> u32 {
     200
 }
-fn default_wait_seconds() -> u32 {
+pub fn default_wait_seconds() -> u32 {
     20
 }
