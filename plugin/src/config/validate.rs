@@ -125,7 +125,8 @@ pub enum Matcher {
     Always,
     Present,
     Exact(String),
-    Regex(super::regex::Regex),
+    /// Shared: routes repeat the same patterns, so each distinct one is compiled once.
+    Regex(std::sync::Arc<super::regex::Regex>),
 }
 
 impl Matcher {
@@ -153,6 +154,7 @@ struct Builder {
     cluster_ids: HashMap<String, usize>,
     upstreams: Vec<String>,
     upstream_ids: HashMap<String, UpstreamId>,
+    regexes: HashMap<String, std::sync::Arc<super::regex::Regex>>,
 }
 
 impl Builder {
@@ -207,6 +209,7 @@ impl TryFrom<ConfigV1> for Config {
             cluster_ids: HashMap::new(),
             upstreams: Vec::new(),
             upstream_ids: HashMap::new(),
+            regexes: HashMap::new(),
         };
         let mut clusters = Vec::with_capacity(w.clusters.len());
         for (i, c) in w.clusters.iter().enumerate() {
@@ -313,7 +316,7 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
     for (j, pin) in r.pins.iter().enumerate() {
         let p = format!("{path}.pins[{j}]");
         pins.push(Pin {
-            when: build_condition(&format!("{p}.when"), &pin.when)?,
+            when: build_condition(b, &format!("{p}.when"), &pin.when)?,
             backend: backend_of(b, &base, &format!("{p}.cluster"), &pin.cluster)?,
         });
     }
@@ -338,7 +341,7 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
         }
         let mut when = Vec::with_capacity(c.when.len());
         for (k, cond) in c.when.iter().enumerate() {
-            when.push(build_condition(&format!("{p}.when[{k}]"), cond)?);
+            when.push(build_condition(b, &format!("{p}.when[{k}]"), cond)?);
         }
         let w = c.weight.unwrap_or(0);
         if w > 100 && r.canary_weight_total.is_none() {
@@ -519,7 +522,7 @@ fn backend_of(b: &Builder, svc: &Service, path: &str, id: &str) -> Result<usize,
         })
 }
 
-fn build_condition(path: &str, c: &ConditionV1) -> Result<Condition, ConfigError> {
+fn build_condition(b: &mut Builder, path: &str, c: &ConditionV1) -> Result<Condition, ConfigError> {
     let source = match (&c.header, &c.cookie, &c.query) {
         (Some(h), None, None) => Source::Header(header_name(&format!("{path}.header"), h)?),
         (None, Some(k), None) if !k.is_empty() => Source::Cookie(k.clone()),
@@ -543,11 +546,19 @@ fn build_condition(path: &str, c: &ConditionV1) -> Result<Condition, ConfigError
                     format!("longer than {MAX_REGEX_LEN} bytes"),
                 ));
             }
-            // Full match, as Envoy's safe_regex and Higress' canary patterns do.
-            let anchored = format!("^(?:{re})$");
-            match super::regex::Regex::new(&anchored) {
-                Ok(r) => Matcher::Regex(r),
-                Err(e) => return Err(ConfigError::new(p, format!("invalid regex: {e}"))),
+            if let Some(r) = b.regexes.get(re.as_str()) {
+                Matcher::Regex(r.clone())
+            } else {
+                // Full match, as Envoy's safe_regex and Higress' canary patterns do.
+                let anchored = format!("^(?:{re})$");
+                match super::regex::Regex::new(&anchored) {
+                    Ok(r) => {
+                        let r = std::sync::Arc::new(r);
+                        b.regexes.insert(re.clone(), r.clone());
+                        Matcher::Regex(r)
+                    }
+                    Err(e) => return Err(ConfigError::new(p, format!("invalid regex: {e}"))),
+                }
             }
         }
     };

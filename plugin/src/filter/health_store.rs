@@ -53,6 +53,11 @@ impl HealthStore {
         self.cache.get(u).copied().flatten().unwrap_or_default()
     }
 
+    /// A success on this upstream would change nothing (cached healthy, no failure streak).
+    pub fn known_healthy(&self, u: usize) -> bool {
+        matches!(self.cache.get(u), Some(Some(s)) if s.consecutive_failures == 0 && !s.probation)
+    }
+
     /// Record one response for an upstream; read-modify-write with CAS so concurrent workers'
     /// evidence adds up.
     pub fn observe(
@@ -63,13 +68,8 @@ impl HealthStore {
         now_ms: u64,
         p: &PassiveHealthV1,
     ) -> Transition {
-        // Fast path: a success on an upstream known healthy changes nothing.
-        if !failed {
-            if let Some(Some(s)) = self.cache.get(u) {
-                if s.consecutive_failures == 0 && !s.probation {
-                    return Transition::None;
-                }
-            }
+        if !failed && self.known_healthy(u) {
+            return Transition::None;
         }
         let k = key(cfg.upstream_name(u));
         for _ in 0..CAS_RETRIES {

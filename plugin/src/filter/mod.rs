@@ -41,6 +41,7 @@ impl Vm {
             self.rng.seed(seed);
         }
         self.health.reset(&cfg);
+        self.metrics.reset(cfg.clusters.len());
         host::log(
             LogLevel::Info,
             &format!(
@@ -328,10 +329,7 @@ impl Http {
             }
         }
         host::clear_route_cache();
-        metrics.inc(&format!(
-            "fleetgate_requests_total.cluster.{cluster_id}.reason.{}",
-            t.reason.as_str()
-        ));
+        metrics.inc_request(t.cluster, cluster_id, t.reason);
         if matches!(t.reason, Reason::Failover | Reason::Standby | Reason::Panic) {
             metrics.inc("fleetgate_failovers_total");
         }
@@ -396,13 +394,6 @@ impl HttpContext for Http {
             return;
         }
         let upstream = r.cfg.upstream_name(r.upstream);
-        // If Envoy sent the request somewhere else (a route without our cluster header), the
-        // outcome says nothing about our upstream.
-        if let Some(used) = host::string_property(&[&["xds", "cluster_name"], &["cluster_name"]]) {
-            if used != upstream {
-                return;
-            }
-        }
         let code = host::int_property(&[&["response", "code"]]);
         let flags = host::int_property(&[&["response", "flags"]]);
         if code.is_none() && flags.is_none() {
@@ -413,10 +404,20 @@ impl HttpContext for Http {
         let retried =
             host::int_property(&[&["upstream", "request_attempt_count"]]).is_some_and(|n| n > 1);
         let failed = retried || health::is_failure(code, flags, r.cfg.passive.count_5xx);
-        let now = host::now_ms();
         let Ok(mut vm) = self.vm.try_borrow_mut() else {
             return;
         };
+        if !failed && vm.health.known_healthy(r.upstream) {
+            return;
+        }
+        // If Envoy sent the request somewhere else (a route without our cluster header), the
+        // outcome says nothing about our upstream. Asked only off the fast path: hostcalls cost.
+        if let Some(used) = host::string_property(&[&["xds", "cluster_name"], &["cluster_name"]]) {
+            if used != upstream {
+                return;
+            }
+        }
+        let now = host::now_ms();
         let t = vm
             .health
             .observe(&r.cfg, r.upstream, failed, now, &r.cfg.passive);
