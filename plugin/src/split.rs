@@ -19,7 +19,8 @@ where
     I: Iterator<Item = (usize, f64)> + Clone,
 {
     let total: f64 = weights.clone().map(|(_, w)| w.max(0.0)).sum();
-    if !(total > 0.0) {
+    // Also catches NaN (a weight computed from a bad factor): never divide by it.
+    if total.is_nan() || total <= 0.0 {
         return None;
     }
     let mut target = draw * total;

@@ -41,7 +41,7 @@ fn config_md_example_is_accepted() {
     let md = include_str!("../CONFIG.md");
     let start = md.find("```json").expect("CONFIG.md has a json example") + 7;
     let end = start + md[start..].find("```").expect("closed block");
-    config::parse(md[start..end].as_bytes()).unwrap_or_else(|e| panic!("CONFIG.md example: {e}"));
+    config::parse(&md.as_bytes()[start..end]).unwrap_or_else(|e| panic!("CONFIG.md example: {e}"));
 }
 
 #[test]
