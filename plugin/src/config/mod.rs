@@ -55,7 +55,12 @@ pub fn parse_wire(json: &[u8]) -> Result<ConfigV1, ConfigError> {
     let tree = serde_json::from_slice::<decode::Json>(json).map_err(|e| {
         let at = locate::offset_of(json, e.line(), e.column());
         // serde_json reports an error just past the offending token; step back into it.
-        let path = locate::path_at(json, at.saturating_sub(1));
+        // At the end of the text no field is to blame: the document is cut short.
+        let path = if e.is_eof() {
+            String::new()
+        } else {
+            locate::path_at(json, at.saturating_sub(1))
+        };
         let msg = e.to_string();
         // Drop serde_json's " at line L column C": the path says where.
         let msg = match msg.rfind(" at line ") {
