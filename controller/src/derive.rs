@@ -1049,36 +1049,20 @@ mod tests {
     fn lost_member_is_unknown_and_keeps_its_last_endpoints() {
         let mut ms = two_members();
         ms[1].contact = Contact::Lost;
-        let d = derive_config(
-            &[ingress(
-                "shop",
-                "2025-01-01T00:00:00Z",
-                &[],
-                "/",
-                "shop",
-                "80",
-            )],
-            &ms,
-            &DeriveOptions::default(),
-        )
-        .unwrap();
+        let shop = [ingress(
+            "shop",
+            "2025-01-01T00:00:00Z",
+            &[],
+            "/",
+            "shop",
+            "80",
+        )];
+        let d = derive_config(&shop, &ms, &DeriveOptions::default()).unwrap();
         assert_eq!(d.config.clusters[1].state, ClusterState::Unknown);
         assert_eq!(d.config.routes[0].backends[1].ready, Some(1));
         ms[1].contact = Contact::Never;
         ms[1].endpoint_slices.clear();
-        let d = derive_config(
-            &[ingress(
-                "shop",
-                "2025-01-01T00:00:00Z",
-                &[],
-                "/",
-                "shop",
-                "80",
-            )],
-            &ms,
-            &DeriveOptions::default(),
-        )
-        .unwrap();
+        let d = derive_config(&shop, &ms, &DeriveOptions::default()).unwrap();
         assert_eq!(d.config.clusters[1].state, ClusterState::Unknown);
         assert_eq!(d.config.routes[0].backends[1].ready, None);
     }

@@ -55,48 +55,67 @@ impl<K> Relist<K> {
     }
 }
 
-/// Watch fleet Ingresses (all namespaces) into the store until the stream ends.
-pub async fn watch_ingresses(client: Client, store: Store, errors: impl Fn(&str) + Send) {
-    let api: Api<Ingress> = Api::all(client);
+/// What the store does with one kind of fleet object.
+struct Sink<K> {
+    what: &'static str,
+    metric: &'static str,
+    replace: fn(&Store, Vec<K>),
+    apply: fn(&Store, K),
+    delete: fn(&Store, &K),
+}
+
+/// Watch all objects of one fleet kind (all namespaces) into the store until the stream ends.
+async fn watch_fleet_kind<K>(
+    client: Client,
+    store: Store,
+    errors: impl Fn(&str) + Send,
+    sink: Sink<K>,
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::all(client);
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     let mut relist = Relist::new();
     drive(
         stream,
         |ev| match ev {
             Event::Init => relist.buf.clear(),
-            Event::InitApply(i) => relist.buf.push(i),
-            Event::InitDone => store.replace_ingresses(std::mem::take(&mut relist.buf)),
-            Event::Apply(i) => store.apply_ingress(i),
-            Event::Delete(i) => store.delete_ingress(&i),
+            Event::InitApply(o) => relist.buf.push(o),
+            Event::InitDone => (sink.replace)(&store, std::mem::take(&mut relist.buf)),
+            Event::Apply(o) => (sink.apply)(&store, o),
+            Event::Delete(o) => (sink.delete)(&store, &o),
         },
         |e| {
-            warn!(err = %e, "fleet Ingress watch failed; retrying");
-            errors("ingress_watch");
+            warn!(err = %e, "fleet {} watch failed; retrying", sink.what);
+            errors(sink.metric);
         },
     )
     .await;
 }
 
+/// Watch fleet Ingresses (all namespaces) into the store until the stream ends.
+pub async fn watch_ingresses(client: Client, store: Store, errors: impl Fn(&str) + Send) {
+    let sink = Sink {
+        what: "Ingress",
+        metric: "ingress_watch",
+        replace: |s, v| s.replace_ingresses(v),
+        apply: |s, o| s.apply_ingress(o),
+        delete: |s, o| s.delete_ingress(o),
+    };
+    watch_fleet_kind::<Ingress>(client, store, errors, sink).await;
+}
+
 /// Watch fleet IngressClasses (to learn whether ours is the default class).
 pub async fn watch_classes(client: Client, store: Store, errors: impl Fn(&str) + Send) {
-    let api: Api<IngressClass> = Api::all(client);
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-    let mut relist = Relist::new();
-    drive(
-        stream,
-        |ev| match ev {
-            Event::Init => relist.buf.clear(),
-            Event::InitApply(c) => relist.buf.push(c),
-            Event::InitDone => store.replace_classes(std::mem::take(&mut relist.buf)),
-            Event::Apply(c) => store.apply_class(c),
-            Event::Delete(c) => store.delete_class(&c),
-        },
-        |e| {
-            warn!(err = %e, "fleet IngressClass watch failed; retrying");
-            errors("ingressclass_watch");
-        },
-    )
-    .await;
+    let sink = Sink {
+        what: "IngressClass",
+        metric: "ingressclass_watch",
+        replace: |s, v| s.replace_classes(v),
+        apply: |s, o| s.apply_class(o),
+        delete: |s, o| s.delete_class(o),
+    };
+    watch_fleet_kind::<IngressClass>(client, store, errors, sink).await;
 }
 
 /// Watch one member's EndpointSlices (all namespaces, those owned by a Service). Errors start

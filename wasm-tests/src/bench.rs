@@ -20,10 +20,15 @@ pub struct Measurement {
 /// The standard request of the benchmarks: request headers (a few ordinary headers), response
 /// headers with status 200, then `on_done`/`on_log`/`on_delete`.
 pub fn standard_exchange(host: &Host) -> anyhow::Result<()> {
+    exchange_at(host, "shop.example.com", "/api/cart?item=42")
+}
+
+/// [`standard_exchange`] for another authority and path.
+pub fn exchange_at(host: &Host, authority: &str, path: &str) -> anyhow::Result<()> {
     let stream = host
         .request()
-        .authority("shop.example.com")
-        .path("/api/cart?item=42")
+        .authority(authority)
+        .path(path)
         .header("x-user", "alice")
         .header("user-agent", "bench")
         .header("accept", "*/*")
