@@ -228,32 +228,70 @@ impl Tally {
     }
 }
 
-/// Failover time after `dead` stopped at `at`: the smallest delay `t` such that, of the requests
-/// sent in `[at + t, until)`, at least 99% were sent by the plugin to a cluster other than `dead`
-/// (by the decision header; a request without one counts against). `None` if never reached.
+/// Consecutive requests a failover share is judged over (at 200 req/s: half a second).
+pub const FAILOVER_WINDOW: usize = 100;
+
+fn sent_in(samples: &[Sample], at: Duration, until: Duration) -> Vec<&Sample> {
+    let mut window: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.sent >= at && s.sent < until)
+        .collect();
+    window.sort_by_key(|s| s.sent);
+    window
+}
+
+fn sent_to(sample: &Sample, dead: &str) -> bool {
+    // A request without a decision (a local reply, a transport error) counts against.
+    sample.decided.as_deref().is_none_or(|d| d == dead)
+}
+
+/// Failover time after `dead` stopped at `at`: the delay after which every run of
+/// [`FAILOVER_WINDOW`] consecutive requests (sent before `until`) had at least 99% sent by the
+/// plugin to a cluster other than `dead` (by the decision header). `None` if never reached.
 pub fn failover_time(
     samples: &[Sample],
     dead: &str,
     at: Duration,
     until: Duration,
 ) -> Option<Duration> {
-    let mut window: Vec<&Sample> = samples
+    let sent = sent_in(samples, at, until);
+    if sent.len() < FAILOVER_WINDOW {
+        return None;
+    }
+    let allowed = FAILOVER_WINDOW / 100;
+    let mut bad_in_window = sent[..FAILOVER_WINDOW]
         .iter()
-        .filter(|s| s.sent >= at && s.sent < until)
-        .collect();
-    window.sort_by_key(|s| s.sent);
-    let (mut total, mut bad) = (0u64, 0u64);
-    let mut earliest = None;
-    for sample in window.iter().rev() {
-        total += 1;
-        if sample.decided.as_deref().is_none_or(|d| d == dead) {
-            bad += 1;
+        .filter(|s| sent_to(s, dead))
+        .count();
+    let mut last_bad_window = None;
+    for start in 0..=sent.len() - FAILOVER_WINDOW {
+        if start > 0 {
+            bad_in_window -= usize::from(sent_to(sent[start - 1], dead));
+            bad_in_window += usize::from(sent_to(sent[start + FAILOVER_WINDOW - 1], dead));
         }
-        if bad * 100 <= total {
-            earliest = Some(sample.sent - at);
+        if bad_in_window > allowed {
+            last_bad_window = Some(start);
         }
     }
-    earliest
+    match last_bad_window {
+        None => Some(Duration::ZERO),
+        Some(start) if start + FAILOVER_WINDOW < sent.len() => Some(sent[start + 1].sent - at),
+        Some(_) => None,
+    }
+}
+
+/// When the last request sent in `[at, until)` went to `dead` (time to 100% on survivors).
+pub fn last_sent_to(
+    samples: &[Sample],
+    dead: &str,
+    at: Duration,
+    until: Duration,
+) -> Option<Duration> {
+    sent_in(samples, at, until)
+        .into_iter()
+        .filter(|s| sent_to(s, dead))
+        .map(|s| s.sent - at)
+        .max()
 }
 
 #[cfg(test)]
@@ -272,18 +310,23 @@ mod tests {
     }
 
     #[test]
-    fn failover_time_is_where_the_dead_share_of_the_rest_drops_to_one_percent() {
-        let mut samples: Vec<Sample> = (0..20).map(|i| sample(1000 + i * 5, "a")).collect();
-        samples.extend((0..1000).map(|i| sample(1100 + i, "b")));
-        let t = failover_time(
-            &samples,
-            "a",
-            Duration::from_millis(1000),
-            Duration::from_secs(10),
+    fn failover_time_is_where_every_later_window_has_at_most_one_percent_on_the_dead_member() {
+        // 1 ms apart: ten to the dead member in the first 50 ms (one in five), then two
+        // stragglers at 300 and 700 ms, which a 100-request window tolerates (1%).
+        let samples: Vec<Sample> = (0..1000u64)
+            .map(|i| {
+                let dead = (i < 50 && i % 5 == 0) || i == 300 || i == 700;
+                sample(1000 + i, if dead { "a" } else { "b" })
+            })
+            .collect();
+        let at = Duration::from_millis(1000);
+        let t = failover_time(&samples, "a", at, Duration::from_secs(10));
+        // The last window with two dead requests is the one starting at 40 ms (40 and 45).
+        assert_eq!(t, Some(Duration::from_millis(41)));
+        assert_eq!(
+            last_sent_to(&samples, "a", at, Duration::from_secs(10)),
+            Some(Duration::from_millis(700))
         );
-        // Twenty dead requests in 1000..1100 ms, then 1000 live ones: from 1050 ms on, 10 of
-        // 1010 (0.99%) went to the dead cluster; from 1045 ms on, 11 of 1011 (1.09%).
-        assert_eq!(t, Some(Duration::from_millis(50)));
     }
 
     #[test]

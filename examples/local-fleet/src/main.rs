@@ -240,9 +240,11 @@ fn summary(samples: &[Sample], events: &[(Duration, Step)]) {
                 // Measure before the dead member's probation probes (ejections last 10 s).
                 let window = (*at + Duration::from_secs(8)).min(until);
                 let failover = load::failover_time(samples, m, *at, window);
+                let last = load::last_sent_to(samples, m, *at, window);
                 println!(
-                    "  {step}\n      failover to >=99% of new requests on survivors: {}; failed requests: {} of {}; retried: {}",
+                    "  {step}\n      failover to >=99% of new requests on survivors: {} (last request sent to {m}: {}); failed requests: {} of {}; retried: {}",
                     failover.map_or("not reached".to_owned(), |d| format!("{} ms", d.as_millis())),
+                    last.map_or("none".to_owned(), |d| format!("+{} ms", d.as_millis())),
                     tally.failed,
                     tally.total,
                     tally.retried

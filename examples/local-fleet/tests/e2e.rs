@@ -99,11 +99,13 @@ fn killing_a_member_moves_new_requests_to_survivors_within_a_second_and_retries_
         all.extend(posts.iter().cloned());
         let failover = load::failover_time(&all, "hz-b", kill_at, until)
             .expect("survivors never took 99% of new requests");
+        let last = load::last_sent_to(&all, "hz-b", kill_at, until).unwrap_or_default();
         let failed_gets = Tally::of(&gets).failed;
         let failed_posts = Tally::of(&posts).failed;
         eprintln!(
-            "kill at 200 req/s (100 GET + 100 POST): failover {} ms, failed GETs {failed_gets}/{}, failed POSTs {failed_posts}/{}, retried GETs {}, retried POSTs {}",
+            "kill at 200 req/s (100 GET + 100 POST): failover {} ms (last request to hz-b at +{} ms), failed GETs {failed_gets}/{}, failed POSTs {failed_posts}/{}, retried GETs {}, retried POSTs {}",
             failover.as_millis(),
+            last.as_millis(),
             gets.len(),
             posts.len(),
             Tally::of(&gets).retried,
