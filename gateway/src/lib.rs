@@ -25,9 +25,8 @@
 //! Differences from Envoy worth knowing: request and response bodies are buffered whole; the
 //! response phase of the filter (`on_response_headers` through `on_log`) runs once the upstream
 //! response is complete; a retried request is reported as a failure flag of the first attempt
-//! rather than as `upstream.request_attempt_count` (see `worker.rs`); each worker's VM has its
-//! own shared-data store (the wasm-tests `Host` cannot share one between threads), so passive
-//! health and the config lease are per worker.
+//! rather than as `upstream.request_attempt_count` (see `worker.rs`). All workers' VMs share one
+//! shared-data store, as Envoy workers do.
 
 mod forward;
 pub mod retry;
@@ -140,6 +139,9 @@ pub(crate) struct Shared {
     pub(crate) timer_resolution: Duration,
     pub(crate) stats: Arc<GatewayStats>,
     pub(crate) log_sink: Option<mpsc::Sender<GatewayLog>>,
+    /// One shared-data store for every worker's VM, as in one Envoy process: one worker's
+    /// passive-health evidence protects all, and one worker holds the config-pull lease.
+    pub(crate) data: fleetgate_wasm_tests::SharedData,
 }
 
 /// A running gateway; stops when shut down or dropped.
@@ -169,6 +171,7 @@ impl Gateway {
             timer_resolution: config.timer_resolution,
             stats: Arc::clone(&stats),
             log_sink: config.log_sink,
+            data: fleetgate_wasm_tests::SharedData::new(),
         });
         let (shutdown, _) = watch::channel(false);
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
@@ -274,6 +277,7 @@ fn run_worker(
     local.block_on(&runtime, async move {
         let host = Host::builder(&module)
             .config(plugin_config)
+            .shared_data(shared.data.clone())
             .log_level(LogLevel::Info)
             .build()
             .with_context(|| format!("starting the VM of worker {index}"))?;

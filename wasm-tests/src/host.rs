@@ -48,6 +48,7 @@ pub struct HostBuilder {
     upstreams: Option<BTreeSet<String>>,
     clear_route_cache: bool,
     log_level: LogLevel,
+    shared: Option<crate::SharedData>,
 }
 
 impl HostBuilder {
@@ -104,6 +105,13 @@ impl HostBuilder {
         self
     }
 
+    /// Share shared data and metrics with other hosts (e.g. worker threads of one gateway)
+    /// instead of starting a store of its own.
+    pub fn shared_data(mut self, shared: crate::SharedData) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
     /// Instantiates the first VM and runs root context creation, `on_vm_start` and
     /// `on_configure`. A refused configuration is not an error: see [`Host::configured`].
     pub fn build(self) -> anyhow::Result<Host> {
@@ -111,7 +119,10 @@ impl HostBuilder {
         let logs = Arc::new(LogBook::new());
         let callouts = Arc::new(CalloutQueue::new(Arc::clone(&clock)));
         callouts.set_known_upstreams(self.upstreams);
-        let shared = Arc::new(SharedStore::new());
+        let shared = match self.shared {
+            Some(shared) => shared.0,
+            None => Arc::new(SharedStore::new()),
+        };
         let services = VmServices::new(logs.clone())
             .with_clock(clock.clone())
             .with_shared(shared.clone())
@@ -304,6 +315,7 @@ impl Host {
             upstreams: None,
             clear_route_cache: true,
             log_level: LogLevel::Trace,
+            shared: None,
         }
     }
 

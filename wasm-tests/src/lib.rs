@@ -32,4 +32,5 @@ pub use host::{Host, HostBuilder, VmId};
 pub use logs::LogLine;
 pub use module::{Module, Target};
 pub use proxy_wasm_host::abi::v0_2_1::types::{Action, LogLevel};
+pub use shared::SharedData;
 pub use stream::{LocalReply, Request, Response, Stream};

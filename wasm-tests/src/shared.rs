@@ -45,6 +45,23 @@ pub(crate) struct SharedStore {
     queues: InMemoryStore,
 }
 
+/// One shared-data store (and metrics) that hosts on different threads can share, as all the
+/// worker threads of one Envoy process do: pass it to [`crate::HostBuilder::shared_data`].
+#[derive(Debug, Clone)]
+pub struct SharedData(pub(crate) std::sync::Arc<SharedStore>);
+
+impl SharedData {
+    pub fn new() -> Self {
+        SharedData(std::sync::Arc::new(SharedStore::new()))
+    }
+}
+
+impl Default for SharedData {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -155,6 +155,9 @@ impl Fleet {
         };
         if spec.pull_config {
             fleet.wait_routed(Duration::from_secs(10)).await?;
+            // The probe may have met only the worker that pulled; the others adopt the config
+            // from shared data on their next tick (one poll period).
+            tokio::time::sleep(Duration::from_millis(2 * u64::from(spec.poll_ms) + 50)).await;
         }
         Ok(fleet)
     }

@@ -144,6 +144,9 @@ fn active_standby_switches_to_the_standby_and_fails_back_with_hold_and_ramp_with
         sleep_until(origin, up_at).await;
         fleet.scale_up("hz-a").unwrap();
         let samples = samples.await.unwrap();
+        for s in samples.iter().filter(|s| !s.ok()) {
+            eprintln!("failed: {s:?}");
+        }
 
         assert_eq!(
             Tally::of(&samples).failed,
