@@ -114,8 +114,7 @@ fn pulled_host(first: &serde_json::Value) -> Host {
     let mut boot = first.clone();
     boot["config_source"] =
         json!({"upstream": "fleetgate-controller", "token": "s3cret", "poll_ms": 100});
-    let h = host(&boot);
-    h
+    host(&boot)
 }
 
 /// Answer the pending pull with `cfg` (revision `rev`).
