@@ -21,5 +21,6 @@ pub mod health;
 pub mod leader;
 pub mod members;
 pub mod run;
+pub mod serve;
 pub mod store;
 pub mod watch;

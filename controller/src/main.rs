@@ -56,19 +56,20 @@ enum Command {
     /// Run the controller against the fleet cluster (in-cluster or current kubeconfig).
     Run(Box<RunFlags>),
     /// Print the plugin config derived from YAML dumps (no cluster needed).
-    Render {
-        /// Directory of fleet objects (Ingresses, IngressClasses, Argo CD cluster Secrets);
-        /// repeatable, merged.
-        #[arg(long, required = true)]
-        fleet: Vec<PathBuf>,
-        /// NAME=DIR: a member and its EndpointSlice dump (repeatable).
-        #[arg(long = "member", value_parser = cli::split_pair)]
-        members: Vec<(String, String)>,
-        /// NAME=ZONE: a member's zone (overrides the Secret's).
-        #[arg(long = "zone", value_parser = cli::split_pair)]
-        zones: Vec<(String, String)>,
+    Render(DumpFlags),
+    /// Serve the config derived from YAML dumps on the config endpoint, re-reading them on an
+    /// interval (no cluster needed: local development and tests). Prints `listening on ADDR`.
+    Serve {
         #[command(flatten)]
-        derive: DeriveFlags,
+        dumps: DumpFlags,
+        /// Address of the config endpoint (`GET /v1/config`); port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        token: TokenFlags,
+        /// How often the dumps are re-read.
+        #[arg(long, default_value_t = 200)]
+        interval_ms: u64,
     },
     /// Show what the plugin would do with a request (the plugin's own engine).
     Explain {
@@ -94,6 +95,72 @@ enum Command {
     },
 }
 
+/// YAML dumps of the fleet and of each member.
+#[derive(Args)]
+struct DumpFlags {
+    /// Directory of fleet objects (Ingresses, IngressClasses, Argo CD cluster Secrets);
+    /// repeatable, merged.
+    #[arg(long, required = true)]
+    fleet: Vec<PathBuf>,
+    /// NAME=DIR: a member and its EndpointSlice dump (repeatable).
+    #[arg(long = "member", value_parser = cli::split_pair)]
+    members: Vec<(String, String)>,
+    /// NAME=ZONE: a member's zone (overrides the Secret's).
+    #[arg(long = "zone", value_parser = cli::split_pair)]
+    zones: Vec<(String, String)>,
+    #[command(flatten)]
+    derive: DeriveFlags,
+}
+
+impl DumpFlags {
+    fn args(self) -> cli::RenderArgs {
+        cli::RenderArgs {
+            fleet: self.fleet,
+            members: self
+                .members
+                .into_iter()
+                .map(|(k, v)| (k, PathBuf::from(v)))
+                .collect(),
+            zones: self.zones,
+            options: self.derive.options(),
+        }
+    }
+}
+
+/// The config endpoint's bearer token.
+#[derive(Args)]
+struct TokenFlags {
+    /// Bearer token required on the config endpoint.
+    #[arg(long, env = "FLEETGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the bearer token (trailing whitespace ignored).
+    #[arg(long, env = "FLEETGATE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve the config endpoint without a token.
+    #[arg(long)]
+    insecure_no_token: bool,
+}
+
+impl TokenFlags {
+    /// The token, or an error if none is set and `--insecure-no-token` was not given.
+    fn resolve(&self) -> Result<Option<String>> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(p)) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("token file {}", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        if token.as_deref().is_none_or(str::is_empty) && !self.insecure_no_token {
+            anyhow::bail!("set --token, --token-file or FLEETGATE_TOKEN (or --insecure-no-token)");
+        }
+        Ok(token.filter(|t| !t.is_empty()))
+    }
+}
+
 #[derive(Args)]
 struct RunFlags {
     #[command(flatten)]
@@ -113,15 +180,8 @@ struct RunFlags {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "FLEETGATE_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     admin_listen: SocketAddr,
-    /// Bearer token required on the config endpoint.
-    #[arg(long, env = "FLEETGATE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// File holding the bearer token (trailing whitespace ignored).
-    #[arg(long, env = "FLEETGATE_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// Serve the config endpoint without a token.
-    #[arg(long)]
-    insecure_no_token: bool,
+    #[command(flatten)]
+    token: TokenFlags,
     /// Also write the config to this file (atomically) on every change.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -148,19 +208,7 @@ fn parse_ns_name(s: &str) -> Result<(String, String), String> {
 }
 
 fn run_config(f: RunFlags) -> Result<RunConfig> {
-    let token = match (&f.token, &f.token_file) {
-        (Some(t), _) => Some(t.trim().to_string()),
-        (None, Some(p)) => Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("token file {}", p.display()))?
-                .trim()
-                .to_string(),
-        ),
-        (None, None) => None,
-    };
-    if token.as_deref().is_none_or(str::is_empty) && !f.insecure_no_token {
-        anyhow::bail!("set --token, --token-file or FLEETGATE_TOKEN (or --insecure-no-token)");
-    }
+    let token = f.token.resolve()?;
     let identity = f
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -172,7 +220,7 @@ fn run_config(f: RunFlags) -> Result<RunConfig> {
         grace: Duration::from_secs(f.grace_seconds),
         listen: f.listen,
         admin_listen: f.admin_listen,
-        token: token.filter(|t| !t.is_empty()),
+        token,
         out: f.out,
         wasmplugin: f.wasmplugin,
         status_address: f.status_address,
@@ -199,21 +247,30 @@ fn main() -> Result<()> {
                 .build()?;
             rt.block_on(fleetgate_controller::run::run(cfg))?;
         }
-        Command::Render {
-            fleet,
-            members,
-            zones,
-            derive,
+        Command::Serve {
+            dumps,
+            listen,
+            token,
+            interval_ms,
         } => {
-            let args = cli::RenderArgs {
-                fleet,
-                members: members
-                    .into_iter()
-                    .map(|(k, v)| (k, PathBuf::from(v)))
-                    .collect(),
-                zones,
-                options: derive.options(),
-            };
+            let token = token.resolve()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(fleetgate_controller::serve::serve_files(
+                dumps.args(),
+                listen,
+                token,
+                Duration::from_millis(interval_ms.max(10)),
+                |addr| {
+                    use std::io::Write;
+                    println!("listening on {addr}");
+                    let _ = std::io::stdout().flush();
+                },
+            ))?;
+        }
+        Command::Render(dumps) => {
+            let args = dumps.args();
             let derived = cli::render(&args).context("render")?;
             for p in &derived.problems {
                 eprintln!(
