@@ -15,7 +15,6 @@ use fleetgate_local_fleet::load::{self, LoadSpec, Sample, Tally};
 use fleetgate_local_fleet::{Fleet, FleetSpec};
 use fleetgate_wasm_tests::Module;
 use http::Method;
-use tokio::sync::mpsc;
 
 fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -156,17 +155,7 @@ async fn collect(
     spec: LoadSpec,
     origin: Instant,
 ) -> tokio::task::JoinHandle<Vec<Sample>> {
-    let addr = fleet.addr();
-    tokio::spawn(async move {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let load = tokio::spawn(load::run(addr, spec, origin, tx));
-        let mut samples = Vec::new();
-        while let Some(sample) = rx.recv().await {
-            samples.push(sample);
-        }
-        let _ = load.await;
-        samples
-    })
+    load::spawn_collect(fleet.addr(), spec, origin)
 }
 
 async fn failover(rate: u32, quick: bool) -> anyhow::Result<()> {

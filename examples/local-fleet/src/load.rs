@@ -245,6 +245,24 @@ fn sent_to(sample: &Sample, dead: &str) -> bool {
     sample.decided.as_deref().is_none_or(|d| d == dead)
 }
 
+/// Starts `spec` against the gateway at `addr`; the samples come back when the load is done.
+pub fn spawn_collect(
+    addr: SocketAddr,
+    spec: LoadSpec,
+    origin: Instant,
+) -> tokio::task::JoinHandle<Vec<Sample>> {
+    tokio::spawn(async move {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let load = tokio::spawn(run(addr, spec, origin, tx));
+        let mut samples = Vec::new();
+        while let Some(sample) = rx.recv().await {
+            samples.push(sample);
+        }
+        let _ = load.await;
+        samples
+    })
+}
+
 /// Failover time after `dead` stopped at `at`: the delay after which every run of
 /// [`FAILOVER_WINDOW`] consecutive requests (sent before `until`) had at least 99% sent by the
 /// plugin to a cluster other than `dead` (by the decision header). `None` if never reached.

@@ -10,7 +10,6 @@ use fleetgate_local_fleet::fleet::upstream_name;
 use fleetgate_local_fleet::load::{self, LoadSpec, Sample, Tally};
 use fleetgate_local_fleet::{Fleet, FleetSpec};
 use http::Method;
-use tokio::sync::mpsc;
 
 /// Load tests measure time: run them one at a time so they do not share the two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -27,23 +26,12 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// Starts `spec` against the gateway; the samples come back when it is done.
 fn start_load(
     fleet: &Fleet,
     spec: LoadSpec,
     origin: Instant,
 ) -> tokio::task::JoinHandle<Vec<Sample>> {
-    let addr = fleet.addr();
-    tokio::spawn(async move {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let load = tokio::spawn(load::run(addr, spec, origin, tx));
-        let mut samples = Vec::new();
-        while let Some(sample) = rx.recv().await {
-            samples.push(sample);
-        }
-        let _ = load.await;
-        samples
-    })
+    load::spawn_collect(fleet.addr(), spec, origin)
 }
 
 async fn sleep_until(origin: Instant, at: Duration) {
