@@ -974,6 +974,11 @@ mod tests {
         }
     }
 
+    /// The `shop` Ingress with no annotations, backend port `port`.
+    fn shop_on_port(port: &str) -> Ingress {
+        ingress("shop", "2025-01-01T00:00:00Z", &[], "/", "shop", port)
+    }
+
     fn two_members() -> Vec<MemberSnapshot> {
         vec![
             member(
@@ -988,14 +993,7 @@ mod tests {
     #[test]
     fn nil_ready_counts_as_ready_and_false_does_not() {
         let d = derive_config(
-            &[ingress(
-                "shop",
-                "2025-01-01T00:00:00Z",
-                &[],
-                "/",
-                "shop",
-                "80",
-            )],
+            &[shop_on_port("80")],
             &two_members(),
             &DeriveOptions::default(),
         )
@@ -1049,14 +1047,7 @@ mod tests {
     fn lost_member_is_unknown_and_keeps_its_last_endpoints() {
         let mut ms = two_members();
         ms[1].contact = Contact::Lost;
-        let shop = [ingress(
-            "shop",
-            "2025-01-01T00:00:00Z",
-            &[],
-            "/",
-            "shop",
-            "80",
-        )];
+        let shop = [shop_on_port("80")];
         let d = derive_config(&shop, &ms, &DeriveOptions::default()).unwrap();
         assert_eq!(d.config.clusters[1].state, ClusterState::Unknown);
         assert_eq!(d.config.routes[0].backends[1].ready, Some(1));
@@ -1070,14 +1061,7 @@ mod tests {
     #[test]
     fn named_port_resolves_through_endpoint_slices() {
         let d = derive_config(
-            &[ingress(
-                "shop",
-                "2025-01-01T00:00:00Z",
-                &[],
-                "/",
-                "shop",
-                "http",
-            )],
+            &[shop_on_port("http")],
             &two_members(),
             &DeriveOptions::default(),
         )
@@ -1087,14 +1071,7 @@ mod tests {
             "outbound|8080|hz-a|shop.default.svc.cluster.local"
         );
         let d = derive_config(
-            &[ingress(
-                "shop",
-                "2025-01-01T00:00:00Z",
-                &[],
-                "/",
-                "shop",
-                "grpc",
-            )],
+            &[shop_on_port("grpc")],
             &two_members(),
             &DeriveOptions::default(),
         );

@@ -146,16 +146,20 @@ fn header_canary_pinned_to_a_cluster_goes_only_there() {
     assert_eq!(share(&sim, "hz-a"), 1.0, "{sim:?}");
 }
 
+/// Requests the simulation sent to the `shop-canary` service, in any cluster.
+fn canary_hits(sim: &cli::Simulation) -> u64 {
+    sim.upstreams
+        .iter()
+        .filter(|(k, _)| k.contains("shop-canary"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
 #[test]
 fn canary_by_header_matches_value_or_always_only() {
     let canary = "outbound|80|hz-a|shop-canary.default.svc.cluster.local";
     let sim = simulate("canary-by-header", &[("x-canary", "v2")], 1_000);
-    let to_canary: u64 = sim
-        .upstreams
-        .iter()
-        .filter(|(k, _)| k.contains("shop-canary"))
-        .map(|(_, v)| v)
-        .sum();
+    let to_canary = canary_hits(&sim);
     assert_eq!(to_canary, 1_000, "{sim:?}");
     let sim = simulate("canary-by-header", &[("x-canary", "v3")], 1_000);
     assert!(!sim.upstreams.contains_key(canary), "{sim:?}");
@@ -165,12 +169,7 @@ fn canary_by_header_matches_value_or_always_only() {
 fn canary_by_weight_takes_about_twenty_percent() {
     let sim = simulate("canary-by-weight", &[], 20_000);
     let total: u64 = sim.upstreams.values().sum();
-    let to_canary: u64 = sim
-        .upstreams
-        .iter()
-        .filter(|(k, _)| k.contains("shop-canary"))
-        .map(|(_, v)| v)
-        .sum();
+    let to_canary = canary_hits(&sim);
     let share = to_canary as f64 / total as f64;
     assert!((share - 0.2).abs() < 0.02, "{share} {sim:?}");
 }
