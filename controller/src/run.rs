@@ -539,3 +539,84 @@ async fn set_status(fleet: &Client, k: &IngressKey, addr: &str) -> Result<(), ku
         .await
         .map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+
+    use super::*;
+    use crate::cli::{self, RenderArgs};
+
+    fn fixtures() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet")
+    }
+
+    fn render(scenario: &str, hz_b: &str) -> Derived {
+        let f = fixtures();
+        cli::render(&RenderArgs {
+            fleet: vec![f.join("clusters"), f.join(scenario)],
+            members: vec![
+                ("hz-a".into(), f.join("members/hz-a")),
+                ("hz-b".into(), f.join("members").join(hz_b)),
+            ],
+            zones: vec![],
+            options: DeriveOptions::default(),
+        })
+        .expect("fixtures render")
+    }
+
+    #[test]
+    fn a_cluster_scaled_to_zero_is_reported_for_the_failover_event() {
+        let healthy = unavailable_by_ingress(&render("active-active", "hz-b"));
+        assert!(healthy.values().all(BTreeSet::is_empty), "{healthy:?}");
+        let d = render("active-active-zero-replicas", "hz-b-scaled-to-zero");
+        let gone: Vec<(String, String)> =
+            unavailable_by_ingress(&d).into_values().flatten().collect();
+        assert_eq!(
+            gone,
+            vec![("hz-b".to_string(), "0 ready endpoints".to_string())]
+        );
+    }
+
+    #[tokio::test]
+    async fn ingress_status_is_merge_patched_with_the_address() {
+        let (svc, mut api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(svc, "default");
+        let server = tokio::spawn(async move {
+            for want in [
+                serde_json::json!({"ip": "203.0.113.7"}),
+                serde_json::json!({"hostname": "gw.example.com"}),
+            ] {
+                let (req, send) = api.next_request().await.unwrap();
+                assert_eq!(req.method(), Method::PATCH);
+                assert_eq!(
+                    req.uri().path(),
+                    "/apis/networking.k8s.io/v1/namespaces/default/ingresses/shop/status"
+                );
+                assert_eq!(
+                    req.headers()["content-type"],
+                    "application/merge-patch+json"
+                );
+                let bytes = http_body_util::BodyExt::collect(req.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(body["status"]["loadBalancer"]["ingress"][0], want);
+                let ing = serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                    "metadata": {"name": "shop", "namespace": "default"}});
+                send.send_response(Response::new(Body::from(serde_json::to_vec(&ing).unwrap())));
+            }
+        });
+        let key = IngressKey {
+            namespace: "default".into(),
+            name: "shop".into(),
+        };
+        set_status(&client, &key, "203.0.113.7").await.unwrap();
+        set_status(&client, &key, "gw.example.com").await.unwrap();
+        server.await.unwrap();
+    }
+}
