@@ -53,6 +53,12 @@ impl HealthStore {
         self.cache.get(u).copied().flatten().unwrap_or_default()
     }
 
+    fn remember(&mut self, u: usize, s: PassiveState) {
+        if let Some(slot) = self.cache.get_mut(u) {
+            *slot = Some(s);
+        }
+    }
+
     /// A success on this upstream would change nothing (cached healthy, no failure streak).
     pub fn known_healthy(&self, u: usize) -> bool {
         matches!(self.cache.get(u), Some(Some(s)) if s.consecutive_failures == 0 && !s.probation)
@@ -77,17 +83,13 @@ impl HealthStore {
             let mut s = v.map(|b| PassiveState::decode(&b)).unwrap_or_default();
             let t = s.observe(failed, now_ms, p);
             if t == Transition::None {
-                if let Some(slot) = self.cache.get_mut(u) {
-                    *slot = Some(s);
-                }
+                self.remember(u, s);
                 return t;
             }
             match host::shared_set(&k, &s.encode(), cas) {
                 Ok(()) => {
                     let _ = host::shared_set(GEN_KEY, b"1", None);
-                    if let Some(slot) = self.cache.get_mut(u) {
-                        *slot = Some(s);
-                    }
+                    self.remember(u, s);
                     return t;
                 }
                 Err(true) => continue,

@@ -36,9 +36,7 @@ impl Metrics {
                     "fleetgate_requests_total.cluster.{cluster_id}.reason.{}",
                     reason.as_str()
                 );
-                let Ok(id) = hostcalls::define_metric(MetricType::Counter, &name) else {
-                    return;
-                };
+                let Some(id) = self.define(&name) else { return };
                 if let Some(s) = self.requests.get_mut(slot) {
                     *s = Some(id);
                 }
@@ -49,16 +47,18 @@ impl Metrics {
     }
 
     pub fn inc(&mut self, name: &str) {
-        let id = match self.ids.get(name) {
-            Some(&id) => id,
-            None => match hostcalls::define_metric(MetricType::Counter, name) {
-                Ok(id) => {
-                    self.ids.insert(name.to_string(), id);
-                    id
-                }
-                Err(_) => return,
-            },
-        };
-        let _ = hostcalls::increment_metric(id, 1);
+        if let Some(id) = self.define(name) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    /// The id of counter `name`, defined on first use.
+    fn define(&mut self, name: &str) -> Option<u32> {
+        if let Some(&id) = self.ids.get(name) {
+            return Some(id);
+        }
+        let id = hostcalls::define_metric(MetricType::Counter, name).ok()?;
+        self.ids.insert(name.to_string(), id);
+        Some(id)
     }
 }
