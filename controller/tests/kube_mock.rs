@@ -2,23 +2,19 @@
 //! kube-rs/controller-rs: initial list + watch events, relist after a 410 Gone, and a member
 //! going unreachable -> `unknown` after the grace period (paused tokio time).
 
+mod common;
+
 use std::time::Duration;
+
+use common::{mock_client, ApiHandle};
 
 use fleetgate_controller::derive::{self, Contact, DeriveOptions};
 use fleetgate_controller::store::Store;
 use fleetgate_controller::watch;
 use fleetgate_plugin::config::ClusterState;
-use http::{Request, Response};
+use http::Response;
 use kube::client::Body;
 use serde_json::{json, Value};
-use tower_test::mock::{self, Handle};
-
-type ApiHandle = Handle<Request<Body>, Response<Body>>;
-
-fn mock_client() -> (kube::Client, ApiHandle) {
-    let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    (kube::Client::new(svc, "default"), handle)
-}
 
 fn slice(name: &str, svc: &str, rv: &str, ready: &[bool]) -> Value {
     json!({

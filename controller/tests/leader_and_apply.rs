@@ -1,21 +1,17 @@
 //! Leader election and the Higress WasmPlugin hand-off against kube's mock API service: each
 //! test plays the API server, asserting the method, URI and body of every call.
 
+mod common;
+
 use std::time::Duration;
+
+use common::{mock_client, ApiHandle};
 
 use fleetgate_controller::handoff;
 use fleetgate_controller::leader::Elector;
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{json, Value};
-use tower_test::mock::{self, Handle};
-
-type ApiHandle = Handle<Request<Body>, Response<Body>>;
-
-fn mock_client() -> (kube::Client, ApiHandle) {
-    let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    (kube::Client::new(svc, "default"), handle)
-}
 
 fn respond(status: StatusCode, body: &Value) -> Response<Body> {
     Response::builder()
@@ -49,18 +45,24 @@ fn lease(holder: &str, renewed: &str, rv: &str) -> Value {
                     "acquireTime": renewed, "renewTime": renewed, "leaseTransitions": 3}})
 }
 
+/// An elector for Lease `fleetgate-system/fleetgate` (15 s) and the API it talks to.
+fn elector(identity: &str) -> (Elector, ApiHandle) {
+    let (client, api) = mock_client();
+    let e = Elector::new(
+        client,
+        "fleetgate-system",
+        "fleetgate",
+        identity,
+        Duration::from_secs(15),
+    );
+    (e, api)
+}
+
 const LEASE_URI: &str = "/apis/coordination.k8s.io/v1/namespaces/fleetgate-system/leases";
 
 #[tokio::test]
 async fn the_first_replica_creates_the_lease_and_leads() {
-    let (client, mut api) = mock_client();
-    let elector = Elector::new(
-        client,
-        "fleetgate-system",
-        "fleetgate",
-        "replica-a",
-        Duration::from_secs(15),
-    );
+    let (elector, mut api) = elector("replica-a");
     let server = tokio::spawn(async move {
         let (req, send) = api.next_request().await.unwrap();
         assert_eq!(
@@ -81,14 +83,7 @@ async fn the_first_replica_creates_the_lease_and_leads() {
 
 #[tokio::test]
 async fn a_live_lease_held_by_another_replica_is_left_alone() {
-    let (client, mut api) = mock_client();
-    let elector = Elector::new(
-        client,
-        "fleetgate-system",
-        "fleetgate",
-        "replica-b",
-        Duration::from_secs(15),
-    );
+    let (elector, mut api) = elector("replica-b");
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let server = tokio::spawn(async move {
         let (req, send) = api.next_request().await.unwrap();
@@ -102,14 +97,7 @@ async fn a_live_lease_held_by_another_replica_is_left_alone() {
 
 #[tokio::test]
 async fn an_expired_lease_is_taken_over_with_its_resource_version_and_a_race_loses_cleanly() {
-    let (client, mut api) = mock_client();
-    let elector = Elector::new(
-        client,
-        "fleetgate-system",
-        "fleetgate",
-        "replica-b",
-        Duration::from_secs(15),
-    );
+    let (elector, mut api) = elector("replica-b");
     let server = tokio::spawn(async move {
         for outcome in [StatusCode::OK, StatusCode::CONFLICT] {
             let (req, send) = api.next_request().await.unwrap();
