@@ -1,5 +1,6 @@
-//! Operations endpoints: `/healthz` (process alive), `/readyz` (after the first full sync of the
-//! fleet and every member), `/metrics` (Prometheus text format).
+//! Operations endpoints: `/healthz` (process alive), `/readyz` (once the fleet is listed and a
+//! config is published; an unreachable member does not hold it back), `/metrics` (Prometheus
+//! text format).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,6 +15,9 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+use crate::derive::{Problem, Severity};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
@@ -37,6 +41,8 @@ pub struct Metrics {
     pub errors: Family<Labels, Counter>,
     /// 1 while this replica holds the Lease.
     pub leader: Gauge,
+    /// Derivations run, and how long each took (seconds).
+    pub derive_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -52,7 +58,13 @@ impl Default for Metrics {
             ingress_problems: Family::default(),
             errors: Family::default(),
             leader: Gauge::default(),
+            derive_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
         };
+        r.register(
+            "derive_seconds",
+            "Derivations run and their duration",
+            m.derive_seconds.clone(),
+        );
         r.register(
             "config_generation",
             "Config revisions published since start",
@@ -100,6 +112,29 @@ impl Metrics {
     /// Count an error of `kind`.
     pub fn error(&self, kind: &str) {
         self.errors.get_or_create(&label("kind", kind)).inc();
+    }
+
+    pub fn observe_derive(&self, took: std::time::Duration) {
+        self.derive_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Ingresses with problems, by severity.
+    pub fn observe_problems(&self, problems: &[Problem]) {
+        for (sev, name) in [
+            (Severity::Warning, "warning"),
+            (Severity::Stale, "stale"),
+            (Severity::Rejected, "rejected"),
+        ] {
+            let mut ingresses: Vec<_> = problems
+                .iter()
+                .filter(|p| p.severity == sev)
+                .map(|p| &p.ingress)
+                .collect();
+            ingresses.dedup();
+            self.ingress_problems
+                .get_or_create(&label("severity", name))
+                .set(ingresses.len() as i64);
+        }
     }
 
     /// Update the gauges that describe a config.

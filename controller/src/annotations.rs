@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use fleetgate_plugin::config::WhenUnavailable;
 use thiserror::Error;
 
 /// Compatibility prefixes, highest precedence first.
@@ -15,6 +16,44 @@ pub const COMPAT_PREFIXES: [&str; 3] = [
     "nginx.ingress.kubernetes.io/",
     "higress.io/",
     "mse.ingress.kubernetes.io/",
+];
+/// The MSE prefix, the only one MSE-exclusive keys accept.
+pub const MSE: &str = "mse.ingress.kubernetes.io/";
+/// Compatibility keys fleetgate implements (any of the three prefixes).
+pub const SUPPORTED_COMPAT: [&str; 13] = [
+    "canary",
+    "canary-by-header",
+    "canary-by-header-value",
+    "canary-by-header-pattern",
+    "canary-by-cookie",
+    "canary-weight",
+    "canary-weight-total",
+    "subset-labels",
+    "mirror-target-service",
+    "mirror-target-fqdn",
+    "mirror-target-fqdn-port",
+    "mirror-percentage",
+    "default-backend",
+];
+/// MSE-exclusive keys fleetgate implements (`mse.` prefix only).
+pub const SUPPORTED_MSE: [&str; 4] = [
+    "canary-by-query",
+    "canary-by-query-value",
+    "canary-by-query-pattern",
+    "canary-by-cookie-value",
+];
+/// `fleetgate.io/` keys.
+pub const SUPPORTED_OURS: [&str; 10] = [
+    "mode",
+    "cluster-weights",
+    "cluster-order",
+    "route-by-header",
+    "cluster",
+    "min-healthy",
+    "failback-hold-seconds",
+    "failback-ramp-seconds",
+    "sticky-cookie",
+    "when-unavailable",
 ];
 /// Our own prefix.
 pub const OURS: &str = "fleetgate.io/";
@@ -46,19 +85,51 @@ pub enum ModeAnno {
     ActiveStandby,
 }
 
+/// Where a canary condition looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanarySource {
+    Header(String),
+    Cookie(String),
+    Query(String),
+}
+
+/// What value a canary condition accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanaryValue {
+    /// Exactly `always` (the nginx/Higress convention).
+    Always,
+    /// `-value`: full-match regex `always|<value>` (Higress; `a|b` accepts several values).
+    OneOf(String),
+    /// `-pattern`: full-match regex `.*<pattern>.*`.
+    Pattern(String),
+    /// MSE `canary-by-cookie-value`: exactly this value.
+    Exact(String),
+}
+
+/// One condition of a canary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryRule {
+    pub source: CanarySource,
+    pub value: CanaryValue,
+}
+
 /// How a canary Ingress selects its traffic (Higress `CanaryKind`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CanaryMatch {
-    /// `canary-by-header` alone: the header's value is `always`.
-    HeaderAlways(String),
-    /// `canary-by-header` + `canary-by-header-value`: full-match regex `always|<value>`.
-    HeaderValue { header: String, value: String },
-    /// `canary-by-header` + `canary-by-header-pattern`: full-match regex `.*<pattern>.*`.
-    HeaderPattern { header: String, pattern: String },
-    /// `canary-by-cookie`: the cookie's value is `always`.
-    Cookie(String),
-    /// `canary-weight` (and `canary-weight-total`); a header/cookie canary never has one.
+    /// Header and/or query rules (any one matching), else a cookie rule. Such a canary never
+    /// applies a weight.
+    When(Vec<CanaryRule>),
+    /// `canary-weight` (and `canary-weight-total`).
     Weight { weight: u32, total: Option<u32> },
+}
+
+/// Where mirrored requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorTarget {
+    /// `mirror-target-service`: a Service of the fleet.
+    Service(ServiceRef),
+    /// `mirror-target-fqdn` + `mirror-target-fqdn-port` (default 80): any host.
+    Fqdn { host: String, port: u16 },
 }
 
 /// A Service reference `[namespace/]name[:port]`.
@@ -86,7 +157,9 @@ pub struct IngressAnnotations {
     pub failback_ramp_seconds: Option<u32>,
     /// `fleetgate.io/sticky-cookie`: cookie name and optional max age.
     pub sticky: Option<(String, Option<u32>)>,
-    pub mirror: Option<(ServiceRef, f64)>,
+    /// `fleetgate.io/when-unavailable`: `reject` (503) or `panic` (spread over all backends).
+    pub when_unavailable: Option<WhenUnavailable>,
+    pub mirror: Option<(MirrorTarget, f64)>,
     pub default_backend: Option<ServiceRef>,
 }
 
@@ -104,6 +177,12 @@ impl<'a> Annos<'a> {
             let v = trim_lines(v);
             (!v.is_empty()).then_some((full, v))
         })
+    }
+    /// An MSE-only key: only the `mse.ingress.kubernetes.io/` prefix counts.
+    fn mse(&self, key: &str) -> Option<(String, String)> {
+        let full = format!("{MSE}{key}");
+        let v = trim_lines(self.map.get(&full)?);
+        (!v.is_empty()).then_some((full, v))
     }
     fn ours(&self, key: &str) -> Option<(String, String)> {
         let full = format!("{OURS}{key}");
@@ -194,38 +273,57 @@ pub fn parse(
     if let Some((k, v)) = a.ours("sticky-cookie") {
         out.sticky = Some(parse_sticky(&k, &v)?);
     }
-    if let Some((k, v)) = a.compat("mirror-target-service") {
-        let target = parse_service_ref(&k, &v, namespace, true)?;
-        let percent = match a.compat("mirror-percentage") {
-            Some((pk, pv)) => {
-                let p = parse_int(&pk, &pv)?;
-                if p < 0 {
-                    return Err(AnnotationError::new(&pk, format!("{p} is negative")));
-                }
-                // Higress: values of 100 or more mean "mirror everything".
-                p.min(100) as f64
+    if let Some((k, v)) = a.ours("when-unavailable") {
+        out.when_unavailable = Some(match v.as_str() {
+            "reject" => WhenUnavailable::Reject,
+            "panic" => WhenUnavailable::Panic,
+            _ => {
+                return Err(AnnotationError::new(
+                    &k,
+                    format!("{v:?} is not reject or panic"),
+                ))
             }
-            None => 100.0,
-        };
-        out.mirror = Some((target, percent));
+        });
     }
+    out.mirror = parse_mirror(&a, namespace)?;
     if let Some((k, v)) = a.compat("default-backend") {
         out.default_backend = Some(parse_service_ref(&k, &v, namespace, false)?);
     }
     Ok(out)
 }
 
-/// Higress canary parse order: header (+ value, else + pattern), else cookie, else weight.
+/// Higress/MSE canary parse order: header and query rules (MSE: "header or query > cookie >
+/// weight"), else cookie, else weight. A canary with conditions never applies its weight.
 fn parse_canary(a: &Annos<'_>) -> Result<CanaryMatch, AnnotationError> {
+    let mut rules = Vec::new();
     if let Some((k, header)) = a.compat("canary-by-header") {
-        let header = header_name(&k, &header)?;
-        if let Some((_, value)) = a.compat("canary-by-header-value") {
-            return Ok(CanaryMatch::HeaderValue { header, value });
+        let value = value_rule(
+            a.compat("canary-by-header-value"),
+            a.compat("canary-by-header-pattern"),
+        );
+        rules.push(CanaryRule {
+            source: CanarySource::Header(header_name(&k, &header)?),
+            value,
+        });
+    }
+    if let Some((k, name)) = a.mse("canary-by-query") {
+        if name.contains(['&', '=', '#']) || name.chars().any(char::is_whitespace) {
+            return Err(AnnotationError::new(
+                &k,
+                format!("{name:?} is not a query parameter name"),
+            ));
         }
-        if let Some((_, pattern)) = a.compat("canary-by-header-pattern") {
-            return Ok(CanaryMatch::HeaderPattern { header, pattern });
-        }
-        return Ok(CanaryMatch::HeaderAlways(header));
+        let value = value_rule(
+            a.mse("canary-by-query-value"),
+            a.mse("canary-by-query-pattern"),
+        );
+        rules.push(CanaryRule {
+            source: CanarySource::Query(name),
+            value,
+        });
+    }
+    if !rules.is_empty() {
+        return Ok(CanaryMatch::When(rules));
     }
     if let Some((k, cookie)) = a.compat("canary-by-cookie") {
         if !cookie.bytes().all(is_token_byte) {
@@ -234,45 +332,126 @@ fn parse_canary(a: &Annos<'_>) -> Result<CanaryMatch, AnnotationError> {
                 format!("{cookie:?} is not a valid cookie name"),
             ));
         }
-        return Ok(CanaryMatch::Cookie(cookie));
+        let value = match a.mse("canary-by-cookie-value") {
+            Some((_, v)) => CanaryValue::Exact(v),
+            None => CanaryValue::Always,
+        };
+        return Ok(CanaryMatch::When(vec![CanaryRule {
+            source: CanarySource::Cookie(cookie),
+            value,
+        }]));
     }
-    let (weight_key, weight) = match a.compat("canary-weight") {
+    let weight = match a.compat("canary-weight") {
         Some((k, v)) => {
             let w = parse_int(&k, &v)?;
             if w < 0 {
                 return Err(AnnotationError::new(&k, format!("{w} is negative")));
             }
-            let w = u32::try_from(w).map_err(|_| AnnotationError::new(&k, "too large"))?;
-            (k, w)
+            // A weight above the total is Higress' "the canary takes everything".
+            u32::try_from(w)
+                .ok()
+                .filter(|w| *w <= MAX_WEIGHT)
+                .ok_or_else(|| AnnotationError::new(&k, format!("{w} is over {MAX_WEIGHT}")))?
         }
-        None => (String::new(), 0),
+        None => 0,
     };
     // Higress: the total applies only when it is greater than zero.
     let total = match a.compat("canary-weight-total") {
         Some((k, v)) => {
             let t = parse_int(&k, &v)?;
-            if t > 0 {
-                Some(u32::try_from(t).map_err(|_| AnnotationError::new(&k, "too large"))?)
-            } else {
-                None
+            if t > i64::from(MAX_WEIGHT) {
+                return Err(AnnotationError::new(
+                    &k,
+                    format!("{t} is over {MAX_WEIGHT}"),
+                ));
             }
+            (t > 0).then_some(t as u32)
         }
         None => None,
     };
-    if let Some(t) = total {
-        if weight > t {
+    Ok(CanaryMatch::Weight { weight, total })
+}
+
+/// Largest weight or total the plugin takes.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+/// `-value` wins over `-pattern` (Higress); neither means the value `always`.
+fn value_rule(value: Option<(String, String)>, pattern: Option<(String, String)>) -> CanaryValue {
+    match (value, pattern) {
+        (Some((_, v)), _) => CanaryValue::OneOf(v),
+        (None, Some((_, p))) => CanaryValue::Pattern(p),
+        (None, None) => CanaryValue::Always,
+    }
+}
+
+/// `mirror-target-fqdn` (with `-fqdn-port`, default 80) wins over `mirror-target-service`
+/// (newer Higress); `mirror-percentage` applies to either.
+fn parse_mirror(
+    a: &Annos<'_>,
+    namespace: &str,
+) -> Result<Option<(MirrorTarget, f64)>, AnnotationError> {
+    let target = if let Some((k, host)) = a.compat("mirror-target-fqdn") {
+        if !is_fqdn(&host) {
             return Err(AnnotationError::new(
-                &weight_key,
-                format!("weight {weight} is larger than canary-weight-total {t}"),
+                &k,
+                format!("{host:?} is not a host name"),
             ));
         }
-    } else if weight > 100 {
-        return Err(AnnotationError::new(
-            "canary-weight",
-            format!("weight {weight} is over 100 without canary-weight-total"),
-        ));
-    }
-    Ok(CanaryMatch::Weight { weight, total })
+        let port = match a.compat("mirror-target-fqdn-port") {
+            Some((pk, pv)) => u16::try_from(parse_u32(&pk, &pv, 1, 65_535)?).unwrap_or(80),
+            None => 80,
+        };
+        MirrorTarget::Fqdn {
+            host: host.to_ascii_lowercase(),
+            port,
+        }
+    } else if let Some((k, v)) = a.compat("mirror-target-service") {
+        MirrorTarget::Service(parse_service_ref(&k, &v, namespace, true)?)
+    } else {
+        return Ok(None);
+    };
+    let percent = match a.compat("mirror-percentage") {
+        Some((pk, pv)) => {
+            let p = parse_int(&pk, &pv)?;
+            if p < 0 {
+                return Err(AnnotationError::new(&pk, format!("{p} is negative")));
+            }
+            // Higress: values of 100 or more mean "mirror everything".
+            p.min(100) as f64
+        }
+        None => 100.0,
+    };
+    Ok(Some((target, percent)))
+}
+
+fn is_fqdn(h: &str) -> bool {
+    h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// Annotation keys of the compatibility and fleetgate prefixes that fleetgate does not
+/// implement (sorted): each is ignored, and the user should hear of it once.
+pub fn unsupported(map: &BTreeMap<String, String>) -> Vec<String> {
+    map.keys()
+        .filter(|k| {
+            if let Some(rest) = k.strip_prefix(OURS) {
+                return !SUPPORTED_OURS.contains(&rest);
+            }
+            COMPAT_PREFIXES.iter().any(|p| {
+                k.strip_prefix(p).is_some_and(|rest| {
+                    !SUPPORTED_COMPAT.contains(&rest)
+                        && !(*p == MSE && SUPPORTED_MSE.contains(&rest))
+                })
+            })
+        })
+        .cloned()
+        .collect()
 }
 
 fn parse_bool(k: &str, v: &str) -> Result<bool, AnnotationError> {
@@ -478,11 +657,20 @@ mod tests {
             ("nginx.ingress.kubernetes.io/canary-by-header", "x-nginx"),
         ]);
         let a = parse("default", &m).unwrap();
-        assert_eq!(a.canary, Some(CanaryMatch::HeaderAlways("x-nginx".into())));
+        assert_eq!(a.canary, Some(when(header("x-nginx"), CanaryValue::Always)));
+    }
+
+    fn header(h: &str) -> CanarySource {
+        CanarySource::Header(h.into())
+    }
+
+    fn when(source: CanarySource, value: CanaryValue) -> CanaryMatch {
+        CanaryMatch::When(vec![CanaryRule { source, value }])
     }
 
     #[test]
     fn canary_parse_order_follows_higress() {
+        let weight = |weight, total| CanaryMatch::Weight { weight, total };
         let table: &[(&[(&str, &str)], CanaryMatch)] = &[
             (
                 &[
@@ -491,55 +679,74 @@ mod tests {
                     ("higress.io/canary-by-header-pattern", "p"),
                     ("higress.io/canary-weight", "30"),
                 ],
-                CanaryMatch::HeaderValue {
-                    header: "x-u".into(),
-                    value: "v1".into(),
-                },
+                when(header("x-u"), CanaryValue::OneOf("v1".into())),
             ),
             (
                 &[
                     ("higress.io/canary-by-header", "X-U"),
                     ("higress.io/canary-by-header-pattern", "p.*"),
                 ],
-                CanaryMatch::HeaderPattern {
-                    header: "x-u".into(),
-                    pattern: "p.*".into(),
-                },
+                when(header("x-u"), CanaryValue::Pattern("p.*".into())),
             ),
             (
                 &[
                     ("higress.io/canary-by-cookie", "beta"),
                     ("higress.io/canary-weight", "30"),
                 ],
-                CanaryMatch::Cookie("beta".into()),
+                when(CanarySource::Cookie("beta".into()), CanaryValue::Always),
+            ),
+            (
+                // Header or query come before the cookie (MSE); both header and query: either.
+                &[
+                    ("higress.io/canary-by-header", "x-u"),
+                    ("mse.ingress.kubernetes.io/canary-by-query", "beta"),
+                    ("mse.ingress.kubernetes.io/canary-by-query-pattern", "on"),
+                    ("higress.io/canary-by-cookie", "beta"),
+                ],
+                CanaryMatch::When(vec![
+                    CanaryRule {
+                        source: header("x-u"),
+                        value: CanaryValue::Always,
+                    },
+                    CanaryRule {
+                        source: CanarySource::Query("beta".into()),
+                        value: CanaryValue::Pattern("on".into()),
+                    },
+                ]),
+            ),
+            (
+                // MSE-only keys count only with the mse prefix.
+                &[
+                    ("higress.io/canary-by-query", "beta"),
+                    ("higress.io/canary-weight", "5"),
+                ],
+                weight(5, None),
+            ),
+            (
+                &[
+                    ("nginx.ingress.kubernetes.io/canary-by-cookie", "stage"),
+                    ("mse.ingress.kubernetes.io/canary-by-cookie-value", "gray"),
+                ],
+                when(
+                    CanarySource::Cookie("stage".into()),
+                    CanaryValue::Exact("gray".into()),
+                ),
             ),
             (
                 &[
                     ("higress.io/canary-weight", "30"),
                     ("higress.io/canary-weight-total", "0"),
                 ],
-                CanaryMatch::Weight {
-                    weight: 30,
-                    total: None,
-                },
+                weight(30, None),
             ),
             (
                 &[
                     ("higress.io/canary-weight", "300"),
-                    ("higress.io/canary-weight-total", "1000"),
+                    ("higress.io/canary-weight-total", "100"),
                 ],
-                CanaryMatch::Weight {
-                    weight: 300,
-                    total: Some(1000),
-                },
+                weight(300, Some(100)),
             ),
-            (
-                &[],
-                CanaryMatch::Weight {
-                    weight: 0,
-                    total: None,
-                },
-            ),
+            (&[], weight(0, None)),
         ];
         for (pairs, want) in table {
             let mut m = annos(pairs);
@@ -550,6 +757,27 @@ mod tests {
                 "{pairs:?}"
             );
         }
+    }
+
+    #[test]
+    fn unsupported_keys_of_our_prefixes_are_listed() {
+        let m = annos(&[
+            ("nginx.ingress.kubernetes.io/rewrite-target", "/"),
+            ("higress.io/canary-by-query", "q"),
+            ("mse.ingress.kubernetes.io/canary-by-query", "q"),
+            ("higress.io/canary", "true"),
+            ("fleetgate.io/mode", "active-active"),
+            ("fleetgate.io/modes", "x"),
+            ("example.com/other", "x"),
+        ]);
+        assert_eq!(
+            unsupported(&m),
+            vec![
+                "fleetgate.io/modes",
+                "higress.io/canary-by-query",
+                "nginx.ingress.kubernetes.io/rewrite-target"
+            ]
+        );
     }
 
     #[test]
@@ -646,11 +874,11 @@ mod tests {
         let (target, pct) = parse("default", &m).unwrap().mirror.unwrap();
         assert_eq!(
             target,
-            ServiceRef {
+            MirrorTarget::Service(ServiceRef {
                 namespace: "default".into(),
                 name: "shop-shadow".into(),
                 port: Some(8080)
-            }
+            })
         );
         assert_eq!(pct, 100.0);
         let m = annos(&[
@@ -658,6 +886,9 @@ mod tests {
             ("higress.io/mirror-percentage", "250"),
         ]);
         let (target, pct) = parse("default", &m).unwrap().mirror.unwrap();
+        let MirrorTarget::Service(target) = target else {
+            panic!("{target:?}")
+        };
         assert_eq!(
             (target.namespace.as_str(), target.port, pct),
             ("qa", None, 100.0)

@@ -8,14 +8,16 @@ use fleetgate_plugin::config::{self as pcfg, ConfigError};
 use fleetgate_plugin::decide::{select, Decision};
 use fleetgate_plugin::health::PassiveState;
 use fleetgate_plugin::request::SimpleRequest;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::derive::{self, Contact, DeriveOptions, Derived, MemberSnapshot};
-use crate::members;
+use crate::endpoints::MemberIndex;
+use crate::members::{self, MemberSpec};
+use crate::settings;
 
 #[derive(Debug, Error)]
 pub enum CliError {
@@ -47,6 +49,8 @@ pub struct Dump {
     pub ingresses: Vec<Ingress>,
     pub ingress_classes: Vec<IngressClass>,
     pub secrets: Vec<Secret>,
+    pub config_maps: Vec<ConfigMap>,
+    pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
 }
 
@@ -128,6 +132,12 @@ fn add_value(v: serde_yaml::Value, path: &str, dump: &mut Dump) -> Result<(), Cl
         "Secret" => dump
             .secrets
             .push(serde_yaml::from_value(v).map_err(yaml_err)?),
+        "ConfigMap" => dump
+            .config_maps
+            .push(serde_yaml::from_value(v).map_err(yaml_err)?),
+        "Service" => dump
+            .services
+            .push(serde_yaml::from_value(v).map_err(yaml_err)?),
         "EndpointSlice" => dump
             .endpoint_slices
             .push(serde_yaml::from_value(v).map_err(yaml_err)?),
@@ -158,6 +168,7 @@ pub fn split_pair(s: &str) -> Result<(String, String), String> {
 
 /// Derive the config from YAML dumps. Members: every `--member`, plus every Argo CD cluster
 /// Secret in the fleet dump (a Secret's member without a dump is `unknown`, no endpoints known).
+/// A Secret that names no usable member, or an id already taken, is skipped with a warning.
 pub fn render(args: &RenderArgs) -> Result<Derived, CliError> {
     let mut fleet = Dump::default();
     for dir in &args.fleet {
@@ -165,34 +176,21 @@ pub fn render(args: &RenderArgs) -> Result<Derived, CliError> {
         fleet.ingresses.extend(d.ingresses);
         fleet.ingress_classes.extend(d.ingress_classes);
         fleet.secrets.extend(d.secrets);
+        fleet.config_maps.extend(d.config_maps);
     }
     let mut snaps: BTreeMap<String, MemberSnapshot> = BTreeMap::new();
-    for s in fleet
-        .secrets
-        .iter()
-        .filter(|s| members::is_cluster_secret(s))
-    {
-        let m = members::from_argo_secret(s)?;
+    for m in secret_members(&fleet.secrets) {
         snaps.insert(
             m.id.clone(),
-            MemberSnapshot {
-                id: m.id,
-                zone: m.zone,
-                contact: Contact::Never,
-                endpoint_slices: Vec::new(),
-            },
+            snapshot(&m.id, m.zone, Contact::Never, MemberIndex::default()),
         );
     }
     for (name, dir) in &args.members {
+        members::check_member_id(name).map_err(|e| CliError::Usage(format!("--member {e}")))?;
         let dump = load_dir(dir)?;
-        let snap = snaps.entry(name.clone()).or_insert_with(|| MemberSnapshot {
-            id: name.clone(),
-            zone: None,
-            contact: Contact::Never,
-            endpoint_slices: Vec::new(),
-        });
-        snap.contact = Contact::Live;
-        snap.endpoint_slices = dump.endpoint_slices;
+        let zone = snaps.get(name).and_then(|s| s.zone.clone());
+        let index = MemberIndex::from_objects(&dump.services, &dump.endpoint_slices);
+        snaps.insert(name.clone(), snapshot(name, zone, Contact::Live, index));
     }
     for (name, zone) in &args.zones {
         match snaps.get_mut(name) {
@@ -200,13 +198,92 @@ pub fn render(args: &RenderArgs) -> Result<Derived, CliError> {
             None => return Err(CliError::Usage(format!("--zone {name}: no such member"))),
         }
     }
-    let mut options = args.options.clone();
-    options.class_is_default |= fleet.ingress_classes.iter().any(|c| {
-        c.metadata.name.as_deref() == Some(options.ingress_class.as_str())
-            && crate::watch::is_default_class(c)
-    });
+    let (options, warning) =
+        class_options(&args.options, &fleet.ingress_classes, &fleet.config_maps);
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
     let snaps: Vec<MemberSnapshot> = snaps.into_values().collect();
     Ok(derive::derive_config(&fleet.ingresses, &snaps, &options)?)
+}
+
+fn snapshot(
+    id: &str,
+    zone: Option<String>,
+    contact: Contact,
+    index: MemberIndex,
+) -> MemberSnapshot {
+    MemberSnapshot {
+        id: id.to_string(),
+        zone,
+        contact,
+        index: std::sync::Arc::new(index),
+    }
+}
+
+/// Members of the Argo CD cluster Secrets, Secrets by name; bad and duplicate ones are
+/// reported and skipped.
+fn secret_members(secrets: &[Secret]) -> Vec<MemberSpec> {
+    let mut sorted: Vec<&Secret> = secrets
+        .iter()
+        .filter(|s| members::is_cluster_secret(s))
+        .collect();
+    sorted.sort_by_key(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()));
+    let mut candidates = Vec::new();
+    for s in sorted {
+        match members::from_argo_secret(s) {
+            Ok(m) => candidates.push((members::secret_name(s), m)),
+            Err(e) => tracing::warn!("{e}; member ignored"),
+        }
+    }
+    let (kept, dropped) = members::dedup(candidates);
+    for (source, why) in dropped {
+        tracing::warn!("{source}: {why}");
+    }
+    kept
+}
+
+/// The options with our IngressClass's settings applied: whether it is the default class, and
+/// the plugin settings of its `spec.parameters` ConfigMap. A bad ConfigMap leaves the settings
+/// as they were and says why.
+pub fn class_options(
+    base: &DeriveOptions,
+    classes: &[IngressClass],
+    config_maps: &[ConfigMap],
+) -> (DeriveOptions, Option<String>) {
+    let mut options = base.clone();
+    let Some(class) = classes
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(options.ingress_class.as_str()))
+    else {
+        return (options, None);
+    };
+    options.class_is_default |= crate::watch::is_default_class(class);
+    let found = settings::parameters_ref(class).map(|r| {
+        let (ns, name) = r?;
+        let cm = config_maps
+            .iter()
+            .find(|c| {
+                c.metadata.namespace.as_deref() == Some(&ns)
+                    && c.metadata.name.as_deref() == Some(&name)
+            })
+            .ok_or_else(|| format!("ConfigMap {ns}/{name} not found"))?;
+        settings::SettingsText::from_configmap(cm)?.apply(&options.settings)
+    });
+    match found {
+        None => (options, None),
+        Some(Ok(s)) => {
+            options.settings = s;
+            (options, None)
+        }
+        Some(Err(e)) => (
+            options,
+            Some(format!(
+                "IngressClass {} parameters: {e}; keeping the settings from flags",
+                base.ingress_class
+            )),
+        ),
+    }
 }
 
 /// The pretty JSON `render` prints (trailing newline).
@@ -225,6 +302,75 @@ pub struct ExplainArgs {
     pub headers: Vec<(String, String)>,
     pub simulate: Option<u32>,
     pub seed: u64,
+    /// `CLUSTER=STATE` what-ifs: `healthy`, `degraded`, `unknown`, `down` (the controller's
+    /// view) or `ejected` (passive health has ejected every upstream of the cluster).
+    pub states: Vec<(String, String)>,
+}
+
+/// A what-if `explain` applies to a loaded config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhatIf {
+    State(pcfg::ClusterState),
+    Ejected,
+}
+
+/// Parse `hz-a=down,hz-b=ejected` (or one pair).
+pub fn split_states(s: &str) -> Result<Vec<(String, String)>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = split_pair(p)?;
+            what_if(&v)?;
+            Ok((k, v))
+        })
+        .collect()
+}
+
+fn what_if(v: &str) -> Result<WhatIf, String> {
+    use pcfg::ClusterState as S;
+    Ok(match v {
+        "healthy" => WhatIf::State(S::Healthy),
+        "degraded" => WhatIf::State(S::Degraded),
+        "unknown" => WhatIf::State(S::Unknown),
+        "down" => WhatIf::State(S::Down),
+        "ejected" => WhatIf::Ejected,
+        _ => {
+            return Err(format!(
+                "{v:?} is not healthy, degraded, unknown, down or ejected"
+            ))
+        }
+    })
+}
+
+/// The config with the what-ifs applied, and the upstreams passive health has ejected.
+struct Scenario {
+    cfg: pcfg::Config,
+    ejected: std::collections::BTreeSet<pcfg::UpstreamId>,
+}
+
+fn scenario(args: &ExplainArgs) -> Result<Scenario, CliError> {
+    let mut cfg = load_config(&args.config)?;
+    let mut ejected = std::collections::BTreeSet::new();
+    for (id, v) in &args.states {
+        let Some(ci) = cfg.cluster_index(id) else {
+            return Err(CliError::Usage(format!(
+                "--state {id}: no such cluster in the config"
+            )));
+        };
+        match what_if(v).map_err(CliError::Usage)? {
+            WhatIf::State(st) => cfg.clusters[ci].state = st,
+            WhatIf::Ejected => {
+                for r in &cfg.routes {
+                    let svcs = std::iter::once(&r.base).chain(&r.canaries);
+                    for b in svcs.flat_map(|s| &s.backends).filter(|b| b.cluster == ci) {
+                        ejected.insert(b.upstream);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Scenario { cfg, ejected })
 }
 
 /// One explained decision.
@@ -283,17 +429,24 @@ fn request(args: &ExplainArgs) -> SimpleRequest {
         })
 }
 
-/// All upstreams passively healthy, no failback timers: the controller's view alone.
-fn decide(cfg: &pcfg::Config, req: &SimpleRequest, rng: &mut fastrand::Rng) -> Option<Decision> {
-    select(cfg, req, |_| PassiveState::default(), 0, rng)
+/// The controller's view, with passive health as the what-ifs say; no failback timers.
+fn decide(sc: &Scenario, req: &SimpleRequest, rng: &mut fastrand::Rng) -> Option<Decision> {
+    let passive = |u| {
+        let mut p = PassiveState::default();
+        if sc.ejected.contains(&u) {
+            p.ejected_until_ms = u64::MAX;
+        }
+        p
+    };
+    select(&sc.cfg, req, passive, 0, rng)
 }
 
 /// Explain one request.
 pub fn explain(args: &ExplainArgs) -> Result<Explanation, CliError> {
-    let cfg = load_config(&args.config)?;
+    let sc = scenario(args)?;
     let req = request(args);
     let mut rng = fastrand::Rng::with_seed(args.seed);
-    Ok(describe(&cfg, decide(&cfg, &req, &mut rng)))
+    Ok(describe(&sc.cfg, decide(&sc, &req, &mut rng)))
 }
 
 fn describe(cfg: &pcfg::Config, d: Option<Decision>) -> Explanation {
@@ -334,12 +487,13 @@ fn describe(cfg: &pcfg::Config, d: Option<Decision>) -> Explanation {
 
 /// Run `n` requests through the engine with a seeded random source.
 pub fn simulate(args: &ExplainArgs, n: u32) -> Result<Simulation, CliError> {
-    let cfg = load_config(&args.config)?;
+    let sc = scenario(args)?;
+    let cfg = &sc.cfg;
     let req = request(args);
     let mut rng = fastrand::Rng::with_seed(args.seed);
     let mut sim = Simulation::default();
     for _ in 0..n {
-        match decide(&cfg, &req, &mut rng) {
+        match decide(&sc, &req, &mut rng) {
             None => sim.unrouted += 1,
             Some(Decision { target: None, .. }) => sim.rejected += 1,
             Some(Decision {

@@ -8,9 +8,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fleetgate_controller::cli;
 use fleetgate_controller::derive::{
-    DeriveOptions, DEFAULT_MIRROR_TEMPLATE, DEFAULT_UPSTREAM_TEMPLATE,
+    DeriveOptions, DEFAULT_MIRROR_FQDN_TEMPLATE, DEFAULT_MIRROR_TEMPLATE, DEFAULT_UPSTREAM_TEMPLATE,
 };
 use fleetgate_controller::run::RunConfig;
+use fleetgate_controller::settings::{PluginSettings, SettingsText};
 
 #[derive(Parser)]
 #[command(
@@ -34,20 +35,48 @@ struct DeriveFlags {
     /// Mirror upstream template (same placeholders, {cluster} is empty).
     #[arg(long, env = "FLEETGATE_MIRROR_TEMPLATE", default_value = DEFAULT_MIRROR_TEMPLATE)]
     mirror_upstream_template: String,
+    /// Mirror upstream template for `mirror-target-fqdn`: {port} {host}.
+    #[arg(long, env = "FLEETGATE_MIRROR_FQDN_TEMPLATE", default_value = DEFAULT_MIRROR_FQDN_TEMPLATE)]
+    mirror_fqdn_template: String,
+    /// Request header the plugin sets to the chosen upstream; must be the header the gateway's
+    /// routes use (Envoy `cluster_header`).
+    #[arg(long, env = "FLEETGATE_CLUSTER_HEADER")]
+    cluster_header: Option<String>,
+    /// Request header the plugin sets to the mirror upstream.
+    #[arg(long, env = "FLEETGATE_MIRROR_HEADER")]
+    mirror_header: Option<String>,
     /// Response header the plugin sets to explain its decision.
     #[arg(long, env = "FLEETGATE_DECISION_HEADER")]
     decision_header: Option<String>,
+    /// Default for routes without `fleetgate.io/when-unavailable`: `reject` or `panic`.
+    #[arg(long, env = "FLEETGATE_WHEN_UNAVAILABLE")]
+    when_unavailable: Option<String>,
+    /// Passive health as a JSON object of the plugin's `passive_health` fields.
+    #[arg(long, env = "FLEETGATE_PASSIVE_HEALTH")]
+    passive_health: Option<String>,
 }
 
 impl DeriveFlags {
-    fn options(&self) -> DeriveOptions {
-        DeriveOptions {
+    /// The options; every plugin setting is checked by the plugin's own validation.
+    fn options(&self) -> Result<DeriveOptions> {
+        let text = SettingsText {
+            cluster_header: self.cluster_header.clone(),
+            mirror_header: self.mirror_header.clone(),
+            decision_header: self.decision_header.clone(),
+            when_unavailable: self.when_unavailable.clone(),
+            passive_health: self.passive_health.clone(),
+        };
+        let settings = text
+            .apply(&PluginSettings::default())
+            .map_err(|e| anyhow::anyhow!("plugin settings: {e}"))?;
+        Ok(DeriveOptions {
             ingress_class: self.ingress_class.clone(),
             class_is_default: false,
             upstream_template: self.upstream_template.clone(),
             mirror_template: self.mirror_upstream_template.clone(),
-            decision_header: self.decision_header.clone(),
-        }
+            mirror_fqdn_template: self.mirror_fqdn_template.clone(),
+            settings,
+        })
     }
 }
 
@@ -92,6 +121,10 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// What if: `CLUSTER=STATE[,...]`, STATE one of healthy, degraded, unknown, down
+        /// (the controller's view) or ejected (passive health); repeatable.
+        #[arg(long = "state", value_parser = cli::split_states)]
+        states: Vec<Vec<(String, String)>>,
     },
 }
 
@@ -113,8 +146,8 @@ struct DumpFlags {
 }
 
 impl DumpFlags {
-    fn args(self) -> cli::RenderArgs {
-        cli::RenderArgs {
+    fn args(self) -> Result<cli::RenderArgs> {
+        Ok(cli::RenderArgs {
             fleet: self.fleet,
             members: self
                 .members
@@ -122,8 +155,8 @@ impl DumpFlags {
                 .map(|(k, v)| (k, PathBuf::from(v)))
                 .collect(),
             zones: self.zones,
-            options: self.derive.options(),
-        }
+            options: self.derive.options()?,
+        })
     }
 }
 
@@ -214,7 +247,7 @@ fn run_config(f: RunFlags) -> Result<RunConfig> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("fleetgate-{}", std::process::id()));
     Ok(RunConfig {
-        derive: f.derive.options(),
+        derive: f.derive.options()?,
         members_file: f.members_file,
         secrets_namespace: Some(f.secrets_namespace).filter(|s| !s.is_empty()),
         grace: Duration::from_secs(f.grace_seconds),
@@ -258,7 +291,7 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(fleetgate_controller::serve::serve_files(
-                dumps.args(),
+                dumps.args()?,
                 listen,
                 token,
                 Duration::from_millis(interval_ms.max(10)),
@@ -270,7 +303,7 @@ fn main() -> Result<()> {
             ))?;
         }
         Command::Render(dumps) => {
-            let args = dumps.args();
+            let args = dumps.args()?;
             let derived = cli::render(&args).context("render")?;
             for p in &derived.problems {
                 eprintln!(
@@ -288,6 +321,7 @@ fn main() -> Result<()> {
             simulate,
             seed,
             json,
+            states,
         } => {
             let args = cli::ExplainArgs {
                 config,
@@ -296,6 +330,7 @@ fn main() -> Result<()> {
                 headers,
                 simulate,
                 seed,
+                states: states.into_iter().flatten().collect(),
             };
             match simulate {
                 Some(n) => {

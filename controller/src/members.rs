@@ -85,6 +85,44 @@ pub enum MemberError {
     Client { member: String, reason: String },
 }
 
+/// A member id the plugin takes: 1-253 of `[A-Za-z0-9._-]` (it names upstreams, metrics and the
+/// decision header). Checked when a member is discovered, never inside derive.
+pub fn check_member_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 253
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a usable member id (1-253 of A-Z a-z 0-9 . _ -)"
+        ))
+    }
+}
+
+/// One member per id: the first of each id wins (callers order by precedence: the members
+/// file, then Secrets by name); each one dropped is reported with the source that named it.
+pub fn dedup(candidates: Vec<(String, MemberSpec)>) -> (Vec<MemberSpec>, Vec<(String, String)>) {
+    let mut seen: std::collections::BTreeMap<String, String> = Default::default();
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    for (source, m) in candidates {
+        match seen.get(&m.id) {
+            Some(first) => dropped.push((
+                source,
+                format!("member id {:?} is already taken by {first}; ignored", m.id),
+            )),
+            None => {
+                seen.insert(m.id.clone(), source);
+                kept.push(m);
+            }
+        }
+    }
+    (kept, dropped)
+}
+
 /// Is this Secret an Argo CD cluster Secret?
 pub fn is_cluster_secret(s: &Secret) -> bool {
     s.metadata
@@ -92,6 +130,15 @@ pub fn is_cluster_secret(s: &Secret) -> bool {
         .as_ref()
         .and_then(|l| l.get(ARGOCD_SECRET_TYPE))
         .is_some_and(|v| v == "cluster")
+}
+
+/// `Secret namespace/name`, as problems name it.
+pub fn secret_name(s: &Secret) -> String {
+    format!(
+        "Secret {}/{}",
+        s.metadata.namespace.as_deref().unwrap_or(""),
+        s.metadata.name.as_deref().unwrap_or("")
+    )
 }
 
 /// Read a member from an Argo CD cluster Secret.
@@ -113,9 +160,7 @@ pub fn from_argo_secret(s: &Secret) -> Result<MemberSpec, MemberError> {
     };
     let id = field("name").ok_or_else(|| err("no data.name".into()))?;
     let id = id.trim().to_string();
-    if id.is_empty() {
-        return Err(err("data.name is empty".into()));
-    }
+    check_member_id(&id).map_err(|e| err(format!("data.name: {e}")))?;
     let server = field("server").ok_or_else(|| err("no data.server".into()))?;
     let config = match field("config") {
         Some(c) => serde_json::from_str(&c).map_err(|e| err(format!("data.config: {e}")))?,
@@ -164,6 +209,12 @@ pub fn from_file(path: &Path) -> Result<Vec<MemberSpec>, MemberError> {
             source,
         })?;
     let dir = path.parent().unwrap_or(Path::new("."));
+    for e in &entries {
+        check_member_id(&e.name).map_err(|reason| MemberError::Client {
+            member: e.name.clone(),
+            reason: format!("members file {}: {reason}", path.display()),
+        })?;
+    }
     Ok(entries
         .into_iter()
         .map(|e| MemberSpec {

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetgate_plugin::config::{ClusterState, ConfigV1};
+use fleetgate_plugin::config::ClusterState;
+use fleetgate_plugin::failover;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -23,11 +24,11 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, Admin, Metrics};
-use crate::derive::{self, DeriveError, DeriveOptions, Derived, IngressKey, Severity};
+use crate::derive::{DeriveError, DeriveOptions, Derived, Deriver, IngressKey, Severity};
 use crate::handoff::{self, ConfigCell, Endpoint, Published};
 use crate::leader::Elector;
 use crate::members::{self, MemberSpec};
-use crate::store::Store;
+use crate::store::{Snapshot, Store};
 use crate::watch;
 
 /// Settings of `run`.
@@ -157,15 +158,27 @@ async fn manage_members(
 ) {
     let mut running: BTreeMap<String, (MemberSpec, JoinHandle<()>)> = BTreeMap::new();
     let mut secret_members: BTreeMap<String, MemberSpec> = BTreeMap::new();
+    let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
     let mut reconcile = |secret_members: &BTreeMap<String, MemberSpec>| {
-        let mut desired: BTreeMap<String, MemberSpec> = secret_members
-            .values()
-            .map(|m| (m.id.clone(), m.clone()))
+        // The members file wins over a Secret of the same id; Secrets in name order.
+        let candidates = file_members
+            .iter()
+            .map(|m| ("the members file".to_string(), m.clone()))
+            .chain(
+                secret_members
+                    .iter()
+                    .map(|(k, m)| (format!("Secret {k}"), m.clone())),
+            )
             .collect();
-        // The members file wins over a Secret of the same name.
-        for m in &file_members {
-            desired.insert(m.id.clone(), m.clone());
+        let (kept, dropped) = members::dedup(candidates);
+        for d in dropped {
+            if reported.insert(d.clone()) {
+                warn!("{}: {}", d.0, d.1);
+                metrics.error("member_rejected");
+            }
         }
+        let desired: BTreeMap<String, MemberSpec> =
+            kept.into_iter().map(|m| (m.id.clone(), m)).collect();
         running.retain(|id, (spec, task)| {
             let keep = desired.get(id) == Some(spec);
             if !keep {
@@ -186,10 +199,9 @@ async fn manage_members(
             let task = tokio::spawn(async move {
                 match members::client(&s).await {
                     Ok(c) => {
-                        info!(member = %s.id, "watching member EndpointSlices");
+                        info!(member = %s.id, "watching member Services and EndpointSlices");
                         let m = metrics.clone();
-                        watch::watch_member_slices(s.id.clone(), c, store, move |k| m.error(k))
-                            .await
+                        watch::watch_member(s.id.clone(), c, store, move |k| m.error(k)).await
                     }
                     Err(e) => {
                         // The member stays `unknown` (never synced); fix its Secret to retry.
@@ -209,10 +221,12 @@ async fn manage_members(
         watcher::Config::default().labels(&format!("{}=cluster", members::ARGOCD_SECRET_TYPE));
     let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
     let mut relist: BTreeMap<String, MemberSpec> = BTreeMap::new();
+    // A Secret that names no usable member is skipped (logged, counted); the others go on.
     let to_member = |s: &Secret| match members::from_argo_secret(s) {
         Ok(m) => Some(m),
         Err(e) => {
             warn!(err = %e, "ignoring cluster Secret");
+            metrics.error("member_rejected");
             None
         }
     };
@@ -275,28 +289,26 @@ async fn elect(fleet: Client, cfg: RunConfig, leader: Arc<AtomicBool>, metrics: 
     }
 }
 
-/// Per Ingress: the member clusters its routes use that are not usable now (down or unknown,
-/// or fewer ready endpoints than min-healthy).
+/// Per Ingress: the member clusters its routes use that the data plane will not send new
+/// traffic to, by the plugin's own rule ([`failover::controller_allows`]), with why.
 fn unavailable_by_ingress(d: &Derived) -> BTreeMap<IngressKey, BTreeSet<(String, String)>> {
-    let c: &ConfigV1 = &d.config;
-    let state = |id: &str| c.clusters.iter().find(|m| m.id == id).map(|m| m.state);
+    let c = &d.plugin;
     let mut out: BTreeMap<IngressKey, BTreeSet<(String, String)>> = BTreeMap::new();
     for (r, o) in c.routes.iter().zip(&d.origins) {
         let entry = out.entry(o.base.clone()).or_default();
-        for b in &r.backends {
-            let why = match state(&b.cluster) {
-                Some(ClusterState::Down) => Some("down".to_string()),
-                Some(ClusterState::Unknown) => {
-                    Some("unknown (control plane unreachable)".to_string())
-                }
-                _ if b.ready.is_some_and(|n| n < r.min_healthy) => {
-                    Some(format!("{} ready endpoints", b.ready.unwrap_or(0)))
-                }
-                _ => None,
-            };
-            if let Some(why) = why {
-                entry.insert((b.cluster.clone(), why));
+        for b in r.base.backends.iter() {
+            if failover::controller_allows(c, r, b) {
+                continue;
             }
+            let Some(cluster) = c.clusters.get(b.cluster) else {
+                continue;
+            };
+            let why = match (cluster.state, b.ready) {
+                (ClusterState::Down, _) => "down".to_string(),
+                (_, Some(n)) => format!("{n} ready endpoints (min-healthy {})", r.min_healthy),
+                (state, None) => format!("{state:?}").to_lowercase(),
+            };
+            entry.insert((cluster.id.clone(), why));
         }
     }
     out
@@ -309,6 +321,98 @@ fn ingress_ref(k: &IngressKey) -> ObjectReference {
         namespace: Some(k.namespace.clone()),
         name: Some(k.name.clone()),
         ..ObjectReference::default()
+    }
+}
+
+/// The derive half of the loop: snapshot, derive, publish, readiness; no API writes, so it is
+/// testable on a store alone.
+pub struct Publisher {
+    pub derive: DeriveOptions,
+    pub grace: Duration,
+    pub store: Store,
+    pub cell: ConfigCell,
+    pub metrics: Metrics,
+    pub ready: Arc<AtomicBool>,
+    deriver: Deriver,
+    started: tokio::time::Instant,
+}
+
+/// One published derivation.
+pub struct Step {
+    pub derived: Derived,
+    pub changed: bool,
+    pub snapshot: Snapshot,
+}
+
+impl Publisher {
+    pub fn new(
+        derive: DeriveOptions,
+        grace: Duration,
+        store: Store,
+        cell: ConfigCell,
+        metrics: Metrics,
+        ready: Arc<AtomicBool>,
+    ) -> Self {
+        Publisher {
+            derive,
+            grace,
+            store,
+            cell,
+            metrics,
+            ready,
+            deriver: Deriver::default(),
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Derive and publish once. Nothing is published before the fleet is listed; members that
+    /// have not listed yet are waited for at most the grace period, then count as `unknown`
+    /// (an unreachable member must not hold the gateway's config hostage). Ready once a config
+    /// is published.
+    pub fn step(&mut self) -> Option<Step> {
+        let now = tokio::time::Instant::now();
+        let snap = self.store.snapshot(now, self.grace);
+        let waited = now.saturating_duration_since(self.started) >= self.grace;
+        if !snap.fleet_synced || !(self.store.synced() || waited) {
+            return None;
+        }
+        let mut opts = self.derive.clone();
+        opts.class_is_default = snap.classes.iter().any(|c| {
+            c.metadata.name.as_deref() == Some(opts.ingress_class.as_str())
+                && watch::is_default_class(c)
+        });
+        let started = std::time::Instant::now();
+        let result = self.deriver.derive(&snap.ingresses, &snap.members, &opts);
+        self.metrics.observe_derive(started.elapsed());
+        let derived = match result {
+            Ok(d) => d,
+            Err(e @ (DeriveError::NoRoutes(_) | DeriveError::NoMembers)) => {
+                // Keep serving the last config: an empty one would drop every route.
+                warn!(err = %e, "nothing to derive; keeping the last config");
+                return None;
+            }
+            Err(e) => {
+                error!(err = %e, "derive failed; keeping the last config");
+                self.metrics.error("derive");
+                return None;
+            }
+        };
+        self.metrics.observe_config(&derived.config);
+        self.metrics.observe_problems(&derived.problems);
+        let changed = self.cell.publish(Published {
+            revision: derived.revision.clone(),
+            json: derived.json.clone(),
+        });
+        self.ready.store(true, Ordering::Relaxed);
+        if changed {
+            self.metrics.config_generation.inc();
+            info!(revision = %derived.revision, routes = derived.config.routes.len(), problems = derived.problems.len(), "config published");
+        }
+        Some(Step {
+            derived,
+            changed,
+            snapshot: snap,
+        })
     }
 }
 
@@ -330,6 +434,14 @@ async fn derive_loop(
             instance: Some(cfg.identity.clone()),
         },
     );
+    let mut publisher = Publisher::new(
+        cfg.derive.clone(),
+        cfg.grace,
+        store.clone(),
+        cell,
+        metrics.clone(),
+        ready,
+    );
     let mut reported: BTreeSet<(IngressKey, String)> = BTreeSet::new();
     let mut prev_unavailable: BTreeMap<IngressKey, BTreeSet<(String, String)>> = BTreeMap::new();
     let mut last_revision = String::new();
@@ -339,55 +451,15 @@ async fn derive_loop(
             _ = store.changed() => tokio::time::sleep(Duration::from_millis(100)).await,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        let snap = store.snapshot(tokio::time::Instant::now(), cfg.grace);
-        if !snap.fleet_synced {
+        let Some(Step {
+            derived,
+            changed,
+            snapshot: snap,
+        }) = publisher.step()
+        else {
             continue;
-        }
-        let mut opts = cfg.derive.clone();
-        opts.class_is_default = snap.classes.iter().any(|c| {
-            c.metadata.name.as_deref() == Some(opts.ingress_class.as_str())
-                && watch::is_default_class(c)
-        });
-        let derived = match derive::derive_config(&snap.ingresses, &snap.members, &opts) {
-            Ok(d) => d,
-            Err(e @ (DeriveError::NoRoutes(_) | DeriveError::NoMembers)) => {
-                // Keep serving the last config: an empty one would drop every route.
-                warn!(err = %e, "nothing to derive; keeping the last config");
-                ready.store(store.synced(), Ordering::Relaxed);
-                continue;
-            }
-            Err(e) => {
-                error!(err = %e, "derive failed; keeping the last config");
-                metrics.error("derive");
-                continue;
-            }
         };
-        ready.store(store.synced(), Ordering::Relaxed);
-        metrics.observe_config(&derived.config);
-        for sev in [Severity::Warning, Severity::Rejected] {
-            let n = derived
-                .problems
-                .iter()
-                .filter(|p| p.severity == sev)
-                .count();
-            let name = if sev == Severity::Warning {
-                "warning"
-            } else {
-                "rejected"
-            };
-            metrics
-                .ingress_problems
-                .get_or_create(&vec![("severity".to_string(), name.to_string())])
-                .set(n as i64);
-        }
-
-        let changed = cell.publish(Published {
-            revision: derived.revision.clone(),
-            json: derived.json.clone(),
-        });
         if changed {
-            metrics.config_generation.inc();
-            info!(revision = %derived.revision, routes = derived.config.routes.len(), problems = derived.problems.len(), "config published");
             if let Some(out) = &cfg.out {
                 let mut pretty = serde_json::to_string_pretty(&derived.config).unwrap_or_default();
                 pretty.push('\n');
@@ -429,7 +501,8 @@ async fn derive_loop(
             let ev = KEvent {
                 type_: EventType::Warning,
                 reason: match p.severity {
-                    Severity::Rejected => "AnnotationRejected".to_string(),
+                    Severity::Rejected => "IngressRejected".to_string(),
+                    Severity::Stale => "InvalidEditKeptLastGood".to_string(),
                     Severity::Warning => "IngressWarning".to_string(),
                 },
                 note: Some(p.message.chars().take(1000).collect()),

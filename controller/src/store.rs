@@ -1,11 +1,12 @@
 //! Indexed controller state fed by the watches: fleet Ingresses and IngressClasses, and per
-//! member its EndpointSlices and watch health. [`Store::snapshot`] hands derive a consistent
+//! member its Services and EndpointSlices (reduced to a [`MemberIndex`]) and watch health. [`Store::snapshot`] hands derive a consistent
 //! copy; [`Store::changed`] wakes the derive loop.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
@@ -13,6 +14,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::derive::{Contact, MemberSnapshot};
+use crate::endpoints::MemberIndex;
 use crate::health::MemberHealth;
 
 /// `namespace/name`.
@@ -25,13 +27,14 @@ fn key_of<K: ResourceExt>(o: &K) -> ObjKey {
 #[derive(Debug, Default)]
 struct MemberState {
     zone: Option<String>,
-    slices: BTreeMap<ObjKey, EndpointSlice>,
+    /// Shared with snapshots; copied on write only while a snapshot still holds it.
+    index: Arc<MemberIndex>,
     health: MemberHealth,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    ingresses: BTreeMap<ObjKey, Ingress>,
+    ingresses: BTreeMap<ObjKey, Arc<Ingress>>,
     classes: BTreeMap<String, IngressClass>,
     fleet_synced: bool,
     members: BTreeMap<String, MemberState>,
@@ -40,7 +43,7 @@ struct State {
 /// What derive needs, copied out of the store.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub ingresses: Vec<Ingress>,
+    pub ingresses: Vec<Arc<Ingress>>,
     pub classes: Vec<IngressClass>,
     pub members: Vec<MemberSnapshot>,
     pub fleet_synced: bool,
@@ -70,7 +73,7 @@ impl Store {
     }
 
     pub fn apply_ingress(&self, i: Ingress) {
-        self.lock().ingresses.insert(key_of(&i), i);
+        self.lock().ingresses.insert(key_of(&i), Arc::new(i));
         self.touch();
     }
     pub fn delete_ingress(&self, i: &Ingress) {
@@ -80,7 +83,7 @@ impl Store {
     /// Replace all Ingresses after a (re)list.
     pub fn replace_ingresses(&self, all: Vec<Ingress>) {
         let mut s = self.lock();
-        s.ingresses = all.into_iter().map(|i| (key_of(&i), i)).collect();
+        s.ingresses = all.into_iter().map(|i| (key_of(&i), Arc::new(i))).collect();
         s.fleet_synced = true;
         drop(s);
         self.touch();
@@ -122,20 +125,39 @@ impl Store {
     pub fn apply_slice(&self, member: &str, e: EndpointSlice) {
         self.with_member(member, |m| {
             m.health.on_event();
-            m.slices.insert(key_of(&e), e);
+            Arc::make_mut(&mut m.index).apply_slice(&e);
         });
     }
     pub fn delete_slice(&self, member: &str, e: &EndpointSlice) {
         self.with_member(member, |m| {
             m.health.on_event();
-            m.slices.remove(&key_of(e));
+            Arc::make_mut(&mut m.index).delete_slice(e);
         });
     }
-    /// Replace a member's slices after a (re)list.
+    /// Replace a member's slices after a (re)list. The member counts as synced once its
+    /// slices are listed (a Service-less member simply has nothing to route).
     pub fn replace_slices(&self, member: &str, all: Vec<EndpointSlice>) {
         self.with_member(member, |m| {
-            m.slices = all.into_iter().map(|e| (key_of(&e), e)).collect();
+            Arc::make_mut(&mut m.index).replace_slices(&all);
             m.health.on_synced();
+        });
+    }
+    pub fn apply_service(&self, member: &str, s: Service) {
+        self.with_member(member, |m| {
+            m.health.on_event();
+            Arc::make_mut(&mut m.index).apply_service(&s);
+        });
+    }
+    pub fn delete_service(&self, member: &str, s: &Service) {
+        self.with_member(member, |m| {
+            m.health.on_event();
+            Arc::make_mut(&mut m.index).delete_service(s);
+        });
+    }
+    pub fn replace_services(&self, member: &str, all: Vec<Service>) {
+        self.with_member(member, |m| {
+            m.health.on_event();
+            Arc::make_mut(&mut m.index).replace_services(&all);
         });
     }
     /// A member's watch made progress without a change (e.g. a relist started).
@@ -174,7 +196,7 @@ impl Store {
                     id: id.clone(),
                     zone: m.zone.clone(),
                     contact: m.health.contact(now, grace),
-                    endpoint_slices: m.slices.values().cloned().collect(),
+                    index: Arc::clone(&m.index),
                 })
                 .collect(),
         }

@@ -1,5 +1,5 @@
 //! Watches: fleet Ingresses, IngressClasses and Argo CD cluster Secrets, and each member's
-//! EndpointSlices, fed into the [`crate::store`].
+//! Services and EndpointSlices, fed into the [`crate::store`].
 
 use k8s_openapi::api::networking::v1::IngressClass;
 
@@ -16,6 +16,7 @@ pub fn is_default_class(c: &IngressClass) -> bool {
 }
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::runtime::watcher::{self, Event};
@@ -118,16 +119,28 @@ pub async fn watch_classes(client: Client, store: Store, errors: impl Fn(&str) +
     watch_fleet_kind::<IngressClass>(client, store, errors, sink).await;
 }
 
-/// Watch one member's EndpointSlices (all namespaces, those owned by a Service). Errors start
-/// the member's grace period ([`crate::health`]); events end it.
-pub async fn watch_member_slices(
-    member: String,
+/// What the store does with one kind of member object.
+struct MemberSink<K> {
+    what: &'static str,
+    replace: fn(&Store, &str, Vec<K>),
+    apply: fn(&Store, &str, K),
+    delete: fn(&Store, &str, &K),
+}
+
+/// Watch one kind of a member's objects (all namespaces). Errors start the member's grace
+/// period ([`crate::health`]); events end it.
+async fn watch_member_kind<K>(
+    member: &str,
     client: Client,
-    store: Store,
-    errors: impl Fn(&str) + Send,
-) {
-    let api: Api<EndpointSlice> = Api::all(client);
-    let cfg = watcher::Config::default().labels(SERVICE_NAME_LABEL);
+    store: &Store,
+    errors: &(impl Fn(&str) + Send + Sync),
+    cfg: watcher::Config,
+    sink: MemberSink<K>,
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::all(client);
     let stream = watcher::watcher(api, cfg).default_backoff();
     let mut relist = Relist::new();
     drive(
@@ -135,19 +148,53 @@ pub async fn watch_member_slices(
         |ev| match ev {
             // Init comes before the list request: it is not evidence of contact.
             Event::Init => {
-                debug!(%member, "member relist started");
+                debug!(%member, what = sink.what, "member relist started");
                 relist.buf.clear();
             }
-            Event::InitApply(e) => relist.buf.push(e),
-            Event::InitDone => store.replace_slices(&member, std::mem::take(&mut relist.buf)),
-            Event::Apply(e) => store.apply_slice(&member, e),
-            Event::Delete(e) => store.delete_slice(&member, &e),
+            Event::InitApply(o) => relist.buf.push(o),
+            Event::InitDone => (sink.replace)(store, member, std::mem::take(&mut relist.buf)),
+            Event::Apply(o) => (sink.apply)(store, member, o),
+            Event::Delete(o) => (sink.delete)(store, member, &o),
         },
         |e| {
-            warn!(%member, err = %e, "member EndpointSlice watch failed; retrying");
-            store.member_failed(&member, tokio::time::Instant::now());
+            warn!(%member, err = %e, "member {} watch failed; retrying", sink.what);
+            store.member_failed(member, tokio::time::Instant::now());
             errors("member_watch");
         },
     )
     .await;
+}
+
+/// Watch one member's Services and EndpointSlices (those owned by a Service) until the
+/// streams end.
+pub async fn watch_member(
+    member: String,
+    client: Client,
+    store: Store,
+    errors: impl Fn(&str) + Send + Sync,
+) {
+    let slices = MemberSink::<EndpointSlice> {
+        what: "EndpointSlice",
+        replace: |s, m, v| s.replace_slices(m, v),
+        apply: |s, m, o| s.apply_slice(m, o),
+        delete: |s, m, o| s.delete_slice(m, o),
+    };
+    let services = MemberSink::<Service> {
+        what: "Service",
+        replace: |s, m, v| s.replace_services(m, v),
+        apply: |s, m, o| s.apply_service(m, o),
+        delete: |s, m, o| s.delete_service(m, o),
+    };
+    let slice_cfg = watcher::Config::default().labels(SERVICE_NAME_LABEL);
+    futures::join!(
+        watch_member_kind(&member, client.clone(), &store, &errors, slice_cfg, slices),
+        watch_member_kind(
+            &member,
+            client,
+            &store,
+            &errors,
+            watcher::Config::default(),
+            services
+        ),
+    );
 }

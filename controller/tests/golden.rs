@@ -109,6 +109,7 @@ fn simulate(scenario: &str, headers: &[(&str, &str)], n: u32) -> cli::Simulation
             .collect(),
         simulate: Some(n),
         seed: 7,
+        states: Vec::new(),
     };
     cli::simulate(&args, n).unwrap()
 }

@@ -1,18 +1,24 @@
 //! The kube layer against kube's mock service (`tower_test::mock::pair()`), in the style of
-//! kube-rs/controller-rs: initial list + watch events, relist after a 410 Gone, and a member
-//! going unreachable -> `unknown` after the grace period (paused tokio time).
+//! kube-rs/controller-rs: initial list + watch events, relist after a 410 Gone, a member
+//! going unreachable -> `unknown` after the grace period, and a controller restarted while a
+//! member's API is down becoming ready (paused tokio time).
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{mock_client, ApiHandle};
 
+use fleetgate_controller::admin::Metrics;
 use fleetgate_controller::derive::{self, Contact, DeriveOptions};
+use fleetgate_controller::handoff::ConfigCell;
+use fleetgate_controller::run::Publisher;
 use fleetgate_controller::store::Store;
 use fleetgate_controller::watch;
 use fleetgate_plugin::config::ClusterState;
-use http::Response;
+use http::{Request, Response};
 use kube::client::Body;
 use serde_json::{json, Value};
 
@@ -30,9 +36,20 @@ fn slice(name: &str, svc: &str, rv: &str, ready: &[bool]) -> Value {
     })
 }
 
+/// `shop`: `http: 80 -> 8080`, `metrics: 9090 -> metrics`.
+fn service() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "shop", "namespace": "default", "resourceVersion": "3"},
+        "spec": {"ports": [
+            {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080},
+            {"name": "metrics", "port": 9090, "protocol": "TCP", "targetPort": "metrics"}]},
+    })
+}
+
 fn list(rv: &str, items: Vec<Value>) -> Response<Body> {
     let body = json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
+        "apiVersion": "v1", "kind": "List",
         "metadata": {"resourceVersion": rv}, "items": items,
     });
     Response::builder()
@@ -68,9 +85,34 @@ enum Step {
     Fail,
 }
 
-async fn serve(handle: &mut ApiHandle, steps: Vec<Step>) {
-    for step in steps {
+type Held = Vec<tower_test::mock::SendResponse<Response<Body>>>;
+
+/// The next EndpointSlice request. Service requests on the way are answered: the list with
+/// `shop`, the watch held open (kept in `held`, never answered).
+async fn next_slice_request(
+    handle: &mut ApiHandle,
+    held: &mut Held,
+) -> (
+    Request<Body>,
+    tower_test::mock::SendResponse<Response<Body>>,
+) {
+    loop {
         let (req, send) = handle.next_request().await.expect("request expected");
+        let uri = req.uri().to_string();
+        if !uri.starts_with("/api/v1/services?") {
+            return (req, send);
+        }
+        if uri.contains("watch=true") {
+            held.push(send);
+        } else {
+            send.send_response(list("3", vec![service()]));
+        }
+    }
+}
+
+async fn serve(handle: &mut ApiHandle, held: &mut Held, steps: Vec<Step>) {
+    for step in steps {
+        let (req, send) = next_slice_request(handle, held).await;
         let uri = req.uri().to_string();
         assert!(
             uri.starts_with("/apis/discovery.k8s.io/v1/endpointslices?"),
@@ -97,11 +139,13 @@ async fn serve(handle: &mut ApiHandle, steps: Vec<Step>) {
 
 fn slice_names(store: &Store) -> Vec<String> {
     let snap = store.snapshot(tokio::time::Instant::now(), Duration::from_secs(30));
-    snap.members[0]
-        .endpoint_slices
-        .iter()
-        .map(|s| s.metadata.name.clone().unwrap_or_default())
-        .collect()
+    let mut names: Vec<String> = snap.members[0]
+        .index
+        .services()
+        .flat_map(|(_, e)| e.slices.keys().cloned())
+        .collect();
+    names.sort();
+    names
 }
 
 async fn eventually(what: &str, f: impl Fn() -> bool) {
@@ -119,16 +163,18 @@ async fn member_watch_lists_applies_events_and_relists_after_410_gone() {
     let (client, mut handle) = mock_client();
     let store = Store::default();
     store.upsert_member("hz-a", Some("cn-hangzhou-h".into()));
-    let task = tokio::spawn(watch::watch_member_slices(
+    let task = tokio::spawn(watch::watch_member(
         "hz-a".into(),
         client,
         store.clone(),
         |_| {},
     ));
+    let mut held = Held::new();
 
     // Initial list, then a watch that adds, modifies and finally expires (410).
     serve(
         &mut handle,
+        &mut held,
         vec![
             Step::List { rv: "10", items: vec![slice("shop-1", "shop", "9", &[true, true])] },
             Step::Watch {
@@ -152,6 +198,7 @@ async fn member_watch_lists_applies_events_and_relists_after_410_gone() {
     // the relist replaces the set (shop-1 was deleted while we were not watching).
     serve(
         &mut handle,
+        &mut held,
         vec![
             Step::Watch {
                 from_rv: "12",
@@ -178,18 +225,21 @@ async fn unreachable_member_becomes_unknown_after_the_grace_period_and_keeps_end
     store.upsert_member("hz-a", None);
     store.upsert_member("hz-b", None);
     // hz-a is served by a plain live snapshot; hz-b by the mock API server.
+    store.replace_services("hz-a", vec![serde_json::from_value(service()).unwrap()]);
     store.replace_slices(
         "hz-a",
         vec![serde_json::from_value(slice("shop-a", "shop", "1", &[true])).unwrap()],
     );
-    let task = tokio::spawn(watch::watch_member_slices(
+    let task = tokio::spawn(watch::watch_member(
         "hz-b".into(),
         client,
         store.clone(),
         |_| {},
     ));
+    let mut held = Held::new();
     serve(
         &mut handle,
+        &mut held,
         vec![
             Step::List {
                 rv: "5",
@@ -227,6 +277,7 @@ async fn unreachable_member_becomes_unknown_after_the_grace_period_and_keeps_end
     }))
     .unwrap();
     let d = derive::derive_config(&[ing], &snap.members, &DeriveOptions::default()).unwrap();
+    drop(held);
     assert_eq!(d.config.clusters[0].state, ClusterState::Healthy);
     assert_eq!(d.config.clusters[1].state, ClusterState::Unknown);
     assert_eq!(
@@ -234,6 +285,71 @@ async fn unreachable_member_becomes_unknown_after_the_grace_period_and_keeps_end
         Some(2),
         "last endpoints kept"
     );
+    task.abort();
+    server.abort();
+}
+
+fn shop_ingress() -> k8s_openapi::api::networking::v1::Ingress {
+    serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "shop", "namespace": "default"},
+        "spec": {"ingressClassName": "fleetgate", "rules": [{"host": "shop.example.com", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "shop", "port": {"number": 80}}}}]}}]}
+    }))
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_controller_becomes_ready_while_a_member_api_is_down() {
+    let grace = Duration::from_secs(30);
+    let (client, mut handle) = mock_client();
+    let store = Store::default();
+    store.upsert_member("hz-a", None);
+    store.upsert_member("hz-b", None);
+    store.replace_services("hz-a", vec![serde_json::from_value(service()).unwrap()]);
+    store.replace_slices(
+        "hz-a",
+        vec![serde_json::from_value(slice("shop-a", "shop", "1", &[true])).unwrap()],
+    );
+    // hz-b's API server refuses every request from the start: it never lists.
+    let task = tokio::spawn(watch::watch_member(
+        "hz-b".into(),
+        client,
+        store.clone(),
+        |_| {},
+    ));
+    let server = tokio::spawn(async move {
+        while let Some((_, send)) = handle.next_request().await {
+            send.send_error("connection refused");
+        }
+    });
+    store.replace_ingresses(vec![shop_ingress()]);
+    let (cell, ready) = (ConfigCell::default(), Arc::new(AtomicBool::new(false)));
+    let mut publisher = Publisher::new(
+        DeriveOptions::default(),
+        grace,
+        store.clone(),
+        cell.clone(),
+        Metrics::default(),
+        ready.clone(),
+    );
+    // Within the grace period the controller waits for hz-b rather than publish a guess.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(publisher.step().is_none());
+    assert!(!ready.load(Ordering::Relaxed));
+    // Then it publishes with hz-b unknown (no endpoints known) and becomes ready.
+    tokio::time::sleep(grace).await;
+    let step = publisher.step().expect("a config is published");
+    assert!(ready.load(Ordering::Relaxed));
+    assert_eq!(
+        cell.current().map(|p| p.revision.clone()),
+        Some(step.derived.revision.clone())
+    );
+    let c = &step.derived.config;
+    assert_eq!(c.clusters[0].state, ClusterState::Healthy);
+    assert_eq!(c.clusters[1].state, ClusterState::Unknown);
+    let ready_counts: Vec<_> = c.routes[0].backends.iter().map(|b| b.ready).collect();
+    assert_eq!(ready_counts, vec![Some(1), None]);
     task.abort();
     server.abort();
 }

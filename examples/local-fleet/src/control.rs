@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::{anyhow, Context as _};
 use fleetgate_controller::cli::{self, Dump};
 use fleetgate_controller::derive::{self, Contact, DeriveOptions, MemberSnapshot};
+use fleetgate_controller::endpoints::MemberIndex;
 use fleetgate_controller::handoff::{self, ConfigCell, Published};
 use tokio::task::JoinHandle;
 
@@ -60,12 +61,11 @@ impl ControlPlane {
                 );
             }
         }
+        let mut options = DeriveOptions::default();
+        options.settings.decision_header = Some(DECISION_HEADER.to_owned());
         let control = ControlPlane {
             fleet,
-            options: DeriveOptions {
-                decision_header: Some(DECISION_HEADER.to_owned()),
-                ..DeriveOptions::default()
-            },
+            options,
             ready: Mutex::new(ready.iter().map(|(m, n)| ((*m).to_owned(), *n)).collect()),
             cell: ConfigCell::default(),
             token: None,
@@ -143,8 +143,8 @@ impl Drop for ControlPlane {
     }
 }
 
-/// A member as the controller's watch would see it: one EndpointSlice of Service `shop` with
-/// `ready` ready endpoints.
+/// A member as the controller's watches would see it: Service `shop` (`http: 80 -> 8080`,
+/// `metrics: 9090 -> 9102`) and one EndpointSlice with `ready` ready endpoints.
 fn member_snapshot(id: &str, ready: u32) -> anyhow::Result<MemberSnapshot> {
     let endpoints: Vec<serde_json::Value> = (0..ready)
         .map(|i| {
@@ -164,15 +164,32 @@ fn member_snapshot(id: &str, ready: u32) -> anyhow::Result<MemberSnapshot> {
             "labels": {derive::SERVICE_NAME_LABEL: "shop"},
         },
         "endpoints": endpoints,
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "port": 8080, "protocol": "TCP"},
+            {"name": "metrics", "port": 9102, "protocol": "TCP"},
+        ],
+    });
+    let service = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "shop", "namespace": "default"},
+        "spec": {"ports": [
+            {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080},
+            {"name": "metrics", "port": 9090, "protocol": "TCP", "targetPort": 9102},
+        ]},
     });
     let mut dump = Dump::default();
-    cli::load_text(&slice.to_string(), id, &mut dump)
-        .map_err(|error| anyhow!("member {id}: {error}"))?;
+    for object in [slice, service] {
+        cli::load_text(&object.to_string(), id, &mut dump)
+            .map_err(|error| anyhow!("member {id}: {error}"))?;
+    }
     Ok(MemberSnapshot {
         id: id.to_owned(),
         zone: None,
         contact: Contact::Live,
-        endpoint_slices: dump.endpoint_slices,
+        index: std::sync::Arc::new(MemberIndex::from_objects(
+            &dump.services,
+            &dump.endpoint_slices,
+        )),
     })
 }

@@ -1,0 +1,107 @@
+//! Who serves which host and path: base Ingresses claim their (host, path, pathType), oldest
+//! first (ingress-nginx: the newer Ingress loses only the clashing path), and canary Ingresses
+//! pair with the base entry of the same key (Higress). A canary whose base is rejected is
+//! reported orphaned, with the base's reason.
+
+use std::collections::HashMap;
+
+use super::ingress::{Entry, Parsed, RuleKey};
+use super::{IngressKey, Problem, Severity};
+use crate::annotations::IngressAnnotations;
+
+/// A canary entry paired with a base path.
+pub(crate) struct CanaryPlan<'a> {
+    pub ingress: &'a IngressKey,
+    pub annos: &'a IngressAnnotations,
+    pub entry: &'a Entry,
+}
+
+/// One path a base Ingress serves, with its canaries (oldest first).
+pub(crate) struct PathPlan<'a> {
+    pub entry: &'a Entry,
+    pub canaries: Vec<CanaryPlan<'a>>,
+}
+
+/// A base Ingress and the paths it won.
+pub(crate) struct BasePlan<'a> {
+    pub ingress: &'a IngressKey,
+    pub annos: &'a IngressAnnotations,
+    pub paths: Vec<PathPlan<'a>>,
+}
+
+/// Resolve claims and pairings; `parsed` is oldest first.
+pub(crate) fn plan<'a>(parsed: &'a [Parsed], problems: &mut Vec<Problem>) -> Vec<BasePlan<'a>> {
+    let mut bases: Vec<BasePlan<'a>> = Vec::new();
+    let mut owner: HashMap<RuleKey, (usize, usize)> = HashMap::new();
+    let mut rejected: HashMap<RuleKey, &'a Parsed> = HashMap::new();
+    for p in parsed {
+        let Some(annos) = &p.annos else {
+            for e in &p.entries {
+                rejected.entry(e.rule_key()).or_insert(p);
+            }
+            continue;
+        };
+        if annos.canary.is_some() {
+            continue;
+        }
+        let bi = bases.len();
+        let mut paths = Vec::new();
+        for e in &p.entries {
+            match owner.get(&e.rule_key()) {
+                Some((b, _)) if *b == bi => problems.push(Problem::new(
+                    &p.key,
+                    Severity::Warning,
+                    format!("{} appears twice; the first is served", e.describe()),
+                )),
+                Some((b, _)) => problems.push(Problem::new(
+                    &p.key,
+                    Severity::Warning,
+                    format!(
+                        "{} is already routed by the older Ingress {}; this path is not served",
+                        e.describe(),
+                        bases[*b].ingress
+                    ),
+                )),
+                None => {
+                    owner.insert(e.rule_key(), (bi, paths.len()));
+                    paths.push(PathPlan {
+                        entry: e,
+                        canaries: Vec::new(),
+                    });
+                }
+            }
+        }
+        bases.push(BasePlan {
+            ingress: &p.key,
+            annos,
+            paths,
+        });
+    }
+    for p in parsed {
+        let Some(annos) = p.annos.as_ref().filter(|a| a.canary.is_some()) else {
+            continue;
+        };
+        for e in &p.entries {
+            let rk = e.rule_key();
+            if let Some(&(b, i)) = owner.get(&rk) {
+                bases[b].paths[i].canaries.push(CanaryPlan {
+                    ingress: &p.key,
+                    annos,
+                    entry: e,
+                });
+                continue;
+            }
+            let message = match rejected.get(&rk).filter(|r| r.key != p.key) {
+                Some(base) => format!(
+                    "orphaned: the base Ingress {} of {} is rejected ({}); canary not served",
+                    base.key,
+                    e.describe(),
+                    base.rejected.as_deref().unwrap_or("invalid")
+                ),
+                None => format!("canary {} has no base Ingress; ignored", e.describe()),
+            };
+            problems.push(Problem::new(&p.key, Severity::Warning, message));
+        }
+    }
+    bases
+}

@@ -1,0 +1,351 @@
+//! Planned paths -> plugin routes: per member backends with ready counts, the cross-cluster
+//! policy, canaries, mirror and sticky settings. A canary or mirror that cannot be built is
+//! dropped alone; a base path that cannot be built is dropped alone.
+
+use fleetgate_plugin::config::{
+    BackendV1, CanaryV1, ConditionV1, FailbackV1, MatchV1, MirrorV1, Mode, PathV1, RouteV1,
+    StickyV1,
+};
+
+use super::claims::{BasePlan, CanaryPlan, PathPlan};
+use super::finish::admit;
+use super::ingress::RuleKey;
+use super::{Contact, Ctx, IngressKey, PortRef, Problem, RouteOrigin, Severity, SvcRef};
+use crate::annotations::{
+    CanaryMatch, CanaryRule, CanarySource, CanaryValue, IngressAnnotations, MirrorTarget, ModeAnno,
+};
+
+/// A route built for one path, before routes of one Ingress are merged and named.
+pub(crate) struct PathRoute {
+    pub rule: RuleKey,
+    pub route: RouteV1,
+    pub canaries: Vec<IngressKey>,
+    pub services: Vec<SvcRef>,
+}
+
+/// Build every planned path; merge the routes of one Ingress that differ only in their paths.
+pub(crate) fn build_all(
+    plan: &[BasePlan<'_>],
+    ctx: &Ctx<'_>,
+    problems: &mut Vec<Problem>,
+) -> Vec<(RouteV1, RouteOrigin)> {
+    let mut built = Vec::new();
+    for b in plan {
+        let mut routes: Vec<PathRoute> = b
+            .paths
+            .iter()
+            .filter_map(|p| build_path(b, p, ctx, problems))
+            .collect();
+        routes.sort_by(|x, y| x.rule.cmp(&y.rule));
+        name_routes(b.ingress, merge(routes), &mut built);
+    }
+    built.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    built
+}
+
+/// Routes of one Ingress that differ only in their paths become one route with all the paths.
+fn merge(routes: Vec<PathRoute>) -> Vec<PathRoute> {
+    let mut merged: Vec<PathRoute> = Vec::new();
+    for r in routes {
+        if let Some(last) = merged.last_mut() {
+            let mut probe = r.route.clone();
+            probe.paths = last.route.paths.clone();
+            if probe == last.route {
+                last.route.paths.extend(r.route.paths);
+                for c in r.canaries {
+                    if !last.canaries.contains(&c) {
+                        last.canaries.push(c);
+                    }
+                }
+                for s in r.services {
+                    if !last.services.contains(&s) {
+                        last.services.push(s);
+                    }
+                }
+                continue;
+            }
+        }
+        merged.push(r);
+    }
+    merged
+}
+
+/// `namespace/name`, or `namespace/name#N` when an Ingress yields several routes.
+fn name_routes(key: &IngressKey, routes: Vec<PathRoute>, out: &mut Vec<(RouteV1, RouteOrigin)>) {
+    let n = routes.len();
+    for (i, mut r) in routes.into_iter().enumerate() {
+        r.route.name = if n == 1 {
+            key.to_string()
+        } else {
+            format!("{key}#{}", i + 1)
+        };
+        let origin = RouteOrigin {
+            route: r.route.name.clone(),
+            base: key.clone(),
+            canaries: r.canaries,
+            services: r.services,
+        };
+        out.push((r.route, origin));
+    }
+}
+
+fn build_path(
+    b: &BasePlan<'_>,
+    p: &PathPlan<'_>,
+    ctx: &Ctx<'_>,
+    problems: &mut Vec<Problem>,
+) -> Option<PathRoute> {
+    let e = p.entry;
+    let a = b.annos;
+    let base = backends(&e.svc, ctx, None, a.cluster_weights.as_deref());
+    let (base, (mode, order)) = match (base, policy(a, ctx)) {
+        (Ok(base), Ok(policy)) => (base, policy),
+        (Err(m), _) | (_, Err(m)) => {
+            let msg = format!("{}: {m}; path not served", e.describe());
+            problems.push(Problem::new(b.ingress, Severity::Warning, msg));
+            return None;
+        }
+    };
+    let mut failback = FailbackV1::default();
+    if let Some(h) = a.failback_hold_seconds {
+        failback.hold_seconds = h;
+    }
+    if let Some(r) = a.failback_ramp_seconds {
+        failback.ramp_seconds = r;
+    }
+    let mut services = vec![e.svc.clone()];
+    let mut canary_keys = Vec::new();
+    let mut canaries = Vec::new();
+    for c in &p.canaries {
+        match canary(c, ctx) {
+            Ok(cv) => {
+                canaries.push((c.ingress.clone(), cv));
+                services.push(c.entry.svc.clone());
+            }
+            Err(m) => problems.push(Problem::new(
+                c.ingress,
+                Severity::Rejected,
+                format!("canary for {}: {m}; not served", c.entry.describe()),
+            )),
+        }
+    }
+    let total = canary_total(&p.canaries);
+    let mirror = a.mirror.as_ref().and_then(|(target, percent)| {
+        mirror(target, *percent, ctx)
+            .map_err(|m| problems.push(Problem::new(b.ingress, Severity::Warning, m)))
+            .ok()
+    });
+    let route = RouteV1 {
+        name: b.ingress.to_string(),
+        hosts: e.host.iter().cloned().collect(),
+        paths: vec![PathV1 {
+            kind: e.kind,
+            path: e.path.clone(),
+        }],
+        mode,
+        order,
+        min_healthy: a.min_healthy.unwrap_or(1),
+        failback,
+        backends: base,
+        pins: Vec::new(),
+        route_by_header: a.route_by_header.clone(),
+        canaries: canaries.iter().map(|(_, c)| c.clone()).collect(),
+        canary_weight_total: total,
+        mirror,
+        sticky: a.sticky.as_ref().map(|(cookie, age)| StickyV1 {
+            cookie: cookie.clone(),
+            max_age_seconds: age.unwrap_or(3600),
+        }),
+        when_unavailable: a
+            .when_unavailable
+            .unwrap_or(ctx.opts.settings.when_unavailable),
+    };
+    let route = admit(route, ctx, b.ingress, e, &mut canaries, problems)?;
+    canary_keys.extend(canaries.into_iter().map(|(k, _)| k));
+    canary_keys.dedup();
+    Some(PathRoute {
+        rule: e.rule_key(),
+        route,
+        canaries: canary_keys,
+        services,
+    })
+}
+
+/// Mode and order from the annotations (checked when the Ingress is read, so an error here
+/// concerns the whole Ingress).
+pub(crate) fn policy(a: &IngressAnnotations, ctx: &Ctx<'_>) -> Result<(Mode, Vec<String>), String> {
+    match (a.mode, &a.cluster_order, &a.cluster) {
+        (Some(ModeAnno::ActiveActive) | None, None, None) => Ok((Mode::ActiveActive, Vec::new())),
+        // A canary's `fleetgate.io/cluster` pins the canary, not the policy.
+        (Some(ModeAnno::ActiveActive) | None, None, Some(_)) if a.canary.is_some() => {
+            Ok((Mode::ActiveActive, Vec::new()))
+        }
+        (Some(ModeAnno::ActiveActive), Some(_), _) => {
+            Err("fleetgate.io/cluster-order needs fleetgate.io/mode: active-standby".into())
+        }
+        (Some(ModeAnno::ActiveActive), None, Some(_)) => Err(
+            "fleetgate.io/cluster on a base Ingress means active-standby; it conflicts with mode active-active"
+                .into(),
+        ),
+        (_, Some(_), Some(_)) => {
+            Err("set fleetgate.io/cluster-order or fleetgate.io/cluster, not both".into())
+        }
+        (_, Some(o), None) => Ok((Mode::ActiveStandby, o.clone())),
+        // MSE "subset pinned to the primary, empty subset -> all pods": primary first, then the
+        // other members by id.
+        (_, None, Some(c)) => {
+            let mut o = vec![c.clone()];
+            o.extend(ctx.members.iter().filter(|m| m.id != *c).map(|m| m.id.clone()));
+            Ok((Mode::ActiveStandby, o))
+        }
+        (Some(ModeAnno::ActiveStandby), None, None) => Err(
+            "fleetgate.io/mode active-standby needs fleetgate.io/cluster-order (primary first)"
+                .into(),
+        ),
+    }
+}
+
+/// The Service port number the upstream name carries: as written, or (by name) the first
+/// member's (by id) Service port of that name.
+fn service_port_number(svc: &SvcRef, ctx: &Ctx<'_>) -> Result<u16, String> {
+    match &svc.port {
+        PortRef::Number(n) => Ok(*n),
+        PortRef::Name(_) => ctx
+            .members
+            .iter()
+            .find_map(|m| m.index.service_port(&svc.key(), &svc.port).map(|p| p.port))
+            .ok_or_else(|| {
+                format!("no member has Service {svc} with that port name, so it has no port number")
+            }),
+    }
+}
+
+pub(crate) fn render_template(t: &str, port: u16, cluster: &str, svc: &str, ns: &str) -> String {
+    t.replace("{port}", &port.to_string())
+        .replace("{cluster}", cluster)
+        .replace("{service}", svc)
+        .replace("{namespace}", ns)
+}
+
+/// One backend per member (or only `only`), ready counts from the member's index.
+fn backends(
+    svc: &SvcRef,
+    ctx: &Ctx<'_>,
+    only: Option<&str>,
+    weights: Option<&[(String, u32)]>,
+) -> Result<Vec<BackendV1>, String> {
+    let port = service_port_number(svc, ctx)?;
+    let key = svc.key();
+    Ok(ctx
+        .members
+        .iter()
+        .filter(|m| only.is_none_or(|o| o == m.id))
+        .map(|m| BackendV1 {
+            cluster: m.id.clone(),
+            upstream: render_template(
+                &ctx.opts.upstream_template,
+                port,
+                &m.id,
+                &svc.name,
+                &svc.namespace,
+            ),
+            ready: match m.contact {
+                Contact::Never => None,
+                Contact::Live | Contact::Lost => Some(m.index.count(&key, &svc.port).ready),
+            },
+            // Members not listed under cluster-weights get 0.
+            weight: weights.map(|ws| ws.iter().find(|(c, _)| *c == m.id).map_or(0, |(_, w)| *w)),
+        })
+        .collect())
+}
+
+fn canary(c: &CanaryPlan<'_>, ctx: &Ctx<'_>) -> Result<CanaryV1, String> {
+    let (when, weight) = match c.annos.canary.as_ref() {
+        Some(CanaryMatch::When(rules)) => (rules.iter().map(condition).collect(), None),
+        Some(CanaryMatch::Weight { weight, .. }) => (Vec::new(), Some(*weight)),
+        None => return Err("not a canary".to_string()),
+    };
+    Ok(CanaryV1 {
+        name: c.ingress.to_string(),
+        when,
+        weight,
+        backends: backends(&c.entry.svc, ctx, c.annos.cluster.as_deref(), None)?,
+    })
+}
+
+fn condition(r: &CanaryRule) -> ConditionV1 {
+    let matcher = match &r.value {
+        CanaryValue::Always => MatchV1::Always,
+        CanaryValue::OneOf(v) => MatchV1::Regex(format!("always|{v}")),
+        CanaryValue::Pattern(p) => MatchV1::Regex(format!(".*{p}.*")),
+        CanaryValue::Exact(v) => MatchV1::Exact(v.clone()),
+    };
+    let (header, cookie, query) = match &r.source {
+        CanarySource::Header(h) => (Some(h.clone()), None, None),
+        CanarySource::Cookie(c) => (None, Some(c.clone()), None),
+        CanarySource::Query(q) => (None, None, Some(q.clone())),
+    };
+    ConditionV1 {
+        header,
+        cookie,
+        query,
+        matcher,
+    }
+}
+
+/// Higress normalisation: `T = max(Σ weights, total of the first weighted canary or 100)`,
+/// written out so that a weight above the total (the canary takes everything) needs no special
+/// case in the plugin.
+fn canary_total(canaries: &[CanaryPlan<'_>]) -> Option<u32> {
+    let weighted = canaries.iter().filter_map(|c| match c.annos.canary {
+        Some(CanaryMatch::Weight { weight, total }) => Some((weight, total)),
+        _ => None,
+    });
+    let mut first_total = None;
+    let mut sum: u64 = 0;
+    for (i, (w, t)) in weighted.enumerate() {
+        if i == 0 {
+            first_total = t;
+        }
+        sum += u64::from(w);
+    }
+    let t = sum.max(u64::from(first_total.unwrap_or(100)));
+    (t != 100 || first_total.is_some()).then(|| u32::try_from(t).unwrap_or(u32::MAX))
+}
+
+/// The mirror upstream. A Service target must exist in some member (Higress ignores the
+/// annotation otherwise); its port defaults to the Service's first port.
+fn mirror(target: &MirrorTarget, percent: f64, ctx: &Ctx<'_>) -> Result<MirrorV1, String> {
+    let upstream = match target {
+        MirrorTarget::Fqdn { host, port } => ctx
+            .opts
+            .mirror_fqdn_template
+            .replace("{port}", &port.to_string())
+            .replace("{host}", host),
+        MirrorTarget::Service(s) => {
+            let key = (s.namespace.clone(), s.name.clone());
+            let first = ctx.members.iter().find_map(|m| {
+                let ports = m.index.service(&key)?.ports.as_ref()?;
+                Some(ports.first().map(|p| p.port))
+            });
+            let port = match (first, s.port) {
+                (None, _) => {
+                    return Err(format!(
+                        "mirror-target-service {}/{}: no member has this Service; not mirrored",
+                        s.namespace, s.name
+                    ))
+                }
+                (Some(_), Some(p)) => p,
+                (Some(Some(p)), None) => p,
+                (Some(None), None) => {
+                    return Err(format!(
+                        "mirror-target-service {}/{}: the Service has no ports; not mirrored",
+                        s.namespace, s.name
+                    ))
+                }
+            };
+            render_template(&ctx.opts.mirror_template, port, "", &s.name, &s.namespace)
+        }
+    };
+    Ok(MirrorV1 { upstream, percent })
+}

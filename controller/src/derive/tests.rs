@@ -1,0 +1,655 @@
+//! Derivation on real-shaped objects: a two-port Service (`http: 80 -> 8080`, `metrics: 9090 ->
+//! metrics`) whose EndpointSlices carry target ports, and the blast-radius table: each bad
+//! object affects only itself.
+
+use fleetgate_plugin::config::{ClusterState, MatchV1, Mode};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::*;
+
+/// An Ingress of our class for `shop.example.com` with one path per `(path, service, port)`.
+fn ingress_paths(
+    name: &str,
+    ts: &str,
+    annos: &[(&str, &str)],
+    paths: &[(&str, &str, &str)],
+) -> Ingress {
+    let port = |p: &str| match p.parse::<u16>() {
+        Ok(n) => format!("number: {n}"),
+        Err(_) => format!("name: {p}"),
+    };
+    let annos: String = annos
+        .iter()
+        .map(|(k, v)| format!("    {k}: {v:?}\n"))
+        .collect();
+    let paths: String = paths
+        .iter()
+        .map(|(path, svc, p)| {
+            format!("      - path: {path}\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              {}\n", port(p))
+        })
+        .collect();
+    let y = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  uid: uid-{name}\n  generation: 1\n  creationTimestamp: \"{ts}\"\n  annotations:\n{annos}    x: y\nspec:\n  ingressClassName: fleetgate\n  rules:\n  - host: shop.example.com\n    http:\n      paths:\n{paths}"
+    );
+    serde_yaml::from_str(&y).unwrap()
+}
+
+fn ingress(
+    name: &str,
+    ts: &str,
+    annos: &[(&str, &str)],
+    path: &str,
+    svc: &str,
+    port: &str,
+) -> Ingress {
+    ingress_paths(name, ts, annos, &[(path, svc, port)])
+}
+
+/// `svc` with `http: 80 -> 8080` and `metrics: 9090 -> metrics`.
+fn service(svc: &str) -> Service {
+    serde_yaml::from_str(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {svc}, namespace: default}}\nspec:\n  type: ClusterIP\n  ports:\n  - {{name: http, port: 80, protocol: TCP, targetPort: 8080}}\n  - {{name: metrics, port: 9090, protocol: TCP, targetPort: metrics}}\n"
+    ))
+    .unwrap()
+}
+
+/// A slice of `svc` with target ports 8080 (http) and 9102 (metrics).
+fn slice(svc: &str, ready: &[Option<bool>]) -> EndpointSlice {
+    let eps: String = ready
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match r {
+            Some(r) => format!("- addresses: [10.0.0.{i}]\n  conditions: {{ready: {r}}}\n"),
+            None => format!("- addresses: [10.0.0.{i}]\n"),
+        })
+        .collect();
+    let y = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\naddressType: IPv4\nmetadata:\n  name: {svc}-x\n  namespace: default\n  labels: {{kubernetes.io/service-name: {svc}}}\nports:\n- {{name: http, port: 8080, protocol: TCP}}\n- {{name: metrics, port: 9102, protocol: TCP}}\nendpoints:\n{eps}"
+    );
+    serde_yaml::from_str(&y).unwrap()
+}
+
+fn member(id: &str, contact: Contact, svcs: &[&str], slices: Vec<EndpointSlice>) -> MemberSnapshot {
+    let services: Vec<Service> = svcs.iter().map(|s| service(s)).collect();
+    MemberSnapshot {
+        id: id.into(),
+        zone: None,
+        contact,
+        index: Arc::new(MemberIndex::from_objects(&services, &slices)),
+    }
+}
+
+/// The `shop` Ingress with no annotations, backend port `port`.
+fn shop_on_port(port: &str) -> Ingress {
+    ingress("shop", "2025-01-01T00:00:00Z", &[], "/", "shop", port)
+}
+
+/// hz-a: shop 2 ready (one nil, one true) + 1 not ready; hz-b: shop 1 ready; both have the
+/// canary Service `shop-v2` with 1 ready.
+fn two_members() -> Vec<MemberSnapshot> {
+    let svcs = ["shop", "shop-v2"];
+    vec![
+        member(
+            "hz-a",
+            Contact::Live,
+            &svcs,
+            vec![
+                slice("shop", &[Some(true), None, Some(false)]),
+                slice("shop-v2", &[Some(true)]),
+            ],
+        ),
+        member(
+            "hz-b",
+            Contact::Live,
+            &svcs,
+            vec![
+                slice("shop", &[Some(true)]),
+                slice("shop-v2", &[Some(true)]),
+            ],
+        ),
+    ]
+}
+
+fn derive(ings: &[Ingress]) -> Derived {
+    derive_config(ings, &two_members(), &DeriveOptions::default()).unwrap()
+}
+
+fn ready(d: &Derived) -> Vec<Option<u32>> {
+    d.config.routes[0]
+        .backends
+        .iter()
+        .map(|b| b.ready)
+        .collect()
+}
+
+#[test]
+fn service_port_80_counts_the_slices_target_port_8080() {
+    // The bug of the first release: every member counted 0 and went down.
+    for port in ["80", "http"] {
+        let d = derive(&[shop_on_port(port)]);
+        assert_eq!(ready(&d), vec![Some(2), Some(1)], "port {port}");
+        assert_eq!(
+            d.config.routes[0].backends[0].upstream,
+            "outbound|80|hz-a|shop.default.svc.cluster.local"
+        );
+        assert_eq!(d.config.clusters[0].state, ClusterState::Degraded);
+        assert_eq!(d.config.clusters[1].state, ClusterState::Healthy);
+    }
+    // The metrics port by number names the Service port 9090, not the target.
+    let d = derive(&[shop_on_port("9090")]);
+    assert_eq!(ready(&d), vec![Some(2), Some(1)]);
+    assert!(d.config.routes[0].backends[0]
+        .upstream
+        .starts_with("outbound|9090|"));
+    // A number that is only a target port is no Service port: nothing is ready there.
+    let d = derive(&[shop_on_port("8080")]);
+    assert_eq!(ready(&d), vec![Some(0), Some(0)]);
+    assert!(d
+        .config
+        .clusters
+        .iter()
+        .all(|c| c.state == ClusterState::Down));
+}
+
+#[test]
+fn a_member_without_the_service_has_zero_endpoints_for_it() {
+    let mut ms = two_members();
+    ms[1] = member(
+        "hz-b",
+        Contact::Live,
+        &[],
+        vec![slice("shop", &[Some(true)])],
+    );
+    let d = derive_config(&[shop_on_port("80")], &ms, &DeriveOptions::default()).unwrap();
+    assert_eq!(ready(&d), vec![Some(2), Some(0)]);
+    assert_eq!(d.config.clusters[1].state, ClusterState::Down);
+}
+
+#[test]
+fn a_named_port_no_member_defines_drops_only_that_path() {
+    let ing = ingress_paths(
+        "shop",
+        "2025-01-01T00:00:00Z",
+        &[],
+        &[("/", "shop", "http"), ("/grpc", "shop", "grpc")],
+    );
+    let d = derive(&[ing]);
+    assert_eq!(d.config.routes.len(), 1);
+    assert_eq!(d.config.routes[0].paths[0].path, "/");
+    assert_eq!(d.problems.len(), 1);
+    assert_eq!(d.problems[0].severity, Severity::Warning);
+    assert!(
+        d.problems[0].message.contains("\"/grpc\""),
+        "{:?}",
+        d.problems
+    );
+}
+
+#[test]
+fn lost_member_is_unknown_and_keeps_its_last_endpoints() {
+    let mut ms = two_members();
+    ms[1].contact = Contact::Lost;
+    let shop = [shop_on_port("80")];
+    let d = derive_config(&shop, &ms, &DeriveOptions::default()).unwrap();
+    assert_eq!(d.config.clusters[1].state, ClusterState::Unknown);
+    assert_eq!(d.config.routes[0].backends[1].ready, Some(1));
+    ms[1] = member("hz-b", Contact::Never, &[], vec![]);
+    let d = derive_config(&shop, &ms, &DeriveOptions::default()).unwrap();
+    assert_eq!(d.config.clusters[1].state, ClusterState::Unknown);
+    assert_eq!(d.config.routes[0].backends[1].ready, None);
+}
+
+#[test]
+fn cluster_weights_name_every_member() {
+    let ings = [ingress(
+        "shop",
+        "2025-01-01T00:00:00Z",
+        &[("fleetgate.io/cluster-weights", "hz-a=80")],
+        "/",
+        "shop",
+        "80",
+    )];
+    let w: Vec<_> = derive(&ings).config.routes[0]
+        .backends
+        .iter()
+        .map(|b| b.weight)
+        .collect();
+    assert_eq!(w, vec![Some(80), Some(0)]);
+}
+
+#[test]
+fn base_ingress_pinned_to_a_cluster_is_active_standby_with_that_primary() {
+    let ings = [ingress(
+        "shop",
+        "2025-01-01T00:00:00Z",
+        &[(
+            "mse.ingress.kubernetes.io/subset-labels",
+            "topology.istio.io/cluster hz-b",
+        )],
+        "/",
+        "shop",
+        "80",
+    )];
+    let d = derive(&ings);
+    assert_eq!(d.config.routes[0].mode, Mode::ActiveStandby);
+    assert_eq!(d.config.routes[0].order, vec!["hz-b", "hz-a"]);
+}
+
+#[test]
+fn other_classes_are_not_ours() {
+    let mut i = shop_on_port("80");
+    i.spec.as_mut().unwrap().ingress_class_name = Some("nginx".into());
+    assert!(!is_ours(&i, &DeriveOptions::default()));
+    i.spec.as_mut().unwrap().ingress_class_name = None;
+    assert!(!is_ours(&i, &DeriveOptions::default()));
+    i.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(LEGACY_CLASS_ANNOTATION.into(), "fleetgate".into());
+    assert!(is_ours(&i, &DeriveOptions::default()));
+}
+
+const T0: &str = "2025-01-01T00:00:00Z";
+const T1: &str = "2025-01-02T00:00:00Z";
+const T2: &str = "2025-01-03T00:00:00Z";
+
+fn canary(name: &str, ts: &str, annos: &[(&str, &str)], path: &str) -> Ingress {
+    let mut a = vec![("higress.io/canary", "true")];
+    a.extend_from_slice(annos);
+    ingress(name, ts, &a, path, "shop-v2", "80")
+}
+
+/// What one row of the blast-radius table expects.
+struct Row {
+    what: &'static str,
+    ingresses: Vec<Ingress>,
+    /// Route names served, each with its canaries.
+    routes: &'static [(&'static str, &'static [&'static str])],
+    /// (Ingress name, severity) of every problem.
+    problems: &'static [(&'static str, Severity)],
+}
+
+#[test]
+fn each_bad_object_affects_only_itself() {
+    let base = || ingress("shop", T0, &[], "/", "shop", "80");
+    let good_canary = || {
+        canary(
+            "v2",
+            T1,
+            &[("higress.io/canary-by-header", "x-canary")],
+            "/",
+        )
+    };
+    let rows = vec![
+        Row {
+            what: "a canary with a bad header pattern loses only the canary",
+            ingresses: vec![
+                base(),
+                canary(
+                    "bad-pattern",
+                    T1,
+                    &[
+                        ("higress.io/canary-by-header", "x-canary"),
+                        ("higress.io/canary-by-header-pattern", "(unclosed"),
+                    ],
+                    "/",
+                ),
+            ],
+            routes: &[("default/shop", &[])],
+            problems: &[("bad-pattern", Severity::Rejected)],
+        },
+        Row {
+            what: "a canary with an invalid annotation value loses only the canary",
+            ingresses: vec![
+                base(),
+                good_canary(),
+                canary(
+                    "bad-weight",
+                    T2,
+                    &[("higress.io/canary-weight", "ten")],
+                    "/",
+                ),
+            ],
+            routes: &[("default/shop", &["default/v2"])],
+            problems: &[("bad-weight", Severity::Rejected)],
+        },
+        Row {
+            what: "a bad base rejects its own paths and orphans its canaries",
+            ingresses: vec![
+                ingress(
+                    "shop",
+                    T0,
+                    &[("fleetgate.io/mode", "hot-hot")],
+                    "/",
+                    "shop",
+                    "80",
+                ),
+                ingress("api", T0, &[], "/api", "shop", "80"),
+                good_canary(),
+            ],
+            routes: &[("default/api", &[])],
+            problems: &[("shop", Severity::Rejected), ("v2", Severity::Warning)],
+        },
+        Row {
+            what: "a host/path clash drops only the clashing path of the newer Ingress",
+            ingresses: vec![
+                base(),
+                ingress_paths(
+                    "newer",
+                    T1,
+                    &[],
+                    &[("/", "shop", "80"), ("/new", "shop", "80")],
+                ),
+            ],
+            routes: &[("default/newer", &[]), ("default/shop", &[])],
+            problems: &[("newer", Severity::Warning)],
+        },
+        Row {
+            what: "a bad path drops only that path",
+            ingresses: vec![ingress_paths(
+                "shop",
+                T0,
+                &[],
+                &[("/", "shop", "80"), ("/x", "shop", "0")],
+            )],
+            routes: &[("default/shop", &[])],
+            problems: &[("shop", Severity::Warning)],
+        },
+        Row {
+            what: "a cluster that is not a member rejects only that Ingress",
+            ingresses: vec![
+                base(),
+                ingress(
+                    "api",
+                    T0,
+                    &[("fleetgate.io/cluster-order", "hz-a,hz-z")],
+                    "/api",
+                    "shop",
+                    "80",
+                ),
+            ],
+            routes: &[("default/shop", &[])],
+            problems: &[("api", Severity::Rejected)],
+        },
+        Row {
+            what: "unsupported annotations are one warning, the Ingress is served",
+            ingresses: vec![ingress(
+                "shop",
+                T0,
+                &[
+                    ("nginx.ingress.kubernetes.io/rewrite-target", "/"),
+                    ("higress.io/canary-by-query", "beta"),
+                    ("fleetgate.io/cluster-wieghts", "hz-a=1"),
+                ],
+                "/",
+                "shop",
+                "80",
+            )],
+            routes: &[("default/shop", &[])],
+            problems: &[("shop", Severity::Warning)],
+        },
+    ];
+    for row in rows {
+        let d = derive(&row.ingresses);
+        let routes: Vec<(String, Vec<String>)> = d
+            .config
+            .routes
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    r.canaries.iter().map(|c| c.name.clone()).collect(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, Vec<String>)> = row
+            .routes
+            .iter()
+            .map(|(n, cs)| (n.to_string(), cs.iter().map(|c| c.to_string()).collect()))
+            .collect();
+        assert_eq!(routes, want, "{}: {:?}", row.what, d.problems);
+        let mut seen: Vec<(String, Severity)> = d
+            .problems
+            .iter()
+            .map(|p| (p.ingress.name.clone(), p.severity))
+            .collect();
+        seen.sort();
+        let mut want: Vec<(String, Severity)> = row
+            .problems
+            .iter()
+            .map(|(n, s)| (n.to_string(), *s))
+            .collect();
+        want.sort();
+        assert_eq!(seen, want, "{}: {:?}", row.what, d.problems);
+    }
+}
+
+#[test]
+fn an_ingress_edited_into_an_invalid_state_keeps_its_last_good_routes() {
+    let members = two_members();
+    let opts = DeriveOptions::default();
+    let mut deriver = Deriver::default();
+    let good = ingress(
+        "shop",
+        T0,
+        &[("fleetgate.io/cluster-weights", "hz-a=70,hz-b=30")],
+        "/",
+        "shop",
+        "80",
+    );
+    let first = deriver
+        .derive(&[Arc::new(good.clone())], &members, &opts)
+        .unwrap();
+    assert!(first.problems.is_empty());
+
+    let mut typo = ingress(
+        "shop",
+        T0,
+        &[("fleetgate.io/cluster-weights", "hz-a=70,hz-b")],
+        "/",
+        "shop",
+        "80",
+    );
+    typo.metadata.generation = Some(2);
+    let d = deriver
+        .derive(&[Arc::new(typo.clone())], &members, &opts)
+        .unwrap();
+    assert_eq!(
+        d.config.routes, first.config.routes,
+        "the last good version is served"
+    );
+    assert_eq!(d.problems.len(), 1);
+    assert_eq!(d.problems[0].severity, Severity::Stale);
+    assert!(
+        d.problems[0].message.contains("cluster-weights"),
+        "{}",
+        d.problems[0].message
+    );
+    assert!(
+        d.problems[0].message.contains("generation 1"),
+        "{}",
+        d.problems[0].message
+    );
+
+    // Endpoint changes still reach the last good routes.
+    let mut fewer = members.clone();
+    fewer[1] = member(
+        "hz-b",
+        Contact::Live,
+        &["shop"],
+        vec![slice("shop", &[Some(false)])],
+    );
+    let d = deriver
+        .derive(&[Arc::new(typo.clone())], &fewer, &opts)
+        .unwrap();
+    assert_eq!(d.config.routes[0].backends[1].ready, Some(0));
+
+    // Without memory (or for a re-created object) the invalid version is rejected.
+    assert!(matches!(
+        derive_config(&[typo.clone()], &members, &opts),
+        Err(DeriveError::NoRoutes(_))
+    ));
+    let mut recreated = typo;
+    recreated.metadata.uid = Some("another".into());
+    assert!(deriver
+        .derive(&[Arc::new(recreated)], &members, &opts)
+        .is_err());
+}
+
+#[test]
+fn higress_canary_weights_above_the_total_send_everything_to_the_canary() {
+    let ings = [
+        ingress("shop", T0, &[], "/", "shop", "80"),
+        canary("v2", T1, &[("higress.io/canary-weight", "150")], "/"),
+    ];
+    let d = derive(&ings);
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+    let r = &d.plugin.routes[0];
+    assert_eq!(r.canary_percent, vec![100]);
+    let ings = [
+        ingress("shop", T0, &[], "/", "shop", "80"),
+        canary(
+            "v2",
+            T1,
+            &[
+                ("higress.io/canary-weight", "30"),
+                ("higress.io/canary-weight-total", "20"),
+            ],
+            "/",
+        ),
+    ];
+    assert_eq!(derive(&ings).plugin.routes[0].canary_percent, vec![100]);
+    let ings = [
+        ingress("shop", T0, &[], "/", "shop", "80"),
+        canary(
+            "v2",
+            T1,
+            &[
+                ("higress.io/canary-weight", "30"),
+                ("higress.io/canary-weight-total", "200"),
+            ],
+            "/",
+        ),
+    ];
+    assert_eq!(derive(&ings).plugin.routes[0].canary_percent, vec![15]);
+}
+
+#[test]
+fn mse_query_and_cookie_value_canaries_become_conditions() {
+    let ings = [
+        ingress("shop", T0, &[], "/", "shop", "80"),
+        canary(
+            "q",
+            T1,
+            &[
+                ("mse.ingress.kubernetes.io/canary-by-query", "beta"),
+                ("mse.ingress.kubernetes.io/canary-by-query-value", "on"),
+            ],
+            "/",
+        ),
+        canary(
+            "c",
+            T2,
+            &[
+                ("nginx.ingress.kubernetes.io/canary-by-cookie", "stage"),
+                ("mse.ingress.kubernetes.io/canary-by-cookie-value", "gray"),
+            ],
+            "/",
+        ),
+    ];
+    let d = derive(&ings);
+    let cs = &d.config.routes[0].canaries;
+    assert_eq!(cs[0].when[0].query.as_deref(), Some("beta"));
+    assert_eq!(cs[0].when[0].matcher, MatchV1::Regex("always|on".into()));
+    assert_eq!(cs[1].when[0].cookie.as_deref(), Some("stage"));
+    assert_eq!(cs[1].when[0].matcher, MatchV1::Exact("gray".into()));
+}
+
+#[test]
+fn mirror_port_defaults_to_the_mirror_services_first_port_and_fqdn_wins() {
+    let mirror = |annos: &[(&str, &str)]| {
+        let d = derive(&[ingress("shop", T0, annos, "/", "shop", "80")]);
+        (
+            d.config.routes[0]
+                .mirror
+                .as_ref()
+                .map(|m| m.upstream.clone()),
+            d.problems,
+        )
+    };
+    let (m, _) = mirror(&[("higress.io/mirror-target-service", "shop-v2")]);
+    assert_eq!(
+        m.as_deref(),
+        Some("outbound|80||shop-v2.default.svc.cluster.local")
+    );
+    let (m, _) = mirror(&[
+        ("higress.io/mirror-target-service", "shop-v2"),
+        ("higress.io/mirror-target-fqdn", "shadow.example.net"),
+        ("higress.io/mirror-target-fqdn-port", "8443"),
+    ]);
+    assert_eq!(m.as_deref(), Some("outbound|8443||shadow.example.net"));
+    // Higress ignores a mirror Service that does not exist; so do we, with a warning.
+    let (m, problems) = mirror(&[("higress.io/mirror-target-service", "nowhere")]);
+    assert_eq!(m, None);
+    assert_eq!(problems[0].severity, Severity::Warning);
+}
+
+#[test]
+fn header_never_is_not_the_canary_because_header_canaries_have_no_weight() {
+    let ings = [
+        ingress("shop", T0, &[], "/", "shop", "80"),
+        canary(
+            "v2",
+            T1,
+            &[
+                ("nginx.ingress.kubernetes.io/canary-by-header", "x-canary"),
+                ("nginx.ingress.kubernetes.io/canary-weight", "100"),
+            ],
+            "/",
+        ),
+    ];
+    let d = derive(&ings);
+    let cfg = &d.plugin;
+    let pick = |v: &str| {
+        let req = fleetgate_plugin::request::SimpleRequest::new("shop.example.com", "/")
+            .with_header("x-canary", v);
+        let mut rng = fastrand::Rng::with_seed(1);
+        let dec = fleetgate_plugin::decide::select(cfg, &req, |_| Default::default(), 0, &mut rng)
+            .unwrap();
+        dec.target.unwrap().canary.is_some()
+    };
+    assert!(pick("always"));
+    for _ in 0..50 {
+        assert!(!pick("never"));
+    }
+}
+
+#[test]
+fn settings_and_when_unavailable_reach_the_config() {
+    let mut opts = DeriveOptions::default();
+    opts.settings.cluster_header = "x-gw".into();
+    opts.settings.when_unavailable = fleetgate_plugin::config::WhenUnavailable::Panic;
+    let ings = [
+        ingress("shop", T0, &[], "/", "shop", "80"),
+        ingress(
+            "api",
+            T0,
+            &[("fleetgate.io/when-unavailable", "reject")],
+            "/api",
+            "shop",
+            "80",
+        ),
+    ];
+    let d = derive_config(&ings, &two_members(), &opts).unwrap();
+    assert_eq!(d.config.cluster_header, "x-gw");
+    let wu: Vec<_> = d
+        .config
+        .routes
+        .iter()
+        .map(|r| (r.name.as_str(), r.when_unavailable))
+        .collect();
+    use fleetgate_plugin::config::WhenUnavailable::*;
+    assert_eq!(wu, vec![("default/api", Reject), ("default/shop", Panic)]);
+}

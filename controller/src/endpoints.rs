@@ -1,0 +1,431 @@
+//! A member cluster's Services and EndpointSlices, reduced to what routing needs and indexed by
+//! `(namespace, service)`, so counting the endpoints of one Service port costs only that
+//! Service's endpoints, however large the member.
+//!
+//! Ports resolve as Kubernetes resolves them: an Ingress backend port (number or name) names an
+//! entry of the member's `Service.spec.ports` (by `port` or by `name`); EndpointSlices carry the
+//! Service port's *name* (empty for an unnamed single-port Service) with the *target* port
+//! number, so the Service port's name is what selects the slice port. A member without the
+//! Service has no endpoints for it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+/// EndpointSlice label naming the Service it belongs to.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// `(namespace, name)` of a Service.
+pub type SvcKey = (String, String);
+
+/// The Ingress port a backend names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortRef {
+    Number(u16),
+    Name(String),
+}
+
+/// One entry of `Service.spec.ports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Empty for the unnamed port of a single-port Service.
+    pub name: String,
+    pub port: u16,
+}
+
+/// One endpoint of a slice, with the conditions routing reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointView {
+    pub addresses: Vec<String>,
+    /// The pod (`targetRef` namespace/name) when known: one pod appears once per address family.
+    pub pod: Option<String>,
+    /// `conditions.ready` (absent counts as ready, as the API says).
+    pub ready: bool,
+    /// `conditions.serving` (absent: same as ready).
+    pub serving: bool,
+    pub terminating: bool,
+    pub zone: Option<String>,
+}
+
+impl EndpointView {
+    /// Ready for new traffic: ready and not terminating.
+    pub fn is_ready(&self) -> bool {
+        self.ready && !self.terminating
+    }
+    /// The identity a pod keeps across the IPv4 and IPv6 slices of a dual-stack Service.
+    fn identity(&self) -> String {
+        self.pod.clone().unwrap_or_else(|| self.addresses.join(","))
+    }
+}
+
+/// An EndpointSlice reduced to its ports and endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceView {
+    /// `IPv4`, `IPv6` or `FQDN`.
+    pub address_type: String,
+    /// (Service port name, target port number).
+    pub ports: Vec<(String, Option<u16>)>,
+    pub endpoints: Vec<EndpointView>,
+}
+
+impl SliceView {
+    /// The target port number this slice gives the Service port `name`, if it carries it.
+    pub fn target_port(&self, name: &str) -> Option<Option<u16>> {
+        self.ports
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, port)| *port)
+    }
+}
+
+/// What one member knows of one Service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceEntry {
+    /// `spec.ports`, or `None` while the member has no such Service.
+    pub ports: Option<Vec<ServicePort>>,
+    /// Slices by name.
+    pub slices: BTreeMap<String, SliceView>,
+}
+
+/// Ready and not-ready endpoints of one Service port in one member.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointCount {
+    pub ready: u32,
+    /// Not ready and not terminating (a terminating pod is a rollout, not trouble).
+    pub not_ready: u32,
+}
+
+/// One member's Services and EndpointSlices.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberIndex {
+    services: HashMap<SvcKey, ServiceEntry>,
+}
+
+impl MemberIndex {
+    /// Build from whole objects (dumps, tests).
+    pub fn from_objects(services: &[Service], slices: &[EndpointSlice]) -> MemberIndex {
+        let mut index = MemberIndex::default();
+        for s in services {
+            index.apply_service(s);
+        }
+        for s in slices {
+            index.apply_slice(s);
+        }
+        index
+    }
+
+    pub fn service(&self, key: &SvcKey) -> Option<&ServiceEntry> {
+        self.services.get(key)
+    }
+
+    /// Every Service known (for xDS and diagnostics).
+    pub fn services(&self) -> impl Iterator<Item = (&SvcKey, &ServiceEntry)> {
+        self.services.iter()
+    }
+
+    /// Add or replace a Service. Returns its key (`None` for an object without a name).
+    pub fn apply_service(&mut self, s: &Service) -> Option<SvcKey> {
+        let key = (s.metadata.namespace.clone()?, s.metadata.name.clone()?);
+        let ports = service_ports(s);
+        self.services.entry(key.clone()).or_default().ports = Some(ports);
+        Some(key)
+    }
+
+    pub fn delete_service(&mut self, s: &Service) -> Option<SvcKey> {
+        let key = (s.metadata.namespace.clone()?, s.metadata.name.clone()?);
+        self.drop_if_empty(&key, |e| e.ports = None);
+        Some(key)
+    }
+
+    /// Add or replace a slice. Slices without the service-name label belong to no Service
+    /// (custom or mirrored slices) and are ignored: returns `None`.
+    pub fn apply_slice(&mut self, s: &EndpointSlice) -> Option<SvcKey> {
+        let (key, name) = slice_key(s)?;
+        let view = slice_view(s);
+        self.services
+            .entry(key.clone())
+            .or_default()
+            .slices
+            .insert(name, view);
+        Some(key)
+    }
+
+    pub fn delete_slice(&mut self, s: &EndpointSlice) -> Option<SvcKey> {
+        let (key, name) = slice_key(s)?;
+        self.drop_if_empty(&key, |e| {
+            e.slices.remove(&name);
+        });
+        Some(key)
+    }
+
+    /// Replace all Services (after a relist), keeping the slices.
+    pub fn replace_services(&mut self, all: &[Service]) {
+        for e in self.services.values_mut() {
+            e.ports = None;
+        }
+        for s in all {
+            self.apply_service(s);
+        }
+        self.services
+            .retain(|_, e| e.ports.is_some() || !e.slices.is_empty());
+    }
+
+    /// Replace all slices (after a relist), keeping the Services.
+    pub fn replace_slices(&mut self, all: &[EndpointSlice]) {
+        for e in self.services.values_mut() {
+            e.slices.clear();
+        }
+        for s in all {
+            self.apply_slice(s);
+        }
+        self.services
+            .retain(|_, e| e.ports.is_some() || !e.slices.is_empty());
+    }
+
+    fn drop_if_empty(&mut self, key: &SvcKey, f: impl FnOnce(&mut ServiceEntry)) {
+        if let Some(e) = self.services.get_mut(key) {
+            f(e);
+            if e.ports.is_none() && e.slices.is_empty() {
+                self.services.remove(key);
+            }
+        }
+    }
+
+    /// The Service port an Ingress backend names, if this member has the Service and the port.
+    pub fn service_port(&self, key: &SvcKey, port: &PortRef) -> Option<&ServicePort> {
+        let ports = self.services.get(key)?.ports.as_ref()?;
+        ports.iter().find(|p| match port {
+            PortRef::Number(n) => p.port == *n,
+            PortRef::Name(name) => p.name == *name,
+        })
+    }
+
+    /// Endpoints serving the Service port `port` names (0 when the member lacks the Service or
+    /// the port). Pods are counted once, across address families and slices.
+    pub fn count(&self, key: &SvcKey, port: &PortRef) -> EndpointCount {
+        let Some(sp) = self.service_port(key, port) else {
+            return EndpointCount::default();
+        };
+        let mut ready = BTreeSet::new();
+        let mut not_ready = BTreeSet::new();
+        for ep in self.endpoints(key, &sp.name) {
+            if ep.is_ready() {
+                ready.insert(ep.identity());
+            } else if !ep.terminating {
+                not_ready.insert(ep.identity());
+            }
+        }
+        EndpointCount {
+            ready: ready.len() as u32,
+            not_ready: not_ready.difference(&ready).count() as u32,
+        }
+    }
+
+    /// Endpoints of the slices that carry the Service port named `port_name`.
+    pub fn endpoints<'a>(
+        &'a self,
+        key: &SvcKey,
+        port_name: &'a str,
+    ) -> impl Iterator<Item = &'a EndpointView> + 'a {
+        self.services
+            .get(key)
+            .into_iter()
+            .flat_map(|e| e.slices.values())
+            .filter(move |s| s.target_port(port_name).is_some())
+            .flat_map(|s| s.endpoints.iter())
+    }
+}
+
+fn service_ports(s: &Service) -> Vec<ServicePort> {
+    let ports = s.spec.as_ref().and_then(|sp| sp.ports.as_ref());
+    ports
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some(ServicePort {
+                name: p.name.clone().unwrap_or_default(),
+                port: u16::try_from(p.port).ok()?,
+            })
+        })
+        .collect()
+}
+
+fn slice_key(s: &EndpointSlice) -> Option<(SvcKey, String)> {
+    let svc = s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    let ns = s.metadata.namespace.clone()?;
+    Some(((ns, svc.clone()), s.metadata.name.clone()?))
+}
+
+fn slice_view(s: &EndpointSlice) -> SliceView {
+    let ports = s.ports.iter().flatten().map(|p| {
+        let n = p.port.and_then(|n| u16::try_from(n).ok());
+        (p.name.clone().unwrap_or_default(), n)
+    });
+    let endpoints = s.endpoints.iter().map(|ep| {
+        let c = ep.conditions.as_ref();
+        let ready = c.and_then(|c| c.ready) != Some(false);
+        EndpointView {
+            addresses: ep.addresses.clone(),
+            pod: ep.target_ref.as_ref().and_then(|r| {
+                Some(format!(
+                    "{}/{}",
+                    r.namespace.as_deref()?,
+                    r.name.as_deref()?
+                ))
+            }),
+            ready,
+            serving: c.and_then(|c| c.serving).unwrap_or(ready),
+            terminating: c.and_then(|c| c.terminating) == Some(true),
+            zone: ep.zone.clone(),
+        }
+    });
+    SliceView {
+        address_type: s.address_type.clone(),
+        ports: ports.collect(),
+        endpoints: endpoints.collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(yaml: &str) -> Service {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn slice(
+        name: &str,
+        family: &str,
+        port_name: &str,
+        eps: &[(&str, &str, Option<bool>, bool)],
+    ) -> EndpointSlice {
+        let eps: String = eps
+            .iter()
+            .map(|(addr, pod, ready, term)| {
+                let ready = ready.map_or(String::new(), |r| format!("ready: {r}, "));
+                format!(
+                    "- addresses: [\"{addr}\"]\n  conditions: {{{ready}terminating: {term}}}\n  targetRef: {{kind: Pod, namespace: default, name: {pod}}}\n"
+                )
+            })
+            .collect();
+        serde_yaml::from_str(&format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\naddressType: {family}\nmetadata:\n  name: {name}\n  namespace: default\n  labels: {{kubernetes.io/service-name: shop}}\nports:\n- {{name: \"{port_name}\", port: 8080, protocol: TCP}}\n- {{name: metrics, port: 9102, protocol: TCP}}\nendpoints:\n{eps}"
+        ))
+        .unwrap()
+    }
+
+    const SHOP: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: shop, namespace: default}\nspec:\n  ports:\n  - {name: http, port: 80, protocol: TCP, targetPort: 8080}\n  - {name: metrics, port: 9090, protocol: TCP, targetPort: metrics}\n";
+
+    fn key() -> SvcKey {
+        ("default".into(), "shop".into())
+    }
+
+    #[test]
+    fn an_ingress_port_resolves_through_the_service_to_the_slice_port_name() {
+        let eps = [
+            ("10.0.0.1", "a", Some(true), false),
+            ("10.0.0.2", "b", None, false),
+        ];
+        let idx = MemberIndex::from_objects(&[svc(SHOP)], &[slice("s1", "IPv4", "http", &eps)]);
+        // Port 80 is the Service port; the slice says 8080 (the target): still 2 ready.
+        assert_eq!(idx.count(&key(), &PortRef::Number(80)).ready, 2);
+        assert_eq!(idx.count(&key(), &PortRef::Name("http".into())).ready, 2);
+        assert_eq!(idx.count(&key(), &PortRef::Name("metrics".into())).ready, 2);
+        // 8080 is no Service port, and 9090 is one the slices do not carry under that number.
+        assert_eq!(idx.count(&key(), &PortRef::Number(8080)).ready, 0);
+        assert_eq!(
+            idx.service_port(&key(), &PortRef::Number(9090))
+                .unwrap()
+                .name,
+            "metrics"
+        );
+    }
+
+    #[test]
+    fn a_member_without_the_service_counts_nothing() {
+        let eps = [("10.0.0.1", "a", Some(true), false)];
+        let idx = MemberIndex::from_objects(&[], &[slice("s1", "IPv4", "http", &eps)]);
+        assert_eq!(
+            idx.count(&key(), &PortRef::Number(80)),
+            EndpointCount::default()
+        );
+        assert_eq!(
+            idx.count(&("staging".into(), "shop".into()), &PortRef::Number(80))
+                .ready,
+            0
+        );
+    }
+
+    #[test]
+    fn unnamed_single_port_services_match_their_only_slice_port() {
+        let s = svc("apiVersion: v1\nkind: Service\nmetadata: {name: shop, namespace: default}\nspec:\n  ports:\n  - {port: 80, protocol: TCP, targetPort: 8080}\n");
+        let eps = [("10.0.0.1", "a", Some(true), false)];
+        let idx = MemberIndex::from_objects(&[s], &[slice("s1", "IPv4", "", &eps)]);
+        assert_eq!(idx.count(&key(), &PortRef::Number(80)).ready, 1);
+    }
+
+    #[test]
+    fn terminating_and_unready_endpoints_and_dual_stack_pods_count_once() {
+        let v4 = [
+            ("10.0.0.1", "a", Some(true), false),
+            ("10.0.0.2", "b", Some(false), true),
+            ("10.0.0.3", "c", Some(false), false),
+        ];
+        let v6 = [
+            ("fd00::1", "a", Some(true), false),
+            ("fd00::2", "b", Some(false), true),
+            ("fd00::3", "c", Some(false), false),
+        ];
+        let mut idx = MemberIndex::from_objects(
+            &[svc(SHOP)],
+            &[
+                slice("v4", "IPv4", "http", &v4),
+                slice("v6", "IPv6", "http", &v6),
+            ],
+        );
+        let c = idx.count(&key(), &PortRef::Number(80));
+        assert_eq!(
+            c,
+            EndpointCount {
+                ready: 1,
+                not_ready: 1
+            }
+        );
+        idx.delete_slice(&slice("v4", "IPv4", "http", &[]));
+        assert_eq!(
+            idx.count(&key(), &PortRef::Number(80)).ready,
+            1,
+            "IPv6 alone"
+        );
+        idx.delete_service(&svc(SHOP));
+        assert_eq!(idx.count(&key(), &PortRef::Number(80)).ready, 0);
+    }
+
+    #[test]
+    fn slices_without_the_service_label_are_ignored() {
+        let mut s = slice(
+            "s1",
+            "IPv4",
+            "http",
+            &[("10.0.0.1", "a", Some(true), false)],
+        );
+        s.metadata.labels = None;
+        let mut idx = MemberIndex::from_objects(&[svc(SHOP)], &[]);
+        assert_eq!(idx.apply_slice(&s), None);
+        assert_eq!(idx.count(&key(), &PortRef::Number(80)).ready, 0);
+    }
+
+    #[test]
+    fn a_service_with_no_ports_serves_nothing() {
+        let s = svc("apiVersion: v1\nkind: Service\nmetadata: {name: shop, namespace: default}\nspec: {clusterIP: None}\n");
+        let eps = [("10.0.0.1", "a", Some(true), false)];
+        let idx = MemberIndex::from_objects(&[s], &[slice("s1", "IPv4", "http", &eps)]);
+        assert_eq!(idx.count(&key(), &PortRef::Number(80)).ready, 0);
+        assert_eq!(
+            idx.service_port(&key(), &PortRef::Name("http".into())),
+            None
+        );
+    }
+}
