@@ -39,6 +39,7 @@ const SCENARIOS: &[Scenario] = &[
     ("canary-by-header", "hz-b", &[]),
     ("canary-by-weight", "hz-b", &[]),
     ("mirror", "hz-b", &[]),
+    ("multi-port", "hz-b", &[]),
     (
         "bad-annotation",
         "hz-b",
@@ -99,10 +100,20 @@ fn render_is_byte_stable() {
 }
 
 fn simulate(scenario: &str, headers: &[(&str, &str)], n: u32) -> cli::Simulation {
+    simulate_at(scenario, "shop.example.com", "/cart", headers, n)
+}
+
+fn simulate_at(
+    scenario: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    n: u32,
+) -> cli::Simulation {
     let args = ExplainArgs {
         config: golden_path(scenario),
-        host: "shop.example.com".to_string(),
-        path: "/cart".to_string(),
+        host: host.to_string(),
+        path: path.to_string(),
         headers: headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -191,4 +202,80 @@ fn deploy_manifests_parse_and_the_members_file_loads() {
     let members = fleetgate_controller::members::from_file(&deploy.join("members.yaml")).unwrap();
     let ids: Vec<_> = members.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["hz-a", "hz-b"]);
+}
+
+#[test]
+fn multi_port_services_resolve_by_service_port_and_namespace() {
+    // shop:80 (Service port; slices say 8080): 2 ready in each member -> 1:1.
+    let sim = simulate_at("multi-port", "shop.example.com", "/", &[], 10_000);
+    assert!((share(&sim, "hz-a") - 0.5).abs() < 0.03, "{sim:?}");
+    assert!(
+        sim.upstreams.keys().all(|u| u.starts_with("outbound|80|")),
+        "{sim:?}"
+    );
+    // The named metrics port is Service port 9090 in the upstream name.
+    let sim = simulate_at(
+        "multi-port",
+        "shop.example.com",
+        "/metrics-probe",
+        &[],
+        1_000,
+    );
+    assert!(
+        sim.upstreams
+            .keys()
+            .all(|u| u.starts_with("outbound|9090|")),
+        "{sim:?}"
+    );
+    // staging/shop exists only in hz-a (hz-b has no such Service: 0 endpoints, not an error).
+    let sim = simulate_at("multi-port", "staging.shop.example.com", "/", &[], 1_000);
+    assert_eq!(share(&sim, "hz-a"), 1.0, "{sim:?}");
+    assert!(
+        sim.upstreams
+            .keys()
+            .all(|u| u.ends_with("shop.staging.svc.cluster.local")),
+        "{sim:?}"
+    );
+}
+
+#[test]
+fn a_dual_stack_member_counts_pods_not_addresses() {
+    let fleet = root().join("examples/fleet");
+    let mut args = render_args("active-active", "hz-b");
+    let single = cli::render(&args).unwrap();
+    args.members[0].1 = fleet.join("members/hz-a-dual-stack");
+    let dual = cli::render(&args).unwrap();
+    let ready = |d: &fleetgate_controller::derive::Derived| -> Vec<Option<u32>> {
+        d.config.routes[0]
+            .backends
+            .iter()
+            .map(|b| b.ready)
+            .collect()
+    };
+    assert_eq!(ready(&dual), ready(&single));
+    assert_eq!(ready(&dual), vec![Some(2), Some(2)]);
+}
+
+#[test]
+fn explain_what_if_a_cluster_dies_or_is_ejected() {
+    for state in ["down", "ejected"] {
+        let mut args = ExplainArgs {
+            config: golden_path("active-active"),
+            host: "shop.example.com".to_string(),
+            path: "/".to_string(),
+            headers: Vec::new(),
+            simulate: Some(1_000),
+            seed: 7,
+            states: vec![("hz-a".to_string(), state.to_string())],
+        };
+        let sim = cli::simulate(&args, 1_000).unwrap();
+        assert_eq!(share(&sim, "hz-b"), 1.0, "{state}: {sim:?}");
+        args.states.push(("hz-b".to_string(), state.to_string()));
+        let sim = cli::simulate(&args, 100).unwrap();
+        // Both gone: down -> 503 (reject); both ejected -> panic routing over both.
+        match state {
+            "down" => assert_eq!(sim.rejected, 100, "{sim:?}"),
+            _ => assert_eq!(sim.clusters.values().sum::<u64>(), 100, "{sim:?}"),
+        }
+    }
 }
