@@ -14,6 +14,10 @@ pub type UpstreamId = usize;
 
 const MAX_ID_LEN: usize = 253;
 const MAX_REGEX_LEN: usize = 1024;
+/// Compiled program size of one regex, in bytes (regex-lite's default is 10 MB): a few hundred
+/// states, plenty for a header pattern.
+const REGEX_SIZE_LIMIT: usize = 16 * 1024;
+const REGEX_NEST_LIMIT: u32 = 32;
 const MAX_SECONDS: u32 = 86_400;
 const MAX_WEIGHT: u32 = 1_000_000;
 /// Active-standby chains longer than this are not a real topology (and the engine keeps the
@@ -126,7 +130,7 @@ pub enum Matcher {
     Present,
     Exact(String),
     /// Shared: routes repeat the same patterns, so each distinct one is compiled once.
-    Regex(std::sync::Arc<super::regex::Regex>),
+    Regex(std::sync::Arc<regex_lite::Regex>),
 }
 
 impl Matcher {
@@ -154,7 +158,7 @@ struct Builder {
     cluster_ids: HashMap<String, usize>,
     upstreams: Vec<String>,
     upstream_ids: HashMap<String, UpstreamId>,
-    regexes: HashMap<String, std::sync::Arc<super::regex::Regex>>,
+    regexes: HashMap<String, std::sync::Arc<regex_lite::Regex>>,
 }
 
 impl Builder {
@@ -549,20 +553,30 @@ fn build_condition(b: &mut Builder, path: &str, c: &ConditionV1) -> Result<Condi
             if let Some(r) = b.regexes.get(re.as_str()) {
                 Matcher::Regex(r.clone())
             } else {
-                // Full match, as Envoy's safe_regex and Higress' canary patterns do.
-                let anchored = format!("^(?:{re})$");
-                match super::regex::Regex::new(&anchored) {
-                    Ok(r) => {
-                        let r = std::sync::Arc::new(r);
-                        b.regexes.insert(re.clone(), r.clone());
-                        Matcher::Regex(r)
-                    }
-                    Err(e) => return Err(ConfigError::new(p, format!("invalid regex: {e}"))),
-                }
+                let r = compile_regex(re)
+                    .map_err(|e| ConfigError::new(p, format!("invalid regex: {e}")))?;
+                let r = std::sync::Arc::new(r);
+                b.regexes.insert(re.clone(), r.clone());
+                Matcher::Regex(r)
             }
         }
     };
     Ok(Condition { source, matcher })
+}
+
+/// Full match, as Envoy's `safe_regex` and Higress' canary patterns do. The limits keep a
+/// hostile pattern (`(a{1000}){1000}`) from costing the VM memory or time: regex-lite matches in
+/// `O(program * haystack)`, so a small program bounds every request. The pattern is compiled
+/// alone first, so that one like `a)|(b` cannot break out of the anchoring group.
+fn compile_regex(re: &str) -> Result<regex_lite::Regex, regex_lite::Error> {
+    let build = |p: &str| {
+        regex_lite::RegexBuilder::new(p)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .nest_limit(REGEX_NEST_LIMIT)
+            .build()
+    };
+    build(re)?;
+    build(&format!("^(?:{re})$"))
 }
 
 /// Header names must be lower-case tokens (HTTP/2 and Envoy store them lower-case).

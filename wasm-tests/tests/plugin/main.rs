@@ -5,6 +5,7 @@
 mod config;
 mod failover;
 mod hostile;
+mod limits;
 mod pull;
 mod routing;
 mod split;
