@@ -90,11 +90,21 @@ fn rich() -> ConfigV1 {
                     cond(MatchV1::Always),
                     cond(MatchV1::Present),
                     cond(MatchV1::Exact("yes".into())),
+                    cond(MatchV1::Absent),
                 ],
                 weight: Some(30),
                 backends,
             }],
             canary_weight_total: Some(1000),
+            fallback: Some(FallbackV1 {
+                name: "ns/default-backend".into(),
+                backends: vec![BackendV1 {
+                    cluster: "c".into(),
+                    upstream: "uc".into(),
+                    ready: None,
+                    weight: None,
+                }],
+            }),
             mirror: Some(MirrorV1 {
                 upstream: "shadow".into(),
                 percent: 12.5,

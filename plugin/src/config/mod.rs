@@ -40,6 +40,41 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The request headers the gateway's routes are written against, fixed by the static config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderNames {
+    pub cluster: String,
+    pub mirror: String,
+}
+
+impl HeaderNames {
+    pub fn of(cfg: &Config) -> HeaderNames {
+        HeaderNames {
+            cluster: cfg.cluster_header.clone(),
+            mirror: cfg.mirror_header.clone(),
+        }
+    }
+
+    /// A pulled config may not rename them: Envoy's `cluster_header` routes (and mirror
+    /// policies) name these headers, so a silent switch would 404 every request.
+    pub fn check_pulled(&self, pulled: &Config) -> Result<(), ConfigError> {
+        for (field, fixed, got) in [
+            ("cluster_header", &self.cluster, &pulled.cluster_header),
+            ("mirror_header", &self.mirror, &pulled.mirror_header),
+        ] {
+            if fixed != got {
+                return Err(ConfigError::new(
+                    field,
+                    format!(
+                        "\"{got}\" differs from \"{fixed}\" of the static config; the gateway's routes use that name, so only the static config can change it"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Larger documents are refused unread: parsing one would cost the VM several times its size.
 pub const MAX_CONFIG_BYTES: usize = 16 << 20;
 

@@ -65,6 +65,8 @@ pub struct Route {
     pub canary_when: Vec<Vec<Condition>>,
     /// Per canary: its share in percent after Higress normalisation (0 = not weighted).
     pub canary_percent: Vec<u32>,
+    /// The default backend service, used when the base service has no usable backend.
+    pub fallback: Option<Service>,
     pub mirror: Option<(UpstreamId, f64)>,
     pub sticky: Option<StickyV1>,
     pub when_unavailable: WhenUnavailable,
@@ -74,10 +76,11 @@ pub struct Route {
 }
 
 impl Route {
-    /// Every upstream a decision on this route may pick (base and canaries).
+    /// Every upstream a decision on this route may pick (base, canaries, fallback).
     pub fn upstreams(&self) -> impl Iterator<Item = UpstreamId> + '_ {
         std::iter::once(&self.base)
             .chain(&self.canaries)
+            .chain(&self.fallback)
             .flat_map(|s| s.backends.iter().map(|b| b.upstream))
     }
 }
@@ -128,18 +131,30 @@ pub enum Source {
 pub enum Matcher {
     Always,
     Present,
+    /// Matches only a missing value (see [`Matcher::matches_value`]).
+    Absent,
     Exact(String),
     /// Shared: routes repeat the same patterns, so each distinct one is compiled once.
     Regex(std::sync::Arc<regex_lite::Regex>),
 }
 
 impl Matcher {
+    /// Does a present value match? `Absent` never does.
     pub fn matches(&self, value: &str) -> bool {
         match self {
             Matcher::Always => value == "always",
             Matcher::Present => true,
+            Matcher::Absent => false,
             Matcher::Exact(v) => value == v,
             Matcher::Regex(re) => re.is_match(value),
+        }
+    }
+
+    /// Does the value, or its absence (`None`), match? Only `Absent` matches a missing value.
+    pub fn matches_value(&self, value: Option<&str>) -> bool {
+        match value {
+            Some(v) => self.matches(v),
+            None => matches!(self, Matcher::Absent),
         }
     }
 }
@@ -374,6 +389,21 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
         check_weight(&format!("{path}.canary_weight_total"), t)?;
     }
     let canary_percent = crate::split::higress_canary_percents(&weights, r.canary_weight_total);
+    let fallback = match &r.fallback {
+        Some(f) => {
+            let p = format!("{path}.fallback");
+            if f.name.trim().is_empty() {
+                return Err(ConfigError::new(format!("{p}.name"), "must not be empty"));
+            }
+            Some(build_service(
+                b,
+                &format!("{p}.backends"),
+                &f.name,
+                &f.backends,
+            )?)
+        }
+        None => None,
+    };
 
     let mirror = match &r.mirror {
         Some(m) => {
@@ -440,6 +470,7 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
         canaries,
         canary_when,
         canary_percent,
+        fallback,
         mirror,
         sticky: r.sticky.clone(),
         when_unavailable: r.when_unavailable,
@@ -541,6 +572,7 @@ fn build_condition(b: &mut Builder, path: &str, c: &ConditionV1) -> Result<Condi
     let matcher = match &c.matcher {
         MatchV1::Always => Matcher::Always,
         MatchV1::Present => Matcher::Present,
+        MatchV1::Absent => Matcher::Absent,
         MatchV1::Exact(v) => Matcher::Exact(v.clone()),
         MatchV1::Regex(re) => {
             let p = format!("{path}.match.regex");

@@ -177,6 +177,10 @@ pub struct RouteV1 {
     /// Denominator for canary weights (Higress `canary-weight-total`), default 100.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary_weight_total: Option<u32>,
+    /// The default backend (Higress/nginx `default-backend`): takes the traffic when the base
+    /// service has no usable backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackV1>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<MirrorV1>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -265,12 +269,15 @@ pub struct ConditionV1 {
 }
 
 /// How a value matches: `"always"` (nginx/Higress convention: the value is `always`),
-/// `"present"` (any value), `{"exact": v}`, or `{"regex": re}` (full match).
+/// `"present"` (any value), `"absent"` (no value at all), `{"exact": v}`, or `{"regex": re}`
+/// (full match). An absent value matches only `"absent"`, as in Envoy, where only a
+/// presence-false matcher matches a missing header.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchV1 {
     Always,
     Present,
+    Absent,
     Exact(String),
     Regex(String),
 }
@@ -294,6 +301,15 @@ pub struct CanaryV1 {
     /// Canary weight (Higress normalisation); used when no condition is given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
+    pub backends: Vec<BackendV1>,
+}
+
+/// The route's default backend service, in whichever member clusters run it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackV1 {
+    /// Service name (`namespace/service`), for logs.
+    pub name: String,
     pub backends: Vec<BackendV1>,
 }
 

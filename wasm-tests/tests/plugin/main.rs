@@ -4,6 +4,7 @@
 
 mod config;
 mod failover;
+mod fidelity;
 mod hostile;
 mod limits;
 mod pull;
