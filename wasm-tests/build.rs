@@ -27,6 +27,8 @@ const HOST_GUESTS: [(&str, &str, &str); 2] = [
         "FLEETGATE_PROBE",
     ),
 ];
+/// The workspace's wasm profile (size-optimised, panic = abort), as gateways get the plugin.
+const PROFILE: &str = "wasm";
 const PLUGIN: (&str, &str, &str) = ("fleetgate-plugin", "fleetgate_plugin", "FLEETGATE_PLUGIN");
 
 fn main() {
@@ -75,7 +77,7 @@ fn main() {
 fn artifact(target_dir: &Path, target: &str, stem: &str) -> PathBuf {
     target_dir
         .join(target)
-        .join("release")
+        .join(PROFILE)
         .join(format!("{stem}.wasm"))
 }
 
@@ -93,7 +95,14 @@ fn build(
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace)
-        .args(["build", "--release", "--target", target, "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            PROFILE,
+            "--target",
+            target,
+            "--target-dir",
+        ])
         .arg(target_dir);
     for package in packages {
         command.args(["-p", package]);

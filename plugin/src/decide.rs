@@ -26,6 +26,8 @@ pub enum Reason {
     Standby,
     /// Active-active with some cluster unusable (its share moved), or a pin's cluster unusable.
     Failover,
+    /// The base service had no usable backend: the route's fallback service took it.
+    Fallback,
     /// No healthy cluster: spread regardless of health.
     Panic,
 }
@@ -41,10 +43,11 @@ impl Reason {
             Reason::Primary => "primary",
             Reason::Standby => "standby",
             Reason::Failover => "failover",
+            Reason::Fallback => "fallback",
             Reason::Panic => "panic",
         }
     }
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Pin,
         Reason::Header,
         Reason::Canary,
@@ -53,6 +56,7 @@ impl Reason {
         Reason::Primary,
         Reason::Standby,
         Reason::Failover,
+        Reason::Fallback,
         Reason::Panic,
     ];
 }
@@ -60,7 +64,8 @@ impl Reason {
 /// The chosen upstream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
-    /// `None` = the base service, `Some(i)` = canary i.
+    /// `None` = the base service (or, with reason `Fallback`, the fallback service),
+    /// `Some(i)` = canary i.
     pub canary: Option<usize>,
     pub cluster: usize,
     pub upstream: UpstreamId,
@@ -78,6 +83,11 @@ pub struct Decision {
 }
 
 /// Route one request. `None` = no route matches (pass through).
+///
+/// `passive` answers each upstream's passive-health state at `now_ms`. The filter reads it from
+/// shared data; a native caller (the controller's `explain`) passes `|_| PassiveState::default()`
+/// for "nothing ejected", or marks chosen upstreams as ejected:
+/// `|u| if ejected(u) { PassiveState::ejected_until(u64::MAX) } else { PassiveState::default() }`.
 pub fn select<R, P>(
     cfg: &Config,
     req: &R,
@@ -216,7 +226,7 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
                 }
             }
             return self.policy(rng, None).map(|mut t| {
-                t.set_sticky = t.reason != Reason::Panic;
+                t.set_sticky = !matches!(t.reason, Reason::Panic | Reason::Fallback);
                 t
             });
         }
@@ -240,6 +250,22 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
             .collect();
         let i = weighted(svc, &av, |a| a.usable, true, rng)?;
         Some(self.target_of(Some(c), i, Reason::Canary))
+    }
+
+    /// The fallback service's usable backends, chosen like active-active.
+    fn fallback(&self, rng: &mut fastrand::Rng) -> Option<Target> {
+        let svc = self.route.fallback.as_ref()?;
+        let av: Vec<Availability> = (0..svc.backends.len())
+            .map(|i| self.avail(svc, i))
+            .collect();
+        let b = &svc.backends[weighted(svc, &av, |a| a.usable, true, rng)?];
+        Some(Target {
+            canary: None,
+            cluster: b.cluster,
+            upstream: b.upstream,
+            reason: Reason::Fallback,
+            set_sticky: false,
+        })
     }
 
     /// The route's policy over its base service. `forced` overrides the reason (pin fallback).
@@ -279,6 +305,9 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
         };
         if let Some((i, reason)) = chosen {
             return Some(self.target_of(None, i, forced.unwrap_or(reason)));
+        }
+        if let Some(t) = self.fallback(rng) {
+            return Some(t);
         }
         // Every backend the controller allows is ejected by passive health: trust the
         // controller rather than fail everything (Envoy's panic threshold does the same).

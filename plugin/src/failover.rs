@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::{Backend, ClusterState, Config, Route};
+use crate::config::{Backend, ClusterState, Config, Route, Service, UpstreamId};
 use crate::health::{ramp, PassiveState};
 
 /// A backend's availability at one instant.
@@ -52,6 +52,67 @@ pub fn availability(
     }
 }
 
+/// One backend of a route as a report sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendStatus {
+    /// Index into [`Config::clusters`].
+    pub cluster: usize,
+    pub upstream: UpstreamId,
+    /// The controller's view allows traffic ([`controller_allows`]).
+    pub by_controller: bool,
+    /// And the upstream is not ejected: the plugin would send it traffic.
+    pub usable: bool,
+}
+
+/// A route's availability by the plugin's own rule: per backend of the base service and of
+/// the fallback service.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteAvailability {
+    pub base: Vec<BackendStatus>,
+    pub fallback: Vec<BackendStatus>,
+}
+
+impl RouteAvailability {
+    /// Clusters (indexes) that can take the base service's traffic now.
+    pub fn usable_clusters(&self) -> impl Iterator<Item = usize> + '_ {
+        self.base.iter().filter(|b| b.usable).map(|b| b.cluster)
+    }
+
+    /// Would a request be answered without the panic rule or `when_unavailable`?
+    pub fn served(&self) -> bool {
+        self.base.iter().chain(&self.fallback).any(|b| b.usable)
+    }
+}
+
+/// Which backends of route `route_index` are usable, with `ejected` saying which upstreams
+/// passive health has ejected (`&|_| false` for the controller's view alone). Failback hold
+/// and ramp only shape shares, so they do not count here. `None` if there is no such route.
+pub fn route_availability(
+    cfg: &Config,
+    route_index: usize,
+    ejected: &dyn Fn(UpstreamId) -> bool,
+) -> Option<RouteAvailability> {
+    let route = cfg.routes.get(route_index)?;
+    let statuses = |svc: &Service| -> Vec<BackendStatus> {
+        svc.backends
+            .iter()
+            .map(|b| {
+                let by_controller = controller_allows(cfg, route, b);
+                BackendStatus {
+                    cluster: b.cluster,
+                    upstream: b.upstream,
+                    by_controller,
+                    usable: by_controller && !ejected(b.upstream),
+                }
+            })
+            .collect()
+    };
+    Some(RouteAvailability {
+        base: statuses(&route.base),
+        fallback: route.fallback.as_ref().map(statuses).unwrap_or_default(),
+    })
+}
+
 /// Carry failback timers across a config change: a backend that the old config made unusable
 /// and the new one makes usable starts its hold-down now; one still ramping keeps its timer.
 /// Backends are matched by (route name, service name, cluster id).
@@ -59,7 +120,7 @@ pub fn carry_over(old: Option<&Config>, new: &mut Config, now_ms: u64) {
     let Some(old) = old else { return };
     let mut before: HashMap<(&str, &str, &str), (bool, Option<u64>)> = HashMap::new();
     for r in &old.routes {
-        for svc in std::iter::once(&r.base).chain(&r.canaries) {
+        for svc in services(r) {
             for b in &svc.backends {
                 let id = old.clusters.get(b.cluster).map_or("", |c| c.id.as_str());
                 before.insert(
@@ -72,7 +133,7 @@ pub fn carry_over(old: Option<&Config>, new: &mut Config, now_ms: u64) {
     let clusters = new.clusters.clone();
     let mut updates = Vec::new();
     for (ri, r) in new.routes.iter().enumerate() {
-        for (si, svc) in std::iter::once(&r.base).chain(&r.canaries).enumerate() {
+        for (si, svc) in services(r).enumerate() {
             for (bi, b) in svc.backends.iter().enumerate() {
                 let id = clusters.get(b.cluster).map_or("", |c| c.id.as_str());
                 let Some(&(was_usable, was_recovered)) = before.get(&(&r.name, &svc.name, id))
@@ -91,11 +152,19 @@ pub fn carry_over(old: Option<&Config>, new: &mut Config, now_ms: u64) {
     }
     for (ri, si, bi, at) in updates {
         let r = &mut new.routes[ri];
-        let svc = if si == 0 {
-            &mut r.base
-        } else {
-            &mut r.canaries[si - 1]
-        };
-        svc.backends[bi].recovered_at_ms = at;
+        let svc = std::iter::once(&mut r.base)
+            .chain(&mut r.canaries)
+            .chain(&mut r.fallback)
+            .nth(si);
+        if let Some(b) = svc.and_then(|svc| svc.backends.get_mut(bi)) {
+            b.recovered_at_ms = at;
+        }
     }
+}
+
+/// A route's services in a fixed order: base, canaries, fallback.
+fn services(r: &Route) -> impl Iterator<Item = &Service> {
+    std::iter::once(&r.base)
+        .chain(&r.canaries)
+        .chain(&r.fallback)
 }

@@ -55,6 +55,17 @@ pub enum Transition {
 }
 
 impl PassiveState {
+    /// A state ejected until `until_ms` (for native callers that model an ejection, e.g. the
+    /// controller's `explain` with `u64::MAX`).
+    pub fn ejected_until(until_ms: u64) -> PassiveState {
+        PassiveState {
+            ejected_until_ms: until_ms,
+            probation: true,
+            ejections: 1,
+            ..PassiveState::default()
+        }
+    }
+
     pub fn is_ejected(&self, now_ms: u64) -> bool {
         now_ms < self.ejected_until_ms
     }

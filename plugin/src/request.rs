@@ -76,7 +76,7 @@ pub fn value_of<'a, R: RequestView + ?Sized>(req: &'a R, source: &Source) -> Opt
 }
 
 pub fn matches<R: RequestView + ?Sized>(req: &R, cond: &Condition) -> bool {
-    value_of(req, &cond.source).is_some_and(|v| cond.matcher.matches(v))
+    cond.matcher.matches_value(value_of(req, &cond.source))
 }
 
 #[cfg(test)]

@@ -192,6 +192,7 @@ mod tests {
             route_by_header: None,
             canaries: vec![],
             canary_weight_total: None,
+            fallback: None,
             mirror: None,
             sticky: None,
             when_unavailable: WhenUnavailable::Reject,

@@ -225,3 +225,59 @@ proptest! {
         let _ = config::parse(v.to_string().as_bytes());
     }
 }
+
+fn regex_pin(re: &str) -> Result<config::Config, config::ConfigError> {
+    let mut v = good();
+    v["routes"][0]["pins"][0]["when"]["match"] = json!({ "regex": re });
+    config::parse(v.to_string().as_bytes())
+}
+
+#[test]
+fn regexes_match_the_whole_value_as_envoy_does() {
+    for (re, yes, no) in [
+        (
+            "gr(a|e)y",
+            &["gray", "grey"][..],
+            &["xgray", "grayx", "gr"][..],
+        ),
+        ("always|v2", &["always", "v2"], &["always2", "xv2", ""]),
+        (
+            "(?i)beta-[0-9]+",
+            &["BETA-12", "beta-0"],
+            &["beta-", "beta-1a"],
+        ),
+        (".*", &["", "anything"], &[]),
+    ] {
+        let cfg = regex_pin(re).unwrap_or_else(|e| panic!("{re}: {e}"));
+        let m = &cfg.routes[0].pins[0].when.matcher;
+        for v in yes {
+            assert!(m.matches(v), "{re} should match {v:?}");
+        }
+        for v in no {
+            assert!(!m.matches(v), "{re} should not match {v:?}");
+        }
+    }
+}
+
+#[test]
+fn hostile_regexes_are_rejected_with_the_path() {
+    let deep = format!("{}a{}", "(".repeat(200), ")".repeat(200));
+    for re in [
+        // Would escape the anchoring group: `^(?:a)|(b)$`.
+        "a)|(b",
+        "(unclosed",
+        // Compiles to a huge program.
+        "(a{1000}){1000}",
+        "[a-z]{500}[0-9]{500}",
+        deep.as_str(),
+        // Look-around and backreferences are not RE2.
+        "(a)\\1",
+        "(?=a)",
+    ] {
+        let e = regex_pin(re).expect_err(re);
+        assert_eq!(e.path, "routes[0].pins[0].when.match.regex", "{re}");
+        assert!(e.reason.starts_with("invalid regex"), "{re}: {e}");
+    }
+    let long = "a".repeat(1025);
+    assert!(regex_pin(&long).unwrap_err().reason.contains("longer than"));
+}

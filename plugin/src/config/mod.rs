@@ -2,9 +2,6 @@
 //! ([`Config`]) the routing engine runs on. Parsing never panics; a rejected config names the
 //! JSON path and the reason.
 
-pub mod decode;
-mod locate;
-pub mod regex;
 pub mod validate;
 pub mod wire;
 
@@ -43,31 +40,97 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The request headers the gateway's routes are written against, fixed by the static config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderNames {
+    pub cluster: String,
+    pub mirror: String,
+}
+
+impl HeaderNames {
+    pub fn of(cfg: &Config) -> HeaderNames {
+        HeaderNames {
+            cluster: cfg.cluster_header.clone(),
+            mirror: cfg.mirror_header.clone(),
+        }
+    }
+
+    /// A pulled config may not rename them: Envoy's `cluster_header` routes (and mirror
+    /// policies) name these headers, so a silent switch would 404 every request.
+    pub fn check_pulled(&self, pulled: &Config) -> Result<(), ConfigError> {
+        for (field, fixed, got) in [
+            ("cluster_header", &self.cluster, &pulled.cluster_header),
+            ("mirror_header", &self.mirror, &pulled.mirror_header),
+        ] {
+            if fixed != got {
+                return Err(ConfigError::new(
+                    field,
+                    format!(
+                        "\"{got}\" differs from \"{fixed}\" of the static config; the gateway's routes use that name, so only the static config can change it"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Larger documents are refused unread: parsing one would cost the VM several times its size.
+pub const MAX_CONFIG_BYTES: usize = 16 << 20;
+
 /// Parse and validate a JSON config.
 pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
     let wire = parse_wire(json)?;
     Config::try_from(wire)
 }
 
-/// Parse the JSON shape only: syntax errors are located by position, shape errors by the
-/// decoder, which tracks the path as it walks.
+/// Parse the JSON shape only. Shape and syntax errors name the JSON path where they happened
+/// (`serde_path_to_error` tracks it while serde_json reads); serde_json's recursion limit
+/// rejects absurdly deep nesting.
 pub fn parse_wire(json: &[u8]) -> Result<ConfigV1, ConfigError> {
-    let tree = serde_json::from_slice::<decode::Json>(json).map_err(|e| {
-        let at = locate::offset_of(json, e.line(), e.column());
-        // serde_json reports an error just past the offending token; step back into it.
-        // At the end of the text no field is to blame: the document is cut short.
-        let path = if e.is_eof() {
-            String::new()
-        } else {
-            locate::path_at(json, at.saturating_sub(1))
-        };
-        let msg = e.to_string();
-        // Drop serde_json's " at line L column C": the path says where.
-        let msg = match msg.rfind(" at line ") {
-            Some(i) => msg[..i].to_string(),
-            None => msg,
-        };
-        ConfigError::new(path, msg)
-    })?;
-    decode::config(&tree)
+    if json.len() > MAX_CONFIG_BYTES {
+        let (mib, max) = (json.len() >> 20, MAX_CONFIG_BYTES >> 20);
+        return Err(ConfigError::new(
+            "",
+            format!("the config is {mib} MiB, more than the {max} MiB this plugin reads"),
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let wire = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| ConfigError::new(json_path(e.path()), without_position(e.inner())))?;
+    de.end()
+        .map_err(|e| ConfigError::new("", without_position(&e)))?;
+    Ok(wire)
+}
+
+/// `routes[0].backends[1].cluster`; the root is the empty path. A syntax error between two
+/// members leaves an unknown last segment: the enclosing value is the place to look.
+fn json_path(p: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in p.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => push_key(&mut out, key),
+            Segment::Enum { variant } => push_key(&mut out, variant),
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+fn push_key(out: &mut String, key: &str) {
+    if !out.is_empty() {
+        out.push('.');
+    }
+    out.push_str(key);
+}
+
+/// serde_json's message without " at line L column C": the path says where.
+fn without_position(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    }
 }

@@ -14,6 +14,10 @@ pub type UpstreamId = usize;
 
 const MAX_ID_LEN: usize = 253;
 const MAX_REGEX_LEN: usize = 1024;
+/// Compiled program size of one regex, in bytes (regex-lite's default is 10 MB): a few hundred
+/// states, plenty for a header pattern.
+const REGEX_SIZE_LIMIT: usize = 16 * 1024;
+const REGEX_NEST_LIMIT: u32 = 32;
 const MAX_SECONDS: u32 = 86_400;
 const MAX_WEIGHT: u32 = 1_000_000;
 /// Active-standby chains longer than this are not a real topology (and the engine keeps the
@@ -61,6 +65,8 @@ pub struct Route {
     pub canary_when: Vec<Vec<Condition>>,
     /// Per canary: its share in percent after Higress normalisation (0 = not weighted).
     pub canary_percent: Vec<u32>,
+    /// The default backend service, used when the base service has no usable backend.
+    pub fallback: Option<Service>,
     pub mirror: Option<(UpstreamId, f64)>,
     pub sticky: Option<StickyV1>,
     pub when_unavailable: WhenUnavailable,
@@ -70,10 +76,11 @@ pub struct Route {
 }
 
 impl Route {
-    /// Every upstream a decision on this route may pick (base and canaries).
+    /// Every upstream a decision on this route may pick (base, canaries, fallback).
     pub fn upstreams(&self) -> impl Iterator<Item = UpstreamId> + '_ {
         std::iter::once(&self.base)
             .chain(&self.canaries)
+            .chain(&self.fallback)
             .flat_map(|s| s.backends.iter().map(|b| b.upstream))
     }
 }
@@ -124,18 +131,30 @@ pub enum Source {
 pub enum Matcher {
     Always,
     Present,
+    /// Matches only a missing value (see [`Matcher::matches_value`]).
+    Absent,
     Exact(String),
     /// Shared: routes repeat the same patterns, so each distinct one is compiled once.
-    Regex(std::sync::Arc<super::regex::Regex>),
+    Regex(std::sync::Arc<regex_lite::Regex>),
 }
 
 impl Matcher {
+    /// Does a present value match? `Absent` never does.
     pub fn matches(&self, value: &str) -> bool {
         match self {
             Matcher::Always => value == "always",
             Matcher::Present => true,
+            Matcher::Absent => false,
             Matcher::Exact(v) => value == v,
             Matcher::Regex(re) => re.is_match(value),
+        }
+    }
+
+    /// Does the value, or its absence (`None`), match? Only `Absent` matches a missing value.
+    pub fn matches_value(&self, value: Option<&str>) -> bool {
+        match value {
+            Some(v) => self.matches(v),
+            None => matches!(self, Matcher::Absent),
         }
     }
 }
@@ -154,7 +173,7 @@ struct Builder {
     cluster_ids: HashMap<String, usize>,
     upstreams: Vec<String>,
     upstream_ids: HashMap<String, UpstreamId>,
-    regexes: HashMap<String, std::sync::Arc<super::regex::Regex>>,
+    regexes: HashMap<String, std::sync::Arc<regex_lite::Regex>>,
 }
 
 impl Builder {
@@ -370,6 +389,21 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
         check_weight(&format!("{path}.canary_weight_total"), t)?;
     }
     let canary_percent = crate::split::higress_canary_percents(&weights, r.canary_weight_total);
+    let fallback = match &r.fallback {
+        Some(f) => {
+            let p = format!("{path}.fallback");
+            if f.name.trim().is_empty() {
+                return Err(ConfigError::new(format!("{p}.name"), "must not be empty"));
+            }
+            Some(build_service(
+                b,
+                &format!("{p}.backends"),
+                &f.name,
+                &f.backends,
+            )?)
+        }
+        None => None,
+    };
 
     let mirror = match &r.mirror {
         Some(m) => {
@@ -436,6 +470,7 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
         canaries,
         canary_when,
         canary_percent,
+        fallback,
         mirror,
         sticky: r.sticky.clone(),
         when_unavailable: r.when_unavailable,
@@ -537,6 +572,7 @@ fn build_condition(b: &mut Builder, path: &str, c: &ConditionV1) -> Result<Condi
     let matcher = match &c.matcher {
         MatchV1::Always => Matcher::Always,
         MatchV1::Present => Matcher::Present,
+        MatchV1::Absent => Matcher::Absent,
         MatchV1::Exact(v) => Matcher::Exact(v.clone()),
         MatchV1::Regex(re) => {
             let p = format!("{path}.match.regex");
@@ -549,20 +585,30 @@ fn build_condition(b: &mut Builder, path: &str, c: &ConditionV1) -> Result<Condi
             if let Some(r) = b.regexes.get(re.as_str()) {
                 Matcher::Regex(r.clone())
             } else {
-                // Full match, as Envoy's safe_regex and Higress' canary patterns do.
-                let anchored = format!("^(?:{re})$");
-                match super::regex::Regex::new(&anchored) {
-                    Ok(r) => {
-                        let r = std::sync::Arc::new(r);
-                        b.regexes.insert(re.clone(), r.clone());
-                        Matcher::Regex(r)
-                    }
-                    Err(e) => return Err(ConfigError::new(p, format!("invalid regex: {e}"))),
-                }
+                let r = compile_regex(re)
+                    .map_err(|e| ConfigError::new(p, format!("invalid regex: {e}")))?;
+                let r = std::sync::Arc::new(r);
+                b.regexes.insert(re.clone(), r.clone());
+                Matcher::Regex(r)
             }
         }
     };
     Ok(Condition { source, matcher })
+}
+
+/// Full match, as Envoy's `safe_regex` and Higress' canary patterns do. The limits keep a
+/// hostile pattern (`(a{1000}){1000}`) from costing the VM memory or time: regex-lite matches in
+/// `O(program * haystack)`, so a small program bounds every request. The pattern is compiled
+/// alone first, so that one like `a)|(b` cannot break out of the anchoring group.
+fn compile_regex(re: &str) -> Result<regex_lite::Regex, regex_lite::Error> {
+    let build = |p: &str| {
+        regex_lite::RegexBuilder::new(p)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .nest_limit(REGEX_NEST_LIMIT)
+            .build()
+    };
+    build(re)?;
+    build(&format!("^(?:{re})$"))
 }
 
 /// Header names must be lower-case tokens (HTTP/2 and Envoy store them lower-case).

@@ -1,15 +1,16 @@
 //! The JSON wire format of config schema v1, exactly as gateways receive it.
 //!
-//! These types only describe shape; [`super::decode`] reads them from JSON (unknown fields are
-//! rejected; an absent optional field takes the `default_*` function or `Default` impl here) and
-//! meaning is checked in [`super::validate`]. They are `Serialize` too, so the controller builds
+//! These types only describe shape: serde derives read them (unknown fields are rejected; an
+//! absent field takes the `default_*` function or `Default` impl named here, the one place
+//! defaults live) and meaning is checked in [`super::validate`]. They are `Serialize` too, so the controller builds
 //! configs with the same types the plugin reads, and its output is byte-stable (fields in
 //! declaration order, lists in the order the controller sorted them).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole plugin configuration.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConfigV1 {
     /// Schema version; must be 1.
     pub version: u32,
@@ -17,8 +18,10 @@ pub struct ConfigV1 {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
     /// Request header the plugin sets to the chosen upstream (Envoy `cluster_header`).
+    #[serde(default = "default_cluster_header")]
     pub cluster_header: String,
     /// Request header set to the mirror upstream (Envoy `request_mirror_policies.cluster_header`).
+    #[serde(default = "default_mirror_header")]
     pub mirror_header: String,
     /// Optional response header explaining the decision (`cluster=..; reason=..; route=..`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -29,12 +32,44 @@ pub struct ConfigV1 {
     /// Member clusters and the state the controller last saw.
     pub clusters: Vec<ClusterV1>,
     /// Passive health (outlier detection in the data plane).
+    #[serde(default)]
     pub passive_health: PassiveHealthV1,
     /// Routes; matched like Ingress rules (most specific host, then most specific path).
+    #[serde(default, deserialize_with = "at_most_routes")]
     pub routes: Vec<RouteV1>,
     /// Where to pull newer configs from (the controller); only read from the static config.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_source: Option<ConfigSourceV1>,
+}
+
+/// Routes a config may hold: the validated form costs the VM about a kilobyte per route, so the
+/// list is cut off while it is read rather than after.
+pub const MAX_ROUTES: usize = 20_000;
+
+fn at_most_routes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RouteV1>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<RouteV1>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a sequence of at most {MAX_ROUTES} routes")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(r) = seq.next_element()? {
+                if out.len() == MAX_ROUTES {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_ROUTES} routes"
+                    )));
+                }
+                out.push(r);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded)
 }
 
 pub fn default_cluster_header() -> String {
@@ -46,16 +81,18 @@ pub fn default_mirror_header() -> String {
 }
 
 /// A member cluster.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClusterV1 {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    #[serde(default)]
     pub state: ClusterState,
 }
 
 /// What the control plane knows about a member cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterState {
     /// Watch is live and endpoints are ready.
@@ -70,7 +107,8 @@ pub enum ClusterState {
 }
 
 /// Passive health settings (shared by all routes; health is tracked per upstream).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PassiveHealthV1 {
     pub enabled: bool,
     /// Consecutive failures that eject a healthy upstream.
@@ -104,39 +142,50 @@ impl Default for PassiveHealthV1 {
 }
 
 /// One route: host and path matches, the clusters behind it and how traffic is shared.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RouteV1 {
     /// Name shown in logs and the decision header (the controller uses `namespace/ingress`).
     pub name: String,
     /// Hosts, exact or `*.suffix` (one DNS label); empty = any host.
+    #[serde(default)]
     pub hosts: Vec<String>,
     /// Paths; empty = `Prefix /`.
+    #[serde(default)]
     pub paths: Vec<PathV1>,
+    #[serde(default)]
     pub mode: Mode,
     /// Active-standby: cluster ids, primary first. Clusters not listed are never used.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub order: Vec<String>,
     /// Ready endpoints a cluster needs to count as usable for this route.
+    #[serde(default = "default_min_healthy")]
     pub min_healthy: u32,
+    #[serde(default)]
     pub failback: FailbackV1,
     /// The base service in each member cluster.
     pub backends: Vec<BackendV1>,
     /// Requests matching a pin go to its cluster (if usable); first matching pin wins.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pins: Vec<PinV1>,
     /// A request header whose value names the cluster to use.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route_by_header: Option<String>,
     /// Canary services (Higress semantics): matched by condition, else by weight.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub canaries: Vec<CanaryV1>,
     /// Denominator for canary weights (Higress `canary-weight-total`), default 100.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary_weight_total: Option<u32>,
+    /// The default backend (Higress/nginx `default-backend`): takes the traffic when the base
+    /// service has no usable backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackV1>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<MirrorV1>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sticky: Option<StickyV1>,
+    #[serde(default)]
     pub when_unavailable: WhenUnavailable,
 }
 
@@ -145,7 +194,8 @@ pub fn default_min_healthy() -> u32 {
 }
 
 /// Ingress path match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PathV1 {
     #[serde(rename = "type")]
     pub kind: PathKind,
@@ -153,13 +203,13 @@ pub struct PathV1 {
 }
 
 /// Ingress `pathType` (`ImplementationSpecific` is treated as `Prefix` by the controller).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PathKind {
     Exact,
     Prefix,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// All usable clusters share traffic by weight (explicit, or ready endpoints).
@@ -170,7 +220,8 @@ pub enum Mode {
 }
 
 /// How a cluster that comes back is given traffic again.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct FailbackV1 {
     /// A recovered cluster must stay usable this long before it gets traffic again.
     pub hold_seconds: u32,
@@ -188,7 +239,8 @@ impl Default for FailbackV1 {
 }
 
 /// The service in one member cluster.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BackendV1 {
     pub cluster: String,
     /// Gateway upstream (Envoy cluster name) that reaches this service in this cluster.
@@ -203,7 +255,8 @@ pub struct BackendV1 {
 }
 
 /// A request attribute test: exactly one of `header`, `cookie`, `query`, plus a `match`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConditionV1 {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
@@ -216,29 +269,34 @@ pub struct ConditionV1 {
 }
 
 /// How a value matches: `"always"` (nginx/Higress convention: the value is `always`),
-/// `"present"` (any value), `{"exact": v}`, or `{"regex": re}` (full match).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// `"present"` (any value), `"absent"` (no value at all), `{"exact": v}`, or `{"regex": re}`
+/// (full match). An absent value matches only `"absent"`, as in Envoy, where only a
+/// presence-false matcher matches a missing header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchV1 {
     Always,
     Present,
+    Absent,
     Exact(String),
     Regex(String),
 }
 
 /// Condition -> cluster.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PinV1 {
     pub when: ConditionV1,
     pub cluster: String,
 }
 
 /// A canary service.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CanaryV1 {
     pub name: String,
     /// Any matching condition sends the request to the canary.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub when: Vec<ConditionV1>,
     /// Canary weight (Higress normalisation); used when no condition is given.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -246,10 +304,21 @@ pub struct CanaryV1 {
     pub backends: Vec<BackendV1>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The route's default backend service, in whichever member clusters run it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackV1 {
+    /// Service name (`namespace/service`), for logs.
+    pub name: String,
+    pub backends: Vec<BackendV1>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MirrorV1 {
     pub upstream: String,
     /// Share of matched requests mirrored, 0..=100.
+    #[serde(default = "default_percent")]
     pub percent: f64,
 }
 
@@ -257,9 +326,11 @@ pub fn default_percent() -> f64 {
     100.0
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StickyV1 {
     pub cookie: String,
+    #[serde(default = "default_max_age")]
     pub max_age_seconds: u32,
 }
 
@@ -267,7 +338,7 @@ pub fn default_max_age() -> u32 {
     3600
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WhenUnavailable {
     /// Answer 503 locally with a clear body.
@@ -278,18 +349,23 @@ pub enum WhenUnavailable {
 }
 
 /// The controller endpoint the plugin long-polls for newer configs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConfigSourceV1 {
     /// Gateway upstream (Envoy cluster) of the controller.
     pub upstream: String,
+    #[serde(default = "default_source_authority")]
     pub authority: String,
+    #[serde(default = "default_source_path")]
     pub path: String,
     /// Bearer token for the controller's config endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// How often a worker checks for a newer config (and, if it holds the lease, pulls).
+    #[serde(default = "default_poll_ms")]
     pub poll_ms: u32,
     /// Long-poll wait the controller may hold the request for.
+    #[serde(default = "default_wait_seconds")]
     pub wait_seconds: u32,
 }
 

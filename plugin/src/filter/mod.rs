@@ -70,6 +70,8 @@ struct Root {
     vm: Rc<RefCell<Vm>>,
     /// From the static config: where to pull newer configs.
     source: Option<ConfigSourceV1>,
+    /// From the static config: the header names pulled configs must keep.
+    headers: Option<config::HeaderNames>,
     vm_token: u64,
     in_flight: Option<u32>,
     /// ETag of the config this VM runs (or of a rejected one, so the long-poll waits for news).
@@ -91,6 +93,7 @@ impl Root {
                 health: HealthStore::default(),
             })),
             source: None,
+            headers: None,
             vm_token,
             in_flight: None,
             etag: None,
@@ -115,11 +118,20 @@ impl Root {
         let Ok(mut vm) = self.vm.try_borrow_mut() else {
             return;
         };
-        match config::parse(json) {
+        match self.parse_pulled(json) {
             Ok(cfg) => vm.adopt(cfg, "shared data", now_ms),
             Err(e) => vm.reject("shared data", &e),
         }
         self.etag = Some(etag);
+    }
+
+    /// A config from the controller (directly or through shared data).
+    fn parse_pulled(&self, json: &[u8]) -> Result<Config, config::ConfigError> {
+        let cfg = config::parse(json)?;
+        match &self.headers {
+            Some(h) => h.check_pulled(&cfg).map(|()| cfg),
+            None => Ok(cfg),
+        }
     }
 
     fn maybe_pull(&mut self, now_ms: u64) {
@@ -177,7 +189,7 @@ impl Context for Root {
                 let Ok(mut vm) = self.vm.try_borrow_mut() else {
                     return;
                 };
-                match config::parse(&body) {
+                match self.parse_pulled(&body) {
                     Ok(cfg) => {
                         let etag = if etag.is_empty() {
                             cfg.revision.clone().unwrap_or_default()
@@ -221,6 +233,7 @@ impl RootContext for Root {
         match config::parse(&raw) {
             Ok(cfg) => {
                 let source = cfg.config_source.clone();
+                self.headers = Some(config::HeaderNames::of(&cfg));
                 self.etag = cfg.revision.clone();
                 vm.adopt(cfg, "plugin configuration", now);
                 drop(vm);
@@ -330,7 +343,10 @@ impl Http {
         }
         host::clear_route_cache();
         metrics.inc_request(t.cluster, cluster_id, t.reason);
-        if matches!(t.reason, Reason::Failover | Reason::Standby | Reason::Panic) {
+        if matches!(
+            t.reason,
+            Reason::Failover | Reason::Standby | Reason::Fallback | Reason::Panic
+        ) {
             metrics.inc("fleetgate_failovers_total");
         }
         self.routed = Some(Routed {

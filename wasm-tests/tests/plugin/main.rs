@@ -4,7 +4,9 @@
 
 mod config;
 mod failover;
+mod fidelity;
 mod hostile;
+mod limits;
 mod pull;
 mod routing;
 mod split;

@@ -102,3 +102,46 @@ fn pulled_config_takes_effect_on_the_next_request() {
     serve(&h, &next, "r2");
     assert_eq!(route_once(&h, &[]).as_deref(), Some("hz-b"));
 }
+
+#[test]
+fn a_pulled_config_may_not_rename_the_cluster_or_mirror_header() {
+    let h = host(&boot());
+    let vm2 = h.add_vm().unwrap();
+    for (field, name) in [
+        ("cluster_header", "x-other-upstream"),
+        ("mirror_header", "x-other-mirror"),
+    ] {
+        let mut next = boot();
+        next.as_object_mut().unwrap().remove("config_source");
+        next[field] = json!(name);
+        serve(&h, &next, &format!("rename-{field}"));
+        assert!(
+            h.logged(
+                LogLevel::Error,
+                &format!("config rejected from controller: {field}: \"{name}\" differs")
+            ),
+            "{:?}",
+            h.logs()
+        );
+        // Still routed with the static config's header, by both workers.
+        assert_eq!(route_once(&h, &[]).as_deref(), Some("hz-a"));
+        let s = h.request().vm(vm2).authority(HOST_NAME).path("/").send();
+        assert_eq!(s.request_header(UPSTREAM_HEADER), Some(up("hz-a")));
+        assert_eq!(s.request_header(name), None);
+        s.respond(200).finish();
+        h.advance(Duration::from_secs(2));
+    }
+    // A worker that finds such a config in shared data (another gateway build wrote it) refuses
+    // it as well.
+    let mut renamed = boot();
+    renamed["cluster_header"] = json!("x-other-upstream");
+    let record = format!("shared-rename\n{renamed}");
+    h.set_shared_data("fleetgate/config", record.as_bytes());
+    h.clear_logs();
+    h.tick();
+    assert!(h.logged(
+        LogLevel::Error,
+        "config rejected from shared data: cluster_header"
+    ));
+    assert_eq!(route_once(&h, &[]).as_deref(), Some("hz-a"));
+}
