@@ -66,6 +66,10 @@ pub(crate) fn admit(
                 err.reason
             );
             problems.push(Problem::new(&key, Severity::Rejected, msg));
+        } else if at.starts_with(".fallback") && route.fallback.is_some() {
+            route.fallback = None;
+            let msg = format!("default-backend: the plugin rejects it ({err}); no fallback");
+            problems.push(Problem::new(base, Severity::Warning, msg));
         } else if at.starts_with(".mirror") && route.mirror.is_some() {
             route.mirror = None;
             let msg = format!("mirror: the plugin rejects it ({err}); not mirrored");
@@ -151,6 +155,7 @@ fn cluster_states(built: &[(RouteV1, RouteOrigin)], ctx: &Ctx<'_>) -> Vec<Cluste
                             r.backends
                                 .iter()
                                 .chain(r.canaries.iter().flat_map(|c| c.backends.iter()))
+                                .chain(r.fallback.iter().flat_map(|f| f.backends.iter()))
                         })
                         .filter(|b| b.cluster == m.id)
                         .filter_map(|b| b.ready)

@@ -3,8 +3,8 @@
 //! dropped alone; a base path that cannot be built is dropped alone.
 
 use fleetgate_plugin::config::{
-    BackendV1, CanaryV1, ConditionV1, FailbackV1, MatchV1, MirrorV1, Mode, PathV1, RouteV1,
-    StickyV1,
+    BackendV1, CanaryV1, ConditionV1, FailbackV1, FallbackV1, MatchV1, MirrorV1, Mode, PathV1,
+    RouteV1, StickyV1,
 };
 
 use super::claims::{BasePlan, CanaryPlan, PathPlan};
@@ -13,6 +13,7 @@ use super::ingress::RuleKey;
 use super::{Contact, Ctx, IngressKey, PortRef, Problem, RouteOrigin, Severity, SvcRef};
 use crate::annotations::{
     CanaryMatch, CanaryRule, CanarySource, CanaryValue, IngressAnnotations, MirrorTarget, ModeAnno,
+    ServiceRef,
 };
 
 /// A route built for one path, before routes of one Ingress are merged and named.
@@ -135,6 +136,15 @@ fn build_path(
             .map_err(|m| problems.push(Problem::new(b.ingress, Severity::Warning, m)))
             .ok()
     });
+    let fallback = a.default_backend.as_ref().and_then(|svc| {
+        fallback(svc, ctx)
+            .map(|(f, svc)| {
+                services.push(svc);
+                f
+            })
+            .map_err(|m| problems.push(Problem::new(b.ingress, Severity::Warning, m)))
+            .ok()
+    });
     let route = RouteV1 {
         name: b.ingress.to_string(),
         hosts: e.host.iter().cloned().collect(),
@@ -159,6 +169,7 @@ fn build_path(
         when_unavailable: a
             .when_unavailable
             .unwrap_or(ctx.opts.settings.when_unavailable),
+        fallback,
     };
     let route = admit(route, ctx, b.ingress, e, &mut canaries, problems)?;
     canary_keys.extend(canaries.into_iter().map(|(k, _)| k));
@@ -313,6 +324,36 @@ fn canary_total(canaries: &[CanaryPlan<'_>]) -> Option<u32> {
     (t != 100 || first_total.is_some()).then(|| u32::try_from(t).unwrap_or(u32::MAX))
 }
 
+/// The `default-backend` Service in every member, on its first port (Higress), taking the
+/// route's traffic when no cluster can serve the base Service.
+fn fallback(s: &ServiceRef, ctx: &Ctx<'_>) -> Result<(FallbackV1, SvcRef), String> {
+    let port = first_port(s, ctx).ok_or_else(|| {
+        format!(
+            "default-backend {}/{}: no member has this Service with a port; no fallback",
+            s.namespace, s.name
+        )
+    })?;
+    let svc = SvcRef {
+        namespace: s.namespace.clone(),
+        name: s.name.clone(),
+        port: PortRef::Number(port),
+    };
+    let f = FallbackV1 {
+        name: format!("{}/{}", s.namespace, s.name),
+        backends: backends(&svc, ctx, None, None)?,
+    };
+    Ok((f, svc))
+}
+
+/// The first port of a Service, from the first member (by id) that has the Service.
+fn first_port(s: &ServiceRef, ctx: &Ctx<'_>) -> Option<u16> {
+    let key = (s.namespace.clone(), s.name.clone());
+    ctx.members.iter().find_map(|m| {
+        let ports = m.index.service(&key)?.ports.as_ref()?;
+        ports.first().map(|p| p.port)
+    })
+}
+
 /// The mirror upstream. A Service target must exist in some member (Higress ignores the
 /// annotation otherwise); its port defaults to the Service's first port.
 fn mirror(target: &MirrorTarget, percent: f64, ctx: &Ctx<'_>) -> Result<MirrorV1, String> {
@@ -323,27 +364,14 @@ fn mirror(target: &MirrorTarget, percent: f64, ctx: &Ctx<'_>) -> Result<MirrorV1
             .replace("{port}", &port.to_string())
             .replace("{host}", host),
         MirrorTarget::Service(s) => {
-            let key = (s.namespace.clone(), s.name.clone());
-            let first = ctx.members.iter().find_map(|m| {
-                let ports = m.index.service(&key)?.ports.as_ref()?;
-                Some(ports.first().map(|p| p.port))
-            });
-            let port = match (first, s.port) {
-                (None, _) => {
-                    return Err(format!(
-                        "mirror-target-service {}/{}: no member has this Service; not mirrored",
+            let port = first_port(s, ctx)
+                .map(|first| s.port.unwrap_or(first))
+                .ok_or_else(|| {
+                    format!(
+                        "mirror-target-service {}/{}: no member has this Service with a port; not mirrored",
                         s.namespace, s.name
-                    ))
-                }
-                (Some(_), Some(p)) => p,
-                (Some(Some(p)), None) => p,
-                (Some(None), None) => {
-                    return Err(format!(
-                        "mirror-target-service {}/{}: the Service has no ports; not mirrored",
-                        s.namespace, s.name
-                    ))
-                }
-            };
+                    )
+                })?;
             render_template(&ctx.opts.mirror_template, port, "", &s.name, &s.namespace)
         }
     };

@@ -653,3 +653,54 @@ fn settings_and_when_unavailable_reach_the_config() {
     use fleetgate_plugin::config::WhenUnavailable::*;
     assert_eq!(wu, vec![("default/api", Reject), ("default/shop", Panic)]);
 }
+
+#[test]
+fn default_backend_is_the_routes_fallback_when_no_cluster_can_serve() {
+    let ings = [ingress(
+        "shop",
+        T0,
+        &[("nginx.ingress.kubernetes.io/default-backend", "shop-v2")],
+        "/",
+        "shop",
+        "80",
+    )];
+    // shop has no ready endpoint anywhere; shop-v2 (first port 80) has one in each member.
+    let svcs = ["shop", "shop-v2"];
+    let members: Vec<MemberSnapshot> = ["hz-a", "hz-b"]
+        .iter()
+        .map(|id| {
+            let slices = vec![
+                slice("shop", &[Some(false)]),
+                slice("shop-v2", &[Some(true)]),
+            ];
+            member(id, Contact::Live, &svcs, slices)
+        })
+        .collect();
+    let d = derive_config(&ings, &members, &DeriveOptions::default()).unwrap();
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+    let f = d.config.routes[0].fallback.as_ref().expect("fallback");
+    assert_eq!(f.name, "default/shop-v2");
+    assert_eq!(
+        f.backends[0].upstream,
+        "outbound|80|hz-a|shop-v2.default.svc.cluster.local"
+    );
+    let req = fleetgate_plugin::request::SimpleRequest::new("shop.example.com", "/");
+    let mut rng = fastrand::Rng::with_seed(3);
+    let dec =
+        fleetgate_plugin::decide::select(&d.plugin, &req, |_| Default::default(), 0, &mut rng)
+            .unwrap();
+    let t = dec.target.expect("served by the fallback");
+    assert_eq!(t.reason, fleetgate_plugin::decide::Reason::Fallback);
+    // A default-backend Service no member has: warning, no fallback, the route still served.
+    let ings = [ingress(
+        "shop",
+        T0,
+        &[("higress.io/default-backend", "nowhere")],
+        "/",
+        "shop",
+        "80",
+    )];
+    let d = derive(&ings);
+    assert!(d.config.routes[0].fallback.is_none());
+    assert_eq!(d.problems[0].severity, Severity::Warning);
+}
