@@ -607,20 +607,9 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Cluster ids follow the member id rule (see [`crate::members::check_member_id`]).
 fn check_cluster_id(k: &str, id: &str) -> Result<(), AnnotationError> {
-    let ok = !id.is_empty()
-        && id.len() <= 253
-        && id
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(AnnotationError::new(
-            k,
-            format!("{id:?} is not a cluster id"),
-        ))
-    }
+    crate::members::check_member_id(id).map_err(|e| AnnotationError::new(k, e))
 }
 
 fn header_name(k: &str, h: &str) -> Result<String, AnnotationError> {

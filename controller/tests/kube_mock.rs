@@ -269,13 +269,7 @@ async fn unreachable_member_becomes_unknown_after_the_grace_period_and_keeps_end
     assert_eq!(contact(&store), Contact::Lost);
 
     let snap = store.snapshot(tokio::time::Instant::now(), grace);
-    let ing: k8s_openapi::api::networking::v1::Ingress = serde_json::from_value(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-        "metadata": {"name": "shop", "namespace": "default"},
-        "spec": {"ingressClassName": "fleetgate", "rules": [{"host": "shop.example.com", "http": {"paths": [
-            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "shop", "port": {"number": 80}}}}]}}]}
-    }))
-    .unwrap();
+    let ing = shop_ingress();
     let d = derive::derive_config(&[ing], &snap.members, &DeriveOptions::default()).unwrap();
     drop(held);
     assert_eq!(d.config.clusters[0].state, ClusterState::Healthy);
