@@ -10,7 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use fleetgate_plugin::config::{ClusterState, ConfigV1};
+use fleetgate_plugin::config::{ClusterState, ClusterV1, RouteV1};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -138,24 +138,27 @@ impl Metrics {
     }
 
     /// Update the gauges that describe a config.
-    pub fn observe_config(&self, c: &ConfigV1) {
-        self.config_routes.set(c.routes.len() as i64);
+    pub fn observe_config<'a>(
+        &self,
+        clusters: &[ClusterV1],
+        routes: impl Iterator<Item = &'a RouteV1> + Clone,
+    ) {
+        self.config_routes.set(routes.clone().count() as i64);
         for (state, name) in [
             (ClusterState::Healthy, "healthy"),
             (ClusterState::Degraded, "degraded"),
             (ClusterState::Unknown, "unknown"),
             (ClusterState::Down, "down"),
         ] {
-            let n = c.clusters.iter().filter(|m| m.state == state).count();
+            let n = clusters.iter().filter(|m| m.state == state).count();
             self.members
                 .get_or_create(&label("state", name))
                 .set(n as i64);
         }
-        for m in &c.clusters {
+        for m in clusters {
             let mut seen = std::collections::BTreeSet::new();
-            let ready: u64 = c
-                .routes
-                .iter()
+            let ready: u64 = routes
+                .clone()
                 .flat_map(|r| r.backends.iter())
                 .filter(|b| b.cluster == m.id && seen.insert(b.upstream.clone()))
                 .filter_map(|b| b.ready)

@@ -288,7 +288,7 @@ pub fn class_options(
 
 /// The pretty JSON `render` prints (trailing newline).
 pub fn pretty(d: &Derived) -> Result<String, CliError> {
-    let mut s = serde_json::to_string_pretty(&d.config).map_err(derive::DeriveError::from)?;
+    let mut s = serde_json::to_string_pretty(d.config()).map_err(derive::DeriveError::from)?;
     s.push('\n');
     Ok(s)
 }

@@ -8,7 +8,7 @@
 //! number, so the Service port's name is what selects the slice port. A member without the
 //! Service has no endpoints for it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -86,6 +86,20 @@ pub struct ServiceEntry {
     pub ports: Option<Vec<ServicePort>>,
     /// Slices by name.
     pub slices: BTreeMap<String, SliceView>,
+    /// Endpoint counts per Service port name, kept up to date on every change (derive reads
+    /// them for every route and every member).
+    counts: Vec<(String, EndpointCount)>,
+    /// Changes whenever this entry changes; never repeats within one index.
+    pub version: u64,
+}
+
+impl ServiceEntry {
+    fn recount(&mut self) {
+        let names = self.ports.iter().flatten().map(|p| p.name.clone());
+        self.counts = names
+            .map(|n| (n.clone(), count_port(&self.slices, &n)))
+            .collect();
+    }
 }
 
 /// Ready and not-ready endpoints of one Service port in one member.
@@ -97,9 +111,31 @@ pub struct EndpointCount {
 }
 
 /// One member's Services and EndpointSlices.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberIndex {
+    /// Names this history: versions of two indexes built apart are not comparable.
+    history: u64,
     services: HashMap<SvcKey, ServiceEntry>,
+    /// The last version handed to an entry.
+    version: u64,
+    /// The most recent changes, `(version, Service)`, so an incremental derive can ask what
+    /// changed since the version it saw (bounded: older history is forgotten).
+    changes: VecDeque<(u64, SvcKey)>,
+}
+
+/// Changes remembered per member for incremental derivation.
+const CHANGE_LOG: usize = 65_536;
+
+impl Default for MemberIndex {
+    fn default() -> Self {
+        static HISTORIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        MemberIndex {
+            history: HISTORIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            services: HashMap::new(),
+            version: 0,
+            changes: VecDeque::new(),
+        }
+    }
 }
 
 impl MemberIndex {
@@ -128,13 +164,13 @@ impl MemberIndex {
     pub fn apply_service(&mut self, s: &Service) -> Option<SvcKey> {
         let key = (s.metadata.namespace.clone()?, s.metadata.name.clone()?);
         let ports = service_ports(s);
-        self.services.entry(key.clone()).or_default().ports = Some(ports);
+        self.update(&key, |e| e.ports = Some(ports));
         Some(key)
     }
 
     pub fn delete_service(&mut self, s: &Service) -> Option<SvcKey> {
         let key = (s.metadata.namespace.clone()?, s.metadata.name.clone()?);
-        self.drop_if_empty(&key, |e| e.ports = None);
+        self.update(&key, |e| e.ports = None);
         Some(key)
     }
 
@@ -143,17 +179,15 @@ impl MemberIndex {
     pub fn apply_slice(&mut self, s: &EndpointSlice) -> Option<SvcKey> {
         let (key, name) = slice_key(s)?;
         let view = slice_view(s);
-        self.services
-            .entry(key.clone())
-            .or_default()
-            .slices
-            .insert(name, view);
+        self.update(&key, |e| {
+            e.slices.insert(name, view);
+        });
         Some(key)
     }
 
     pub fn delete_slice(&mut self, s: &EndpointSlice) -> Option<SvcKey> {
         let (key, name) = slice_key(s)?;
-        self.drop_if_empty(&key, |e| {
+        self.update(&key, |e| {
             e.slices.remove(&name);
         });
         Some(key)
@@ -161,35 +195,76 @@ impl MemberIndex {
 
     /// Replace all Services (after a relist), keeping the slices.
     pub fn replace_services(&mut self, all: &[Service]) {
-        for e in self.services.values_mut() {
-            e.ports = None;
+        let keys: Vec<SvcKey> = self.services.keys().cloned().collect();
+        for k in keys {
+            self.update(&k, |e| e.ports = None);
         }
         for s in all {
             self.apply_service(s);
         }
-        self.services
-            .retain(|_, e| e.ports.is_some() || !e.slices.is_empty());
     }
 
     /// Replace all slices (after a relist), keeping the Services.
     pub fn replace_slices(&mut self, all: &[EndpointSlice]) {
-        for e in self.services.values_mut() {
-            e.slices.clear();
-        }
+        let mut fresh: HashMap<SvcKey, BTreeMap<String, SliceView>> = HashMap::new();
         for s in all {
-            self.apply_slice(s);
-        }
-        self.services
-            .retain(|_, e| e.ports.is_some() || !e.slices.is_empty());
-    }
-
-    fn drop_if_empty(&mut self, key: &SvcKey, f: impl FnOnce(&mut ServiceEntry)) {
-        if let Some(e) = self.services.get_mut(key) {
-            f(e);
-            if e.ports.is_none() && e.slices.is_empty() {
-                self.services.remove(key);
+            if let Some((key, name)) = slice_key(s) {
+                fresh.entry(key).or_default().insert(name, slice_view(s));
             }
         }
+        let keys: BTreeSet<SvcKey> = self.services.keys().chain(fresh.keys()).cloned().collect();
+        for k in keys {
+            let slices = fresh.remove(&k).unwrap_or_default();
+            if self.services.get(&k).is_none_or(|e| e.slices != slices) {
+                self.update(&k, |e| e.slices = slices);
+            }
+        }
+    }
+
+    /// Where this index's history stands: (history, version of the latest change), a cursor
+    /// for [`MemberIndex::changed_since`].
+    pub fn cursor(&self) -> (u64, u64) {
+        (self.history, self.version)
+    }
+
+    /// The Services changed after `version`, or `None` when that is older than the history
+    /// kept (then everything must count as changed).
+    pub fn changed_since(
+        &self,
+        (history, version): (u64, u64),
+    ) -> Option<impl Iterator<Item = &SvcKey>> {
+        let known = history == self.history
+            && match self.changes.front() {
+                Some((oldest, _)) => version + 1 >= *oldest,
+                None => version >= self.version,
+            };
+        known.then(|| {
+            self.changes
+                .iter()
+                .filter(move |(v, _)| *v > version)
+                .map(|(_, k)| k)
+        })
+    }
+
+    /// Change one entry: recount, give it a new version, drop it once empty.
+    fn update(&mut self, key: &SvcKey, f: impl FnOnce(&mut ServiceEntry)) {
+        self.version += 1;
+        if self.changes.len() == CHANGE_LOG {
+            self.changes.pop_front();
+        }
+        self.changes.push_back((self.version, key.clone()));
+        let e = self.services.entry(key.clone()).or_default();
+        f(e);
+        e.recount();
+        e.version = self.version;
+        if e.ports.is_none() && e.slices.is_empty() {
+            self.services.remove(key);
+        }
+    }
+
+    /// The version of a Service's entry (0: this member knows nothing of it).
+    pub fn version(&self, key: &SvcKey) -> u64 {
+        self.services.get(key).map_or(0, |e| e.version)
     }
 
     /// The Service port an Ingress backend names, if this member has the Service and the port.
@@ -207,19 +282,12 @@ impl MemberIndex {
         let Some(sp) = self.service_port(key, port) else {
             return EndpointCount::default();
         };
-        let mut ready = BTreeSet::new();
-        let mut not_ready = BTreeSet::new();
-        for ep in self.endpoints(key, &sp.name) {
-            if ep.is_ready() {
-                ready.insert(ep.identity());
-            } else if !ep.terminating {
-                not_ready.insert(ep.identity());
-            }
-        }
-        EndpointCount {
-            ready: ready.len() as u32,
-            not_ready: not_ready.difference(&ready).count() as u32,
-        }
+        let counts = self.services.get(key).map(|e| e.counts.as_slice());
+        counts
+            .into_iter()
+            .flatten()
+            .find(|(n, _)| *n == sp.name)
+            .map_or_else(EndpointCount::default, |(_, c)| *c)
     }
 
     /// Endpoints of the slices that carry the Service port named `port_name`.
@@ -228,12 +296,34 @@ impl MemberIndex {
         key: &SvcKey,
         port_name: &'a str,
     ) -> impl Iterator<Item = &'a EndpointView> + 'a {
-        self.services
-            .get(key)
-            .into_iter()
-            .flat_map(|e| e.slices.values())
-            .filter(move |s| s.target_port(port_name).is_some())
-            .flat_map(|s| s.endpoints.iter())
+        let slices = self.services.get(key).map(|e| &e.slices);
+        port_endpoints(slices.into_iter().flatten().map(|(_, s)| s), port_name)
+    }
+}
+
+fn port_endpoints<'a>(
+    slices: impl Iterator<Item = &'a SliceView> + 'a,
+    port_name: &'a str,
+) -> impl Iterator<Item = &'a EndpointView> + 'a {
+    slices
+        .filter(move |s| s.target_port(port_name).is_some())
+        .flat_map(|s| s.endpoints.iter())
+}
+
+/// Ready and not-ready pods of the slices carrying the Service port `port_name`.
+fn count_port(slices: &BTreeMap<String, SliceView>, port_name: &str) -> EndpointCount {
+    let mut ready = BTreeSet::new();
+    let mut not_ready = BTreeSet::new();
+    for ep in port_endpoints(slices.values(), port_name) {
+        if ep.is_ready() {
+            ready.insert(ep.identity());
+        } else if !ep.terminating {
+            not_ready.insert(ep.identity());
+        }
+    }
+    EndpointCount {
+        ready: ready.len() as u32,
+        not_ready: not_ready.difference(&ready).count() as u32,
     }
 }
 
@@ -401,6 +491,29 @@ mod tests {
         );
         idx.delete_service(&svc(SHOP));
         assert_eq!(idx.count(&key(), &PortRef::Number(80)).ready, 0);
+    }
+
+    #[test]
+    fn a_relist_replaces_slices_and_the_change_log_names_what_changed() {
+        let eps = [("10.0.0.1", "a", Some(true), false)];
+        let mut idx = MemberIndex::from_objects(&[svc(SHOP)], &[slice("s1", "IPv4", "http", &eps)]);
+        let cursor = idx.cursor();
+        assert_eq!(idx.changed_since(cursor).map(|c| c.count()), Some(0));
+        // The same slices again: nothing changes.
+        idx.replace_slices(&[slice("s1", "IPv4", "http", &eps)]);
+        assert_eq!(idx.count(&key(), &PortRef::Number(80)).ready, 1);
+        assert_eq!(idx.changed_since(cursor).map(|c| c.count()), Some(0));
+        // One more ready pod in a second slice.
+        let more = [("10.0.0.2", "b", Some(true), false)];
+        idx.replace_slices(&[
+            slice("s1", "IPv4", "http", &eps),
+            slice("s2", "IPv4", "http", &more),
+        ]);
+        assert_eq!(idx.count(&key(), &PortRef::Number(80)).ready, 2);
+        let changed: Vec<&SvcKey> = idx.changed_since(cursor).unwrap().collect();
+        assert_eq!(changed, vec![&key()]);
+        // Another index's cursor is not comparable: everything counts as changed.
+        assert!(idx.changed_since(MemberIndex::default().cursor()).is_none());
     }
 
     #[test]

@@ -34,8 +34,8 @@ pub const FIELD_MANAGER: &str = "fleetgate-controller";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub revision: String,
-    /// Compact JSON.
-    pub json: String,
+    /// Compact JSON (shared, not copied, per response).
+    pub json: bytes::Bytes,
 }
 
 #[derive(Debug, Error)]

@@ -38,6 +38,12 @@ impl MemberHealth {
     pub fn on_error(&mut self, now: Instant) {
         self.failing_since.get_or_insert(now);
     }
+    /// When this member turns `Lost` unless an event comes first (a derive is due then).
+    pub fn lost_at(&self, grace: Duration) -> Option<Instant> {
+        self.failing_since
+            .filter(|_| self.synced)
+            .map(|t| t + grace)
+    }
     /// Contact as of `now`.
     pub fn contact(&self, now: Instant, grace: Duration) -> Contact {
         if !self.synced {

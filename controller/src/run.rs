@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, Admin, Metrics};
+use crate::cli;
 use crate::derive::{DeriveError, DeriveOptions, Derived, Deriver, IngressKey, Severity};
 use crate::handoff::{self, ConfigCell, Endpoint, Published};
 use crate::leader::Elector;
@@ -115,6 +116,12 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         store.clone(),
         errors.clone(),
     ));
+    tokio::spawn(watch::watch_parameters(
+        fleet.clone(),
+        store.clone(),
+        cfg.derive.ingress_class.clone(),
+        errors.clone(),
+    ));
     tokio::spawn(manage_members(
         fleet.clone(),
         cfg.secrets_namespace.clone(),
@@ -159,22 +166,28 @@ async fn manage_members(
     let mut running: BTreeMap<String, (MemberSpec, JoinHandle<()>)> = BTreeMap::new();
     let mut secret_members: BTreeMap<String, MemberSpec> = BTreeMap::new();
     let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
+    let (rejections, rejected) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    if let Some(ns) = &secrets_ns {
+        tokio::spawn(secret_events(
+            fleet.clone(),
+            ns.clone(),
+            rejected,
+            metrics.clone(),
+        ));
+    }
     let mut reconcile = |secret_members: &BTreeMap<String, MemberSpec>| {
         // The members file wins over a Secret of the same id; Secrets in name order.
         let candidates = file_members
             .iter()
             .map(|m| ("the members file".to_string(), m.clone()))
-            .chain(
-                secret_members
-                    .iter()
-                    .map(|(k, m)| (format!("Secret {k}"), m.clone())),
-            )
+            .chain(secret_members.iter().map(|(k, m)| (k.clone(), m.clone())))
             .collect();
         let (kept, dropped) = members::dedup(candidates);
         for d in dropped {
             if reported.insert(d.clone()) {
                 warn!("{}: {}", d.0, d.1);
                 metrics.error("member_rejected");
+                let _ = rejections.send(d);
             }
         }
         let desired: BTreeMap<String, MemberSpec> =
@@ -227,6 +240,8 @@ async fn manage_members(
         Err(e) => {
             warn!(err = %e, "ignoring cluster Secret");
             metrics.error("member_rejected");
+            let name = s.metadata.name.clone().unwrap_or_default();
+            let _ = rejections.send((name, e.to_string()));
             None
         }
     };
@@ -262,6 +277,42 @@ async fn manage_members(
     }
 }
 
+/// One Warning Event (`MemberRejected`) on each cluster Secret whose member is skipped.
+async fn secret_events(
+    fleet: Client,
+    ns: String,
+    mut rejected: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    metrics: Metrics,
+) {
+    let recorder = Recorder::new(
+        fleet,
+        Reporter {
+            controller: "fleetgate-controller".to_string(),
+            instance: None,
+        },
+    );
+    while let Some((secret, why)) = rejected.recv().await {
+        let object = ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("Secret".to_string()),
+            namespace: Some(ns.clone()),
+            name: Some(secret),
+            ..ObjectReference::default()
+        };
+        let ev = KEvent {
+            type_: EventType::Warning,
+            reason: "MemberRejected".to_string(),
+            note: Some(why.chars().take(1000).collect()),
+            action: "Discover".to_string(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, &object).await {
+            warn!(err = %e, "cannot record Event");
+            metrics.error("event");
+        }
+    }
+}
+
 /// Renew or acquire the Lease every third of its duration.
 async fn elect(fleet: Client, cfg: RunConfig, leader: Arc<AtomicBool>, metrics: Metrics) {
     let duration = Duration::from_secs(15);
@@ -292,12 +343,18 @@ async fn elect(fleet: Client, cfg: RunConfig, leader: Arc<AtomicBool>, metrics: 
 /// Per Ingress: the member clusters its routes use that the data plane will not send new
 /// traffic to, by the plugin's own rule ([`failover::controller_allows`]), with why.
 fn unavailable_by_ingress(d: &Derived) -> BTreeMap<IngressKey, BTreeSet<(String, String)>> {
-    let c = &d.plugin;
     let mut out: BTreeMap<IngressKey, BTreeSet<(String, String)>> = BTreeMap::new();
-    for (r, o) in c.routes.iter().zip(&d.origins) {
+    let c = match d.plugin() {
+        Ok(c) => c,
+        Err(e) => {
+            error!(err = %e, "the plugin rejects the derived config (a bug); no failover Events");
+            return out;
+        }
+    };
+    for (r, o) in c.routes.iter().zip(d.origins()) {
         let entry = out.entry(o.base.clone()).or_default();
         for b in r.base.backends.iter() {
-            if failover::controller_allows(c, r, b) {
+            if failover::controller_allows(&c, r, b) {
                 continue;
             }
             let Some(cluster) = c.clusters.get(b.cluster) else {
@@ -335,6 +392,8 @@ pub struct Publisher {
     pub ready: Arc<AtomicBool>,
     deriver: Deriver,
     started: tokio::time::Instant,
+    /// The last IngressClass parameters warning (logged once while it stands).
+    class_warning: Option<String>,
 }
 
 /// One published derivation.
@@ -362,7 +421,19 @@ impl Publisher {
             ready,
             deriver: Deriver::default(),
             started: tokio::time::Instant::now(),
+            class_warning: None,
         }
+    }
+
+    /// When a derivation is due without any event: the end of the start-up wait for members,
+    /// or a member's grace period.
+    pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        let startup = (self.cell.current().is_none() && !self.store.synced())
+            .then_some(self.started + self.grace)
+            .filter(|t| *t > now);
+        let lost = self.store.next_deadline(now, self.grace);
+        startup.into_iter().chain(lost).min()
     }
 
     /// Derive and publish once. Nothing is published before the fleet is listed; members that
@@ -376,11 +447,14 @@ impl Publisher {
         if !snap.fleet_synced || !(self.store.synced() || waited) {
             return None;
         }
-        let mut opts = self.derive.clone();
-        opts.class_is_default = snap.classes.iter().any(|c| {
-            c.metadata.name.as_deref() == Some(opts.ingress_class.as_str())
-                && watch::is_default_class(c)
-        });
+        let (opts, warning) = cli::class_options(&self.derive, &snap.classes, &snap.config_maps);
+        if warning != self.class_warning {
+            if let Some(w) = &warning {
+                warn!("{w}");
+                self.metrics.error("parameters");
+            }
+            self.class_warning = warning;
+        }
         let started = std::time::Instant::now();
         let result = self.deriver.derive(&snap.ingresses, &snap.members, &opts);
         self.metrics.observe_derive(started.elapsed());
@@ -397,16 +471,17 @@ impl Publisher {
                 return None;
             }
         };
-        self.metrics.observe_config(&derived.config);
-        self.metrics.observe_problems(&derived.problems);
         let changed = self.cell.publish(Published {
             revision: derived.revision.clone(),
             json: derived.json.clone(),
         });
+        self.metrics
+            .observe_config(derived.clusters(), derived.routes());
+        self.metrics.observe_problems(&derived.problems);
         self.ready.store(true, Ordering::Relaxed);
         if changed {
             self.metrics.config_generation.inc();
-            info!(revision = %derived.revision, routes = derived.config.routes.len(), problems = derived.problems.len(), "config published");
+            info!(revision = %derived.revision, routes = derived.route_count(), problems = derived.problems.len(), "config published");
         }
         Some(Step {
             derived,
@@ -416,7 +491,17 @@ impl Publisher {
     }
 }
 
-/// Derive on every change (debounced) and once a second (grace periods end without events).
+/// How long a burst of watch events may gather before one derivation.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Derive on every change (debounced), and when a member's grace period ends.
 #[allow(clippy::too_many_arguments)]
 async fn derive_loop(
     fleet: Client,
@@ -447,9 +532,11 @@ async fn derive_loop(
     let mut last_revision = String::new();
     let mut was_leader = false;
     loop {
+        // Derive only when something changed (debounced) or a member's grace period ends.
+        let deadline = publisher.next_deadline();
         tokio::select! {
-            _ = store.changed() => tokio::time::sleep(Duration::from_millis(100)).await,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = store.changed() => tokio::time::sleep(DEBOUNCE).await,
+            _ = sleep_until(deadline) => {}
         }
         let Some(Step {
             derived,
@@ -461,7 +548,7 @@ async fn derive_loop(
         };
         if changed {
             if let Some(out) = &cfg.out {
-                let mut pretty = serde_json::to_string_pretty(&derived.config).unwrap_or_default();
+                let mut pretty = serde_json::to_string_pretty(derived.config()).unwrap_or_default();
                 pretty.push('\n');
                 if let Err(e) = handoff::write_atomic(out, pretty.as_bytes()).await {
                     error!(err = %e, "config file write failed");
@@ -481,7 +568,7 @@ async fn derive_loop(
         // WasmPlugin (leader only).
         if let Some((ns, name)) = &cfg.wasmplugin {
             if changed || became_leader || last_revision != derived.revision {
-                match handoff::apply_wasmplugin(fleet.clone(), ns, name, &derived.config).await {
+                match handoff::apply_wasmplugin(fleet.clone(), ns, name, derived.config()).await {
                     Ok(()) => last_revision = derived.revision.clone(),
                     Err(e) => {
                         error!(err = %e, "WasmPlugin apply failed");
@@ -581,7 +668,7 @@ async fn derive_loop(
                     (key, lb)
                 })
                 .collect();
-            for o in &derived.origins {
+            for o in derived.origins() {
                 for k in std::iter::once(&o.base).chain(&o.canaries) {
                     if current.get(k).and_then(|c| c.as_deref()) == Some(addr.as_str()) {
                         continue;
@@ -650,6 +737,44 @@ mod tests {
             unavailable_by_ingress(&d).into_values().flatten().collect();
         // Every Service it serves has zero ready endpoints there: the cluster is `down`.
         assert_eq!(gone, vec![("hz-b".to_string(), "down".to_string())]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_derive_is_due_while_nothing_changes_except_a_grace_period_ending() {
+        let grace = Duration::from_secs(30);
+        let f = fixtures();
+        let dump = cli::load_dir(&f.join("active-active")).unwrap();
+        let members = cli::load_dir(&f.join("members/hz-a")).unwrap();
+        let store = Store::default();
+        store.upsert_member("hz-a", None);
+        store.replace_services("hz-a", members.services);
+        store.replace_slices("hz-a", members.endpoint_slices);
+        store.replace_ingresses(dump.ingresses);
+        let metrics = Metrics::default();
+        let mut p = Publisher::new(
+            DeriveOptions::default(),
+            grace,
+            store.clone(),
+            ConfigCell::default(),
+            metrics.clone(),
+            Arc::new(AtomicBool::new(false)),
+        );
+        assert!(p.step().expect("published").changed);
+        assert_eq!(
+            p.next_deadline(),
+            None,
+            "nothing due: the loop waits for events"
+        );
+        let t = tokio::time::Instant::now();
+        store.member_failed("hz-a", t);
+        assert_eq!(p.next_deadline(), Some(t + grace));
+        tokio::time::advance(grace).await;
+        let step = p.step().expect("derived at the deadline");
+        assert_eq!(
+            step.derived.config().clusters[0].state,
+            ClusterState::Unknown
+        );
+        assert_eq!(p.next_deadline(), None);
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
@@ -36,6 +36,8 @@ struct MemberState {
 struct State {
     ingresses: BTreeMap<ObjKey, Arc<Ingress>>,
     classes: BTreeMap<String, IngressClass>,
+    /// The ConfigMap our IngressClass names in `spec.parameters` (watched alone).
+    parameters: Option<ConfigMap>,
     fleet_synced: bool,
     members: BTreeMap<String, MemberState>,
 }
@@ -45,6 +47,7 @@ struct State {
 pub struct Snapshot {
     pub ingresses: Vec<Arc<Ingress>>,
     pub classes: Vec<IngressClass>,
+    pub config_maps: Vec<ConfigMap>,
     pub members: Vec<MemberSnapshot>,
     pub fleet_synced: bool,
 }
@@ -99,6 +102,16 @@ impl Store {
     pub fn replace_classes(&self, all: Vec<IngressClass>) {
         self.lock().classes = all.into_iter().map(|c| (c.name_any(), c)).collect();
         self.touch();
+    }
+
+    /// The parameters ConfigMap (or its absence).
+    pub fn set_parameters(&self, cm: Option<ConfigMap>) {
+        self.lock().parameters = cm;
+        self.touch();
+    }
+    /// Our IngressClass, if the fleet has it.
+    pub fn class(&self, name: &str) -> Option<IngressClass> {
+        self.lock().classes.get(name).cloned()
     }
 
     /// Add or update a member (its endpoints are kept if it exists).
@@ -177,6 +190,16 @@ impl Store {
             .collect()
     }
 
+    /// The next instant a member's contact changes without an event (its grace period ends).
+    pub fn next_deadline(&self, now: Instant, grace: Duration) -> Option<Instant> {
+        self.lock()
+            .members
+            .values()
+            .filter_map(|m| m.health.lost_at(grace))
+            .filter(|t| *t > now)
+            .min()
+    }
+
     /// True once the fleet and every member have listed at least once.
     pub fn synced(&self) -> bool {
         let s = self.lock();
@@ -188,6 +211,7 @@ impl Store {
         Snapshot {
             ingresses: s.ingresses.values().cloned().collect(),
             classes: s.classes.values().cloned().collect(),
+            config_maps: s.parameters.iter().cloned().collect(),
             fleet_synced: s.fleet_synced,
             members: s
                 .members

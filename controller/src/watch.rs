@@ -16,7 +16,7 @@ pub fn is_default_class(c: &IngressClass) -> bool {
 }
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::runtime::watcher::{self, Event};
@@ -197,4 +197,62 @@ pub async fn watch_member(
             services
         ),
     );
+}
+
+/// Watch the ConfigMap our IngressClass names in `spec.parameters`, following the reference
+/// as the class changes (checked every few seconds; the ConfigMap itself is watched).
+pub async fn watch_parameters(
+    client: Client,
+    store: Store,
+    class: String,
+    errors: impl Fn(&str) + Send + Sync + Clone + 'static,
+) {
+    let mut current: Option<(String, String)> = None;
+    let mut task: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        let wanted = store
+            .class(&class)
+            .and_then(|c| crate::settings::parameters_ref(&c))
+            .and_then(Result::ok);
+        if wanted != current {
+            if let Some(t) = task.take() {
+                t.abort();
+            }
+            store.set_parameters(None);
+            task = wanted.clone().map(|(ns, name)| {
+                let (client, store, errors) = (client.clone(), store.clone(), errors.clone());
+                tokio::spawn(watch_one_configmap(client, store, ns, name, errors))
+            });
+            current = wanted;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+}
+
+async fn watch_one_configmap(
+    client: Client,
+    store: Store,
+    ns: String,
+    name: String,
+    errors: impl Fn(&str) + Send,
+) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &ns);
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = watcher::watcher(api, cfg).default_backoff();
+    let mut seen = None;
+    drive(
+        stream,
+        |ev| match ev {
+            Event::Init => seen = None,
+            Event::InitApply(c) => seen = Some(c),
+            Event::InitDone => store.set_parameters(seen.take()),
+            Event::Apply(c) => store.set_parameters(Some(c)),
+            Event::Delete(_) => store.set_parameters(None),
+        },
+        |e| {
+            warn!(%ns, %name, err = %e, "parameters ConfigMap watch failed; retrying");
+            errors("parameters_watch");
+        },
+    )
+    .await;
 }

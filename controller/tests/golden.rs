@@ -246,7 +246,7 @@ fn a_dual_stack_member_counts_pods_not_addresses() {
     args.members[0].1 = fleet.join("members/hz-a-dual-stack");
     let dual = cli::render(&args).unwrap();
     let ready = |d: &fleetgate_controller::derive::Derived| -> Vec<Option<u32>> {
-        d.config.routes[0]
+        d.config().routes[0]
             .backends
             .iter()
             .map(|b| b.ready)

@@ -75,7 +75,7 @@ async fn serve(token: Option<&str>) -> (SocketAddr, ConfigCell, Gauge) {
 fn published(rev: &str) -> Published {
     Published {
         revision: rev.to_string(),
-        json: format!("{{\"revision\":\"{rev}\"}}"),
+        json: format!("{{\"revision\":\"{rev}\"}}").into(),
     }
 }
 

@@ -272,10 +272,10 @@ async fn unreachable_member_becomes_unknown_after_the_grace_period_and_keeps_end
     let ing = shop_ingress();
     let d = derive::derive_config(&[ing], &snap.members, &DeriveOptions::default()).unwrap();
     drop(held);
-    assert_eq!(d.config.clusters[0].state, ClusterState::Healthy);
-    assert_eq!(d.config.clusters[1].state, ClusterState::Unknown);
+    assert_eq!(d.config().clusters[0].state, ClusterState::Healthy);
+    assert_eq!(d.config().clusters[1].state, ClusterState::Unknown);
     assert_eq!(
-        d.config.routes[0].backends[1].ready,
+        d.config().routes[0].backends[1].ready,
         Some(2),
         "last endpoints kept"
     );
@@ -339,7 +339,7 @@ async fn a_restarted_controller_becomes_ready_while_a_member_api_is_down() {
         cell.current().map(|p| p.revision.clone()),
         Some(step.derived.revision.clone())
     );
-    let c = &step.derived.config;
+    let c = step.derived.config();
     assert_eq!(c.clusters[0].state, ClusterState::Healthy);
     assert_eq!(c.clusters[1].state, ClusterState::Unknown);
     let ready_counts: Vec<_> = c.routes[0].backends.iter().map(|b| b.ready).collect();

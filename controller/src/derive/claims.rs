@@ -4,13 +4,17 @@
 //! reported orphaned, with the base's reason.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::ingress::{Entry, Parsed, RuleKey};
+use super::ingress::{Accepted, Entry, Parsed, RuleKey};
 use super::{IngressKey, Problem, Severity};
 use crate::annotations::IngressAnnotations;
 
 /// A canary entry paired with a base path.
 pub(crate) struct CanaryPlan<'a> {
+    pub accepted: &'a Arc<Accepted>,
+    /// Index of `entry` in the canary's entries.
+    pub index: usize,
     pub ingress: &'a IngressKey,
     pub annos: &'a IngressAnnotations,
     pub entry: &'a Entry,
@@ -18,23 +22,30 @@ pub(crate) struct CanaryPlan<'a> {
 
 /// One path a base Ingress serves, with its canaries (oldest first).
 pub(crate) struct PathPlan<'a> {
+    /// Index of `entry` in the base's entries.
+    pub index: usize,
     pub entry: &'a Entry,
     pub canaries: Vec<CanaryPlan<'a>>,
 }
 
 /// A base Ingress and the paths it won.
 pub(crate) struct BasePlan<'a> {
+    pub accepted: &'a Arc<Accepted>,
     pub ingress: &'a IngressKey,
     pub annos: &'a IngressAnnotations,
     pub paths: Vec<PathPlan<'a>>,
 }
 
-/// Resolve claims and pairings; `parsed` is oldest first.
-pub(crate) fn plan<'a>(parsed: &'a [Parsed], problems: &mut Vec<Problem>) -> Vec<BasePlan<'a>> {
+/// Resolve claims and pairings; `accepted` is oldest first.
+pub(crate) fn plan<'a>(
+    accepted: &'a [Arc<Accepted>],
+    problems: &mut Vec<Problem>,
+) -> Vec<BasePlan<'a>> {
     let mut bases: Vec<BasePlan<'a>> = Vec::new();
     let mut owner: HashMap<RuleKey, (usize, usize)> = HashMap::new();
     let mut rejected: HashMap<RuleKey, &'a Parsed> = HashMap::new();
-    for p in parsed {
+    for acc in accepted {
+        let p = &acc.parsed;
         let Some(annos) = &p.annos else {
             for e in &p.entries {
                 rejected.entry(e.rule_key()).or_insert(p);
@@ -46,7 +57,7 @@ pub(crate) fn plan<'a>(parsed: &'a [Parsed], problems: &mut Vec<Problem>) -> Vec
         }
         let bi = bases.len();
         let mut paths = Vec::new();
-        for e in &p.entries {
+        for (index, e) in p.entries.iter().enumerate() {
             match owner.get(&e.rule_key()) {
                 Some((b, _)) if *b == bi => problems.push(Problem::new(
                     &p.key,
@@ -65,6 +76,7 @@ pub(crate) fn plan<'a>(parsed: &'a [Parsed], problems: &mut Vec<Problem>) -> Vec
                 None => {
                     owner.insert(e.rule_key(), (bi, paths.len()));
                     paths.push(PathPlan {
+                        index,
                         entry: e,
                         canaries: Vec::new(),
                     });
@@ -72,19 +84,23 @@ pub(crate) fn plan<'a>(parsed: &'a [Parsed], problems: &mut Vec<Problem>) -> Vec
             }
         }
         bases.push(BasePlan {
+            accepted: acc,
             ingress: &p.key,
             annos,
             paths,
         });
     }
-    for p in parsed {
+    for acc in accepted {
+        let p = &acc.parsed;
         let Some(annos) = p.annos.as_ref().filter(|a| a.canary.is_some()) else {
             continue;
         };
-        for e in &p.entries {
+        for (index, e) in p.entries.iter().enumerate() {
             let rk = e.rule_key();
             if let Some(&(b, i)) = owner.get(&rk) {
                 bases[b].paths[i].canaries.push(CanaryPlan {
+                    accepted: acc,
+                    index,
                     ingress: &p.key,
                     annos,
                     entry: e,

@@ -8,7 +8,10 @@ use fleetgate_plugin::config::{
 use sha2::{Digest, Sha256};
 
 use super::ingress::Entry;
-use super::{Contact, Ctx, DeriveError, Derived, IngressKey, Problem, RouteOrigin, Severity};
+use super::routes::{BuiltBase, BuiltRoute, MemberUse};
+use super::{
+    Contact, Ctx, DeriveError, Derived, IngressKey, MemberSnapshot, Problem, RouteOrigin, Severity,
+};
 
 /// A config of the plugin-wide settings and these routes.
 fn config(ctx: &Ctx<'_>, clusters: Vec<ClusterV1>, routes: Vec<RouteV1>) -> ConfigV1 {
@@ -27,7 +30,7 @@ fn config(ctx: &Ctx<'_>, clusters: Vec<ClusterV1>, routes: Vec<RouteV1>) -> Conf
     }
 }
 
-fn validate(cfg: ConfigV1) -> Result<pcfg::Config, ConfigError> {
+pub(crate) fn validate(cfg: ConfigV1) -> Result<pcfg::Config, ConfigError> {
     pcfg::Config::try_from(cfg)
 }
 
@@ -91,48 +94,98 @@ fn index_after(path: &str, prefix: &str) -> Option<usize> {
     path.strip_prefix(prefix)?.split(']').next()?.parse().ok()
 }
 
-/// Cluster states, revision, and the plugin's validation of the whole config (a route it
-/// still refuses, which per-route admission should make impossible, is dropped alone).
+/// A named route with its JSON, digest and per member view, computed once per build.
+pub(crate) fn finished(route: RouteV1, origin: RouteOrigin, ctx: &Ctx<'_>) -> BuiltRoute {
+    // Serializing plain data into a String cannot fail.
+    let json = serde_json::to_string(&route).unwrap_or_default();
+    let digest: [u8; 32] = Sha256::digest(json.as_bytes()).into();
+    let members = ctx
+        .members
+        .iter()
+        .map(|m| member_use(&route, &origin, m))
+        .collect();
+    BuiltRoute {
+        route,
+        origin,
+        json,
+        digest,
+        members,
+    }
+}
+
+fn member_use(r: &RouteV1, o: &RouteOrigin, m: &MemberSnapshot) -> MemberUse {
+    let counts: Vec<u32> = r
+        .backends
+        .iter()
+        .chain(r.canaries.iter().flat_map(|c| c.backends.iter()))
+        .chain(r.fallback.iter().flat_map(|f| f.backends.iter()))
+        .filter(|b| b.cluster == m.id)
+        .filter_map(|b| b.ready)
+        .collect();
+    MemberUse {
+        counted: !counts.is_empty(),
+        all_zero: counts.iter().all(|c| *c == 0),
+        some_zero: counts.contains(&0),
+        not_ready: o
+            .services
+            .iter()
+            .any(|svc| m.index.count(&svc.key(), &svc.port).not_ready > 0),
+    }
+}
+
+/// Assemble the config: cluster states, the revision (a SHA-256 over the settings and the
+/// routes' digests, so it changes exactly when the content does), and the JSON from the routes'
+/// own JSON, so a change costs what it touched plus one copy.
 pub(crate) fn finish(
-    mut built: Vec<(RouteV1, RouteOrigin)>,
+    built: &[Arc<BuiltBase>],
     ctx: &Ctx<'_>,
     mut problems: Vec<Problem>,
 ) -> Result<Derived, DeriveError> {
-    loop {
-        if built.is_empty() {
-            return Err(DeriveError::NoRoutes(ctx.opts.ingress_class.clone()));
-        }
-        let routes: Vec<RouteV1> = built.iter().map(|(r, _)| r.clone()).collect();
-        let mut config = config(ctx, cluster_states(&built, ctx), routes);
-        let unrevised = serde_json::to_vec(&config)?;
-        let revision = hex16(&Sha256::digest(&unrevised));
-        config.revision = Some(revision.clone());
-        match validate(config.clone()) {
-            Ok(plugin) => {
-                let json = serde_json::to_string(&config)?;
-                problems.sort();
-                problems.dedup();
-                return Ok(Derived {
-                    config,
-                    plugin: Arc::new(plugin),
-                    json,
-                    revision,
-                    problems,
-                    origins: built.into_iter().map(|(_, o)| o).collect(),
-                });
-            }
-            Err(e) => {
-                let Some(i) = index_after(&e.path, "routes[").filter(|i| *i < built.len()) else {
-                    return Err(DeriveError::Invalid(e));
-                };
-                let (_, origin) = built.remove(i);
-                for k in std::iter::once(origin.base).chain(origin.canaries) {
-                    let msg = format!("the plugin rejects the route: {}", e.reason);
-                    problems.push(Problem::new(&k, Severity::Rejected, msg));
-                }
-            }
-        }
+    let mut order: Vec<(usize, usize)> = Vec::new();
+    for (bi, b) in built.iter().enumerate() {
+        problems.extend(b.problems.iter().cloned());
+        order.extend((0..b.routes.len()).map(|ri| (bi, ri)));
     }
+    if order.is_empty() {
+        return Err(DeriveError::NoRoutes(ctx.opts.ingress_class.clone()));
+    }
+    let route = |&(bi, ri): &(usize, usize)| &built[bi].routes[ri];
+    order.sort_by(|a, b| route(a).route.name.cmp(&route(b).route.name));
+    let clusters = cluster_states(order.iter().map(route), ctx);
+    let mut head = config(ctx, clusters, Vec::new());
+    let mut hasher = Sha256::new();
+    hasher.update(serde_json::to_vec(&head)?);
+    for r in order.iter().map(route) {
+        hasher.update(r.digest);
+    }
+    let revision = hex16(&hasher.finalize());
+    head.revision = Some(revision.clone());
+    let json = splice_routes(
+        &serde_json::to_string(&head)?,
+        order.iter().map(|r| route(r).json.as_str()),
+    );
+    problems.sort();
+    problems.dedup();
+    Ok(Derived::new(json, head, problems, built.to_vec(), order))
+}
+
+/// Put the routes' JSON into the head's empty `"routes":[]` (serde writes the field once, and
+/// no other value of the head can contain that text: ids and header names are tokens).
+fn splice_routes<'a>(head: &str, routes: impl Iterator<Item = &'a str>) -> String {
+    const EMPTY: &str = "\"routes\":[]";
+    let at = head.find(EMPTY).unwrap_or(head.len());
+    let mut out = String::with_capacity(head.len() + 1024);
+    out.push_str(&head[..at]);
+    out.push_str("\"routes\":[");
+    for (i, r) in routes.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r);
+    }
+    out.push(']');
+    out.push_str(head.get(at + EMPTY.len()..).unwrap_or(""));
+    out
 }
 
 fn hex16(bytes: &[u8]) -> String {
@@ -142,33 +195,31 @@ fn hex16(bytes: &[u8]) -> String {
 /// A member's state: `unknown` without control-plane contact; otherwise `down` only on real
 /// evidence (every Service the routes use has zero ready endpoints there), `degraded` when some
 /// Service has none or some endpoints are not ready, else `healthy`.
-fn cluster_states(built: &[(RouteV1, RouteOrigin)], ctx: &Ctx<'_>) -> Vec<ClusterV1> {
+fn cluster_states<'a>(
+    routes: impl Iterator<Item = &'a BuiltRoute> + Clone,
+    ctx: &Ctx<'_>,
+) -> Vec<ClusterV1> {
     ctx.members
         .iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(mi, m)| {
+            let uses = routes.clone().filter_map(|r| r.members.get(mi));
             let state = match m.contact {
                 Contact::Lost | Contact::Never => ClusterState::Unknown,
                 Contact::Live => {
-                    let counts: Vec<u32> = built
-                        .iter()
-                        .flat_map(|(r, _)| {
-                            r.backends
-                                .iter()
-                                .chain(r.canaries.iter().flat_map(|c| c.backends.iter()))
-                                .chain(r.fallback.iter().flat_map(|f| f.backends.iter()))
-                        })
-                        .filter(|b| b.cluster == m.id)
-                        .filter_map(|b| b.ready)
-                        .collect();
-                    let not_ready = built
-                        .iter()
-                        .flat_map(|(_, o)| o.services.iter())
-                        .any(|svc| m.index.count(&svc.key(), &svc.port).not_ready > 0);
-                    if counts.is_empty() {
+                    let (mut counted, mut all_zero, mut some_zero, mut not_ready) =
+                        (false, true, false, false);
+                    for u in uses {
+                        counted |= u.counted;
+                        all_zero &= !u.counted || u.all_zero;
+                        some_zero |= u.counted && u.some_zero;
+                        not_ready |= u.not_ready;
+                    }
+                    if !counted {
                         ClusterState::Healthy
-                    } else if counts.iter().all(|c| *c == 0) {
+                    } else if all_zero {
                         ClusterState::Down
-                    } else if counts.contains(&0) || not_ready {
+                    } else if some_zero || not_ready {
                         ClusterState::Degraded
                     } else {
                         ClusterState::Healthy

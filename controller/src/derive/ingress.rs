@@ -57,6 +57,20 @@ pub(crate) struct Parsed {
     pub rejected: Option<String>,
 }
 
+/// One version of an Ingress as derive uses it, read once and remembered while the object is
+/// unchanged.
+#[derive(Debug, Clone)]
+pub(crate) struct Accepted {
+    pub parsed: Parsed,
+    /// What using this version as it is reports.
+    pub problems: Vec<Problem>,
+    /// Nothing wrong with this version (it may become the last good one).
+    pub clean: bool,
+    /// What is wrong with it, for the message when its last good version is served instead.
+    pub errors: Vec<String>,
+    pub generation: Option<i64>,
+}
+
 /// The outcome of reading one version of an Ingress.
 #[derive(Debug, Clone)]
 pub(crate) struct Parse {
@@ -84,8 +98,22 @@ impl Parse {
         e
     }
 
+    /// Settle what this version means for derive.
+    pub fn into_accepted(self) -> Accepted {
+        let (clean, errors, generation) = (self.is_clean(), self.errors(), self.generation);
+        let mut problems = Vec::new();
+        let parsed = self.accept(&mut problems);
+        Accepted {
+            parsed,
+            problems,
+            clean,
+            errors,
+            generation,
+        }
+    }
+
     /// Use this version as it is: report its problems, reject it if it is unusable.
-    pub fn accept(mut self, problems: &mut Vec<Problem>) -> Parsed {
+    fn accept(mut self, problems: &mut Vec<Problem>) -> Parsed {
         let key = self.parsed.key.clone();
         if !self.unsupported.is_empty() {
             problems.push(Problem::new(

@@ -22,10 +22,13 @@ mod finish;
 mod ingress;
 mod routes;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use fleetgate_plugin::config::{self as pcfg, ConfigError, ConfigV1};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use fleetgate_plugin::config::{self as pcfg, ClusterV1, ConfigError, ConfigV1, RouteV1};
 use k8s_openapi::api::networking::v1::Ingress;
 use thiserror::Error;
 
@@ -162,16 +165,79 @@ pub struct RouteOrigin {
 /// The result of a derivation.
 #[derive(Debug, Clone)]
 pub struct Derived {
-    /// The config, revision set.
-    pub config: ConfigV1,
-    /// The same config as the plugin validated it (the plugin's availability rules run on it).
-    pub plugin: Arc<pcfg::Config>,
-    /// Compact JSON of `config` (what is served and hashed).
-    pub json: String,
+    /// Compact JSON of the config (what is served; `revision` set).
+    pub json: Bytes,
     pub revision: String,
     pub problems: Vec<Problem>,
-    /// Per route (same order as `config.routes`): where it came from.
-    pub origins: Vec<RouteOrigin>,
+    /// The config without its routes (settings, cluster states, revision).
+    head: ConfigV1,
+    built: Vec<Arc<routes::BuiltBase>>,
+    /// (base, route) indexes into `built`, in config order.
+    order: Vec<(usize, usize)>,
+    config: OnceLock<ConfigV1>,
+    plugin: OnceLock<Result<Arc<pcfg::Config>, ConfigError>>,
+}
+
+impl Derived {
+    fn new(
+        json: String,
+        head: ConfigV1,
+        problems: Vec<Problem>,
+        built: Vec<Arc<routes::BuiltBase>>,
+        order: Vec<(usize, usize)>,
+    ) -> Self {
+        Derived {
+            json: Bytes::from(json),
+            revision: head.revision.clone().unwrap_or_default(),
+            problems,
+            head,
+            built,
+            order,
+            config: OnceLock::new(),
+            plugin: OnceLock::new(),
+        }
+    }
+
+    fn route(&self, (b, r): (usize, usize)) -> &routes::BuiltRoute {
+        &self.built[b].routes[r]
+    }
+
+    /// Where each route came from, in config order.
+    pub fn origins(&self) -> impl Iterator<Item = &RouteOrigin> + Clone {
+        self.order.iter().map(|i| &self.route(*i).origin)
+    }
+
+    /// The routes, in config order.
+    pub fn routes(&self) -> impl Iterator<Item = &RouteV1> + Clone {
+        self.order.iter().map(|i| &self.route(*i).route)
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The config as the plugin's wire type (built on first use: the hot path needs only the
+    /// JSON).
+    pub fn config(&self) -> &ConfigV1 {
+        self.config.get_or_init(|| ConfigV1 {
+            routes: self.routes().cloned().collect(),
+            ..self.head.clone()
+        })
+    }
+
+    /// Member states as published.
+    pub fn clusters(&self) -> &[ClusterV1] {
+        &self.head.clusters
+    }
+
+    /// The config as the plugin validated it: the plugin's own availability rules run on it.
+    /// Every route was admitted by the plugin's validation when built, so an error here is a
+    /// bug, reported rather than hidden.
+    pub fn plugin(&self) -> Result<Arc<pcfg::Config>, ConfigError> {
+        self.plugin
+            .get_or_init(|| finish::validate(self.config().clone()).map(Arc::new))
+            .clone()
+    }
 }
 
 /// A Service port an Ingress backend names.
@@ -215,11 +281,48 @@ pub fn derive_config(
     Deriver::default().derive(&ingresses, members, opts)
 }
 
-/// Derivation with memory: the last good version of every Ingress, served while its current
-/// version is invalid (a typo must not become an outage).
-#[derive(Debug, Default)]
+/// One version of an Ingress and what it means for derive.
+type Version = (Arc<Ingress>, Arc<ingress::Accepted>);
+
+/// Which Services changed since the last derivation (in any member).
+pub(crate) enum Dirty {
+    All,
+    Some(HashSet<SvcKey>),
+}
+
+impl Dirty {
+    pub fn touches(&self, services: &[SvcKey]) -> bool {
+        match self {
+            Dirty::All => true,
+            Dirty::Some(set) => services.iter().any(|s| set.contains(s)),
+        }
+    }
+}
+
+/// Derivation with memory, so that a change costs what it touches:
+/// - each Ingress version is read once (remembered while the object is unchanged);
+/// - the routes of a base Ingress are rebuilt only when it, its canaries, or a Service they use
+///   (in any member, per the members' change logs) changed;
+/// - the last good version of every Ingress is served while its current version is invalid
+///   (a typo must not become an outage).
+#[derive(Default)]
 pub struct Deriver {
-    last_good: HashMap<IngressKey, Arc<Ingress>>,
+    current: HashMap<IngressKey, Version>,
+    last_good: HashMap<IngressKey, Version>,
+    routes: routes::Cache,
+    /// Per member: contact and index cursor at the last derivation.
+    seen: BTreeMap<String, (Contact, (u64, u64))>,
+    /// The member ids and options the memory was built for.
+    sig: u64,
+}
+
+impl std::fmt::Debug for Deriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deriver")
+            .field("ingresses", &self.current.len())
+            .field("last_good", &self.last_good.len())
+            .finish()
+    }
 }
 
 impl Deriver {
@@ -240,63 +343,106 @@ impl Deriver {
             members: sorted,
             opts,
         };
+        let dirty = self.what_changed(&ctx);
         let mut problems = Vec::new();
-        let parsed = self.parse_all(ingresses, &ctx, &mut problems);
-        let plan = claims::plan(&parsed, &mut problems);
-        let built = routes::build_all(&plan, &ctx, &mut problems);
-        finish::finish(built, &ctx, problems)
+        let accepted = self.parse_all(ingresses, &ctx, &mut problems);
+        let plan = claims::plan(&accepted, &mut problems);
+        let built = self.routes.build_all(&plan, &ctx, &dirty);
+        finish::finish(&built, &ctx, problems)
     }
 
-    /// Parse our Ingresses, oldest first (the oldest wins a host/path conflict, as in
-    /// ingress-nginx), falling back to each one's last good version where it is invalid now.
+    /// Compare members with the last derivation: a new member set or options forget
+    /// everything; a contact change dirties everything; otherwise each member's change log
+    /// names the Services that changed.
+    fn what_changed(&mut self, ctx: &Ctx<'_>) -> Dirty {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        ctx.member_ids.hash(&mut h);
+        format!("{:?}", ctx.opts).hash(&mut h);
+        let sig = h.finish();
+        let mut dirty = Dirty::Some(HashSet::new());
+        if sig != self.sig {
+            self.sig = sig;
+            self.current.clear();
+            self.routes = routes::Cache::default();
+            for (o, a) in self.last_good.values_mut() {
+                *a = Arc::new(ingress::parse(o, ctx).into_accepted());
+            }
+            dirty = Dirty::All;
+        }
+        let seen = std::mem::take(&mut self.seen);
+        for m in &ctx.members {
+            let changed = match seen.get(&m.id) {
+                Some((contact, cursor)) if *contact == m.contact => m
+                    .index
+                    .changed_since(*cursor)
+                    .map(|c| c.cloned().collect::<Vec<_>>()),
+                _ => None,
+            };
+            match (&mut dirty, changed) {
+                (Dirty::Some(set), Some(keys)) => set.extend(keys),
+                (d, None) => *d = Dirty::All,
+                (Dirty::All, Some(_)) => {}
+            }
+            self.seen
+                .insert(m.id.clone(), (m.contact, m.index.cursor()));
+        }
+        dirty
+    }
+
+    /// Our Ingresses, oldest first (the oldest wins a host/path conflict, as in ingress-nginx),
+    /// each as its current version or, where that is invalid, its last good one.
     fn parse_all(
         &mut self,
         ingresses: &[Arc<Ingress>],
         ctx: &Ctx<'_>,
         problems: &mut Vec<Problem>,
-    ) -> Vec<ingress::Parsed> {
+    ) -> Vec<Arc<ingress::Accepted>> {
         let mut ours: Vec<&Arc<Ingress>> =
             ingresses.iter().filter(|i| is_ours(i, ctx.opts)).collect();
         ours.sort_by_cached_key(|i| (i.metadata.creation_timestamp.clone(), ingress::key_of(i)));
-        let mut seen = BTreeSet::new();
+        let mut current = HashMap::with_capacity(ours.len());
         let mut out = Vec::with_capacity(ours.len());
         for ing in ours {
-            let current = ingress::parse(ing, ctx);
-            seen.insert(current.parsed.key.clone());
-            if current.is_clean() {
+            let key = ingress::key_of(ing);
+            let acc = match self.current.remove(&key) {
+                Some((o, a)) if Arc::ptr_eq(&o, ing) => a,
+                _ => Arc::new(ingress::parse(ing, ctx).into_accepted()),
+            };
+            current.insert(key.clone(), (Arc::clone(ing), Arc::clone(&acc)));
+            if acc.clean {
+                problems.extend(acc.problems.iter().cloned());
                 self.last_good
-                    .insert(current.parsed.key.clone(), Arc::clone(ing));
-                out.push(current.accept(problems));
+                    .insert(key, (Arc::clone(ing), Arc::clone(&acc)));
+                out.push(acc);
                 continue;
             }
-            match self.last_good_of(ing, ctx) {
-                Some(good) => {
+            let good = self
+                .last_good
+                .get(&key)
+                .filter(|(o, a)| o.metadata.uid == ing.metadata.uid && a.clean);
+            match good {
+                Some((_, good)) => {
                     problems.push(Problem::new(
-                        &current.parsed.key,
+                        &key,
                         Severity::Stale,
                         format!(
                             "{}; serving its last good version (generation {})",
-                            current.errors().join("; "),
+                            acc.errors.join("; "),
                             good.generation.map_or("?".to_string(), |g| g.to_string())
                         ),
                     ));
-                    out.push(good.parsed);
+                    out.push(Arc::clone(good));
                 }
-                None => out.push(current.accept(problems)),
+                None => {
+                    problems.extend(acc.problems.iter().cloned());
+                    out.push(acc);
+                }
             }
         }
-        self.last_good.retain(|k, _| seen.contains(k));
+        self.last_good.retain(|k, _| current.contains_key(k));
+        self.current = current;
         out
-    }
-
-    /// The remembered good version of this Ingress (same object, an older generation), if it
-    /// is still good against today's members.
-    fn last_good_of(&self, ing: &Ingress, ctx: &Ctx<'_>) -> Option<ingress::Parse> {
-        let good = self.last_good.get(&ingress::key_of(ing))?;
-        if good.metadata.uid != ing.metadata.uid {
-            return None;
-        }
-        Some(ingress::parse(good, ctx)).filter(ingress::Parse::is_clean)
     }
 }
 

@@ -7,14 +7,18 @@ use fleetgate_plugin::config::{
     RouteV1, StickyV1,
 };
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use super::claims::{BasePlan, CanaryPlan, PathPlan};
-use super::finish::admit;
-use super::ingress::RuleKey;
-use super::{Contact, Ctx, IngressKey, PortRef, Problem, RouteOrigin, Severity, SvcRef};
+use super::finish::{self, admit};
+use super::ingress::{Accepted, RuleKey};
+use super::{Contact, Ctx, Dirty, IngressKey, PortRef, Problem, RouteOrigin, Severity, SvcRef};
 use crate::annotations::{
     CanaryMatch, CanaryRule, CanarySource, CanaryValue, IngressAnnotations, MirrorTarget, ModeAnno,
     ServiceRef,
 };
+use crate::endpoints::SvcKey;
 
 /// A route built for one path, before routes of one Ingress are merged and named.
 pub(crate) struct PathRoute {
@@ -24,24 +28,137 @@ pub(crate) struct PathRoute {
     pub services: Vec<SvcRef>,
 }
 
-/// Build every planned path; merge the routes of one Ingress that differ only in their paths.
-pub(crate) fn build_all(
-    plan: &[BasePlan<'_>],
-    ctx: &Ctx<'_>,
-    problems: &mut Vec<Problem>,
-) -> Vec<(RouteV1, RouteOrigin)> {
-    let mut built = Vec::new();
-    for b in plan {
-        let mut routes: Vec<PathRoute> = b
-            .paths
-            .iter()
-            .filter_map(|p| build_path(b, p, ctx, problems))
-            .collect();
-        routes.sort_by(|x, y| x.rule.cmp(&y.rule));
-        name_routes(b.ingress, merge(routes), &mut built);
+/// A finished route with what the final assembly needs, computed once per build.
+#[derive(Debug)]
+pub(crate) struct BuiltRoute {
+    pub route: RouteV1,
+    pub origin: RouteOrigin,
+    /// The route's compact JSON, as it appears in the config.
+    pub json: String,
+    /// SHA-256 of `json` (the revision hashes these, not the whole config).
+    pub digest: [u8; 32],
+    /// Per member (in member order): what the route says about its capacity there.
+    pub members: Vec<MemberUse>,
+}
+
+/// A route's view of one member, for the cluster states.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct MemberUse {
+    /// Some backend there has a ready count.
+    pub counted: bool,
+    /// Every counted backend there has 0 ready.
+    pub all_zero: bool,
+    /// Some counted backend there has 0 ready.
+    pub some_zero: bool,
+    /// Some Service of the route has not-ready endpoints there.
+    pub not_ready: bool,
+}
+
+/// The routes one base Ingress yields, and the problems building them reported.
+#[derive(Debug, Default)]
+pub(crate) struct BuiltBase {
+    pub routes: Vec<BuiltRoute>,
+    pub problems: Vec<Problem>,
+}
+
+/// What a base Ingress's routes were built from: the Ingress versions (base and canaries, by
+/// identity) with the entries planned, and the Services used.
+struct Cached {
+    /// Keeps the versions alive, so the addresses in `fingerprint` cannot be reused.
+    _pins: Vec<Arc<Accepted>>,
+    fingerprint: Vec<usize>,
+    services: Vec<SvcKey>,
+    built: Arc<BuiltBase>,
+}
+
+/// Built routes per base Ingress.
+#[derive(Default)]
+pub(crate) struct Cache {
+    by_base: HashMap<IngressKey, Cached>,
+}
+
+impl Cache {
+    /// Build every planned base Ingress whose inputs changed; reuse the others.
+    pub fn build_all(
+        &mut self,
+        plan: &[BasePlan<'_>],
+        ctx: &Ctx<'_>,
+        dirty: &Dirty,
+    ) -> Vec<Arc<BuiltBase>> {
+        let mut by_base = HashMap::with_capacity(plan.len());
+        let mut out = Vec::with_capacity(plan.len());
+        for b in plan {
+            let (pins, fingerprint) = fingerprint(b);
+            let cached = self
+                .by_base
+                .remove(b.ingress)
+                .filter(|c| c.fingerprint == fingerprint && !dirty.touches(&c.services));
+            let cached = match cached {
+                Some(c) => c,
+                None => Cached {
+                    _pins: pins,
+                    fingerprint,
+                    services: services_of(b),
+                    built: Arc::new(build_base(b, ctx)),
+                },
+            };
+            out.push(Arc::clone(&cached.built));
+            by_base.insert(b.ingress.clone(), cached);
+        }
+        self.by_base = by_base;
+        out
     }
-    built.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    built
+}
+
+/// Identity of the inputs: the base version, then per planned path its entry index and the
+/// versions and entry indexes of its canaries.
+fn fingerprint(b: &BasePlan<'_>) -> (Vec<Arc<Accepted>>, Vec<usize>) {
+    let mut pins = vec![Arc::clone(b.accepted)];
+    let mut fp = vec![Arc::as_ptr(b.accepted) as usize];
+    for p in &b.paths {
+        fp.extend([p.index, p.canaries.len()]);
+        for c in &p.canaries {
+            pins.push(Arc::clone(c.accepted));
+            fp.extend([Arc::as_ptr(c.accepted) as usize, c.index]);
+        }
+    }
+    (pins, fp)
+}
+
+/// Every Service a base Ingress's routes read (backends, canaries, mirror, default backend).
+fn services_of(b: &BasePlan<'_>) -> Vec<SvcKey> {
+    let mut out: Vec<SvcKey> = Vec::new();
+    for p in &b.paths {
+        out.push(p.entry.svc.key());
+        out.extend(p.canaries.iter().map(|c| c.entry.svc.key()));
+    }
+    if let Some((MirrorTarget::Service(s), _)) = &b.annos.mirror {
+        out.push((s.namespace.clone(), s.name.clone()));
+    }
+    if let Some(s) = &b.annos.default_backend {
+        out.push((s.namespace.clone(), s.name.clone()));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Build one base Ingress's routes: every planned path, merged where only paths differ.
+fn build_base(b: &BasePlan<'_>, ctx: &Ctx<'_>) -> BuiltBase {
+    let mut problems = Vec::new();
+    let mut routes: Vec<PathRoute> = b
+        .paths
+        .iter()
+        .filter_map(|p| build_path(b, p, ctx, &mut problems))
+        .collect();
+    routes.sort_by(|x, y| x.rule.cmp(&y.rule));
+    let mut named = Vec::new();
+    name_routes(b.ingress, merge(routes), &mut named);
+    let routes = named
+        .into_iter()
+        .map(|(route, origin)| finish::finished(route, origin, ctx))
+        .collect();
+    BuiltBase { routes, problems }
 }
 
 /// Routes of one Ingress that differ only in their paths become one route with all the paths.

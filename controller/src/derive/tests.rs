@@ -2,6 +2,8 @@
 //! metrics`) whose EndpointSlices carry target ports, and the blast-radius table: each bad
 //! object affects only itself.
 
+use std::collections::HashMap;
+
 use fleetgate_plugin::config::{ClusterState, MatchV1, Mode};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -116,7 +118,7 @@ fn derive(ings: &[Ingress]) -> Derived {
 }
 
 fn ready(d: &Derived) -> Vec<Option<u32>> {
-    d.config.routes[0]
+    d.config().routes[0]
         .backends
         .iter()
         .map(|b| b.ready)
@@ -130,23 +132,23 @@ fn service_port_80_counts_the_slices_target_port_8080() {
         let d = derive(&[shop_on_port(port)]);
         assert_eq!(ready(&d), vec![Some(2), Some(1)], "port {port}");
         assert_eq!(
-            d.config.routes[0].backends[0].upstream,
+            d.config().routes[0].backends[0].upstream,
             "outbound|80|hz-a|shop.default.svc.cluster.local"
         );
-        assert_eq!(d.config.clusters[0].state, ClusterState::Degraded);
-        assert_eq!(d.config.clusters[1].state, ClusterState::Healthy);
+        assert_eq!(d.config().clusters[0].state, ClusterState::Degraded);
+        assert_eq!(d.config().clusters[1].state, ClusterState::Healthy);
     }
     // The metrics port by number names the Service port 9090, not the target.
     let d = derive(&[shop_on_port("9090")]);
     assert_eq!(ready(&d), vec![Some(2), Some(1)]);
-    assert!(d.config.routes[0].backends[0]
+    assert!(d.config().routes[0].backends[0]
         .upstream
         .starts_with("outbound|9090|"));
     // A number that is only a target port is no Service port: nothing is ready there.
     let d = derive(&[shop_on_port("8080")]);
     assert_eq!(ready(&d), vec![Some(0), Some(0)]);
     assert!(d
-        .config
+        .config()
         .clusters
         .iter()
         .all(|c| c.state == ClusterState::Down));
@@ -163,7 +165,7 @@ fn a_member_without_the_service_has_zero_endpoints_for_it() {
     );
     let d = derive_config(&[shop_on_port("80")], &ms, &DeriveOptions::default()).unwrap();
     assert_eq!(ready(&d), vec![Some(2), Some(0)]);
-    assert_eq!(d.config.clusters[1].state, ClusterState::Down);
+    assert_eq!(d.config().clusters[1].state, ClusterState::Down);
 }
 
 #[test]
@@ -175,8 +177,8 @@ fn a_named_port_no_member_defines_drops_only_that_path() {
         &[("/", "shop", "http"), ("/grpc", "shop", "grpc")],
     );
     let d = derive(&[ing]);
-    assert_eq!(d.config.routes.len(), 1);
-    assert_eq!(d.config.routes[0].paths[0].path, "/");
+    assert_eq!(d.config().routes.len(), 1);
+    assert_eq!(d.config().routes[0].paths[0].path, "/");
     assert_eq!(d.problems.len(), 1);
     assert_eq!(d.problems[0].severity, Severity::Warning);
     assert!(
@@ -192,12 +194,12 @@ fn lost_member_is_unknown_and_keeps_its_last_endpoints() {
     ms[1].contact = Contact::Lost;
     let shop = [shop_on_port("80")];
     let d = derive_config(&shop, &ms, &DeriveOptions::default()).unwrap();
-    assert_eq!(d.config.clusters[1].state, ClusterState::Unknown);
-    assert_eq!(d.config.routes[0].backends[1].ready, Some(1));
+    assert_eq!(d.config().clusters[1].state, ClusterState::Unknown);
+    assert_eq!(d.config().routes[0].backends[1].ready, Some(1));
     ms[1] = member("hz-b", Contact::Never, &[], vec![]);
     let d = derive_config(&shop, &ms, &DeriveOptions::default()).unwrap();
-    assert_eq!(d.config.clusters[1].state, ClusterState::Unknown);
-    assert_eq!(d.config.routes[0].backends[1].ready, None);
+    assert_eq!(d.config().clusters[1].state, ClusterState::Unknown);
+    assert_eq!(d.config().routes[0].backends[1].ready, None);
 }
 
 #[test]
@@ -210,7 +212,7 @@ fn cluster_weights_name_every_member() {
         "shop",
         "80",
     )];
-    let w: Vec<_> = derive(&ings).config.routes[0]
+    let w: Vec<_> = derive(&ings).config().routes[0]
         .backends
         .iter()
         .map(|b| b.weight)
@@ -232,8 +234,8 @@ fn base_ingress_pinned_to_a_cluster_is_active_standby_with_that_primary() {
         "80",
     )];
     let d = derive(&ings);
-    assert_eq!(d.config.routes[0].mode, Mode::ActiveStandby);
-    assert_eq!(d.config.routes[0].order, vec!["hz-b", "hz-a"]);
+    assert_eq!(d.config().routes[0].mode, Mode::ActiveStandby);
+    assert_eq!(d.config().routes[0].order, vec!["hz-b", "hz-a"]);
 }
 
 #[test]
@@ -394,7 +396,7 @@ fn each_bad_object_affects_only_itself() {
     for row in rows {
         let d = derive(&row.ingresses);
         let routes: Vec<(String, Vec<String>)> = d
-            .config
+            .config()
             .routes
             .iter()
             .map(|r| {
@@ -457,7 +459,8 @@ fn an_ingress_edited_into_an_invalid_state_keeps_its_last_good_routes() {
         .derive(&[Arc::new(typo.clone())], &members, &opts)
         .unwrap();
     assert_eq!(
-        d.config.routes, first.config.routes,
+        d.config().routes,
+        first.config().routes,
         "the last good version is served"
     );
     assert_eq!(d.problems.len(), 1);
@@ -484,7 +487,7 @@ fn an_ingress_edited_into_an_invalid_state_keeps_its_last_good_routes() {
     let d = deriver
         .derive(&[Arc::new(typo.clone())], &fewer, &opts)
         .unwrap();
-    assert_eq!(d.config.routes[0].backends[1].ready, Some(0));
+    assert_eq!(d.config().routes[0].backends[1].ready, Some(0));
 
     // Without memory (or for a re-created object) the invalid version is rejected.
     assert!(matches!(
@@ -506,7 +509,7 @@ fn higress_canary_weights_above_the_total_send_everything_to_the_canary() {
     ];
     let d = derive(&ings);
     assert!(d.problems.is_empty(), "{:?}", d.problems);
-    let r = &d.plugin.routes[0];
+    let r = &d.plugin().unwrap().routes[0];
     assert_eq!(r.canary_percent, vec![100]);
     let ings = [
         ingress("shop", T0, &[], "/", "shop", "80"),
@@ -520,7 +523,10 @@ fn higress_canary_weights_above_the_total_send_everything_to_the_canary() {
             "/",
         ),
     ];
-    assert_eq!(derive(&ings).plugin.routes[0].canary_percent, vec![100]);
+    assert_eq!(
+        derive(&ings).plugin().unwrap().routes[0].canary_percent,
+        vec![100]
+    );
     let ings = [
         ingress("shop", T0, &[], "/", "shop", "80"),
         canary(
@@ -533,7 +539,10 @@ fn higress_canary_weights_above_the_total_send_everything_to_the_canary() {
             "/",
         ),
     ];
-    assert_eq!(derive(&ings).plugin.routes[0].canary_percent, vec![15]);
+    assert_eq!(
+        derive(&ings).plugin().unwrap().routes[0].canary_percent,
+        vec![15]
+    );
 }
 
 #[test]
@@ -560,7 +569,7 @@ fn mse_query_and_cookie_value_canaries_become_conditions() {
         ),
     ];
     let d = derive(&ings);
-    let cs = &d.config.routes[0].canaries;
+    let cs = &d.config().routes[0].canaries;
     assert_eq!(cs[0].when[0].query.as_deref(), Some("beta"));
     assert_eq!(cs[0].when[0].matcher, MatchV1::Regex("always|on".into()));
     assert_eq!(cs[1].when[0].cookie.as_deref(), Some("stage"));
@@ -572,7 +581,7 @@ fn mirror_port_defaults_to_the_mirror_services_first_port_and_fqdn_wins() {
     let mirror = |annos: &[(&str, &str)]| {
         let d = derive(&[ingress("shop", T0, annos, "/", "shop", "80")]);
         (
-            d.config.routes[0]
+            d.config().routes[0]
                 .mirror
                 .as_ref()
                 .map(|m| m.upstream.clone()),
@@ -611,7 +620,7 @@ fn header_never_is_not_the_canary_because_header_canaries_have_no_weight() {
         ),
     ];
     let d = derive(&ings);
-    let cfg = &d.plugin;
+    let cfg = &d.plugin().unwrap();
     let pick = |v: &str| {
         let req = fleetgate_plugin::request::SimpleRequest::new("shop.example.com", "/")
             .with_header("x-canary", v);
@@ -643,9 +652,9 @@ fn settings_and_when_unavailable_reach_the_config() {
         ),
     ];
     let d = derive_config(&ings, &two_members(), &opts).unwrap();
-    assert_eq!(d.config.cluster_header, "x-gw");
+    assert_eq!(d.config().cluster_header, "x-gw");
     let wu: Vec<_> = d
-        .config
+        .config()
         .routes
         .iter()
         .map(|r| (r.name.as_str(), r.when_unavailable))
@@ -678,7 +687,7 @@ fn default_backend_is_the_routes_fallback_when_no_cluster_can_serve() {
         .collect();
     let d = derive_config(&ings, &members, &DeriveOptions::default()).unwrap();
     assert!(d.problems.is_empty(), "{:?}", d.problems);
-    let f = d.config.routes[0].fallback.as_ref().expect("fallback");
+    let f = d.config().routes[0].fallback.as_ref().expect("fallback");
     assert_eq!(f.name, "default/shop-v2");
     assert_eq!(
         f.backends[0].upstream,
@@ -686,9 +695,14 @@ fn default_backend_is_the_routes_fallback_when_no_cluster_can_serve() {
     );
     let req = fleetgate_plugin::request::SimpleRequest::new("shop.example.com", "/");
     let mut rng = fastrand::Rng::with_seed(3);
-    let dec =
-        fleetgate_plugin::decide::select(&d.plugin, &req, |_| Default::default(), 0, &mut rng)
-            .unwrap();
+    let dec = fleetgate_plugin::decide::select(
+        &d.plugin().unwrap(),
+        &req,
+        |_| Default::default(),
+        0,
+        &mut rng,
+    )
+    .unwrap();
     let t = dec.target.expect("served by the fallback");
     assert_eq!(t.reason, fleetgate_plugin::decide::Reason::Fallback);
     // A default-backend Service no member has: warning, no fallback, the route still served.
@@ -701,6 +715,123 @@ fn default_backend_is_the_routes_fallback_when_no_cluster_can_serve() {
         "80",
     )];
     let d = derive(&ings);
-    assert!(d.config.routes[0].fallback.is_none());
+    assert!(d.config().routes[0].fallback.is_none());
     assert_eq!(d.problems[0].severity, Severity::Warning);
+}
+
+/// The incremental deriver must publish exactly what a fresh derivation of the same inputs
+/// publishes, whatever the sequence of changes (Ingress edits, canaries, invalid edits,
+/// endpoint changes, members losing contact or leaving).
+#[test]
+fn incremental_derivation_equals_a_fresh_one_after_any_change() {
+    let mut rng = fastrand::Rng::with_seed(42);
+    let ids = ["hz-a", "hz-b", "hz-c"];
+    let svcs = ["shop", "shop-v2"];
+    let mut members: Vec<MemberSnapshot> = ids
+        .iter()
+        .map(|id| {
+            let slices = vec![
+                slice("shop", &[Some(true); 2]),
+                slice("shop-v2", &[Some(true)]),
+            ];
+            member(id, Contact::Live, &svcs, slices)
+        })
+        .collect();
+    let mut ingresses: Vec<Arc<Ingress>> = (0..6)
+        .map(|i| {
+            Arc::new(ingress(
+                &format!("app{i}"),
+                T0,
+                &[],
+                &format!("/p{i}"),
+                "shop",
+                "80",
+            ))
+        })
+        .collect();
+    let opts = DeriveOptions::default();
+    let mut deriver = Deriver::default();
+    // What a fresh derivation must see: each invalid edit replaced by its last good version.
+    let mut good: HashMap<String, Arc<Ingress>> = HashMap::new();
+    let name_of = |i: &Arc<Ingress>| i.metadata.name.clone().unwrap_or_default();
+    for i in &ingresses {
+        good.insert(name_of(i), Arc::clone(i));
+    }
+    for step in 0..300 {
+        let i = rng.usize(0..ingresses.len());
+        let name = name_of(&ingresses[i]);
+        let path = format!(
+            "/p{}",
+            name.trim_start_matches(|c: char| !c.is_ascii_digit())
+        );
+        let is_base = name.starts_with("app");
+        match rng.u8(0..6) {
+            0 => {
+                let m = rng.usize(0..members.len());
+                let ready: Vec<Option<bool>> =
+                    (0..rng.usize(0..4)).map(|_| Some(rng.bool())).collect();
+                let svc = svcs[rng.usize(0..2)];
+                Arc::make_mut(&mut members[m].index).apply_slice(&slice(svc, &ready));
+            }
+            1 if is_base => {
+                let weights = format!("hz-a={},hz-b={}", rng.u32(1..5), rng.u32(0..5));
+                let annos = [("fleetgate.io/cluster-weights", weights.as_str())];
+                let mut ing = ingress(&name, T0, &annos, &path, "shop", "80");
+                ing.metadata.generation = Some(step);
+                ingresses[i] = Arc::new(ing);
+                good.insert(name, Arc::clone(&ingresses[i]));
+            }
+            2 if is_base => {
+                // An invalid edit: its last good version keeps serving.
+                let annos = [("fleetgate.io/mode", "hot-hot")];
+                ingresses[i] = Arc::new(ingress(&name, T0, &annos, &path, "shop", "80"));
+            }
+            3 => {
+                let w = rng.u32(0..150).to_string();
+                let annos = [("higress.io/canary-weight", w.as_str())];
+                let c = Arc::new(canary(
+                    &format!("c{step}"),
+                    T1,
+                    &annos,
+                    &format!("/p{}", rng.usize(0..6)),
+                ));
+                good.insert(name_of(&c), Arc::clone(&c));
+                ingresses.push(c);
+            }
+            4 if ingresses.len() > 3 => {
+                good.remove(&name);
+                ingresses.remove(i);
+            }
+            _ => {
+                let m = rng.usize(0..members.len());
+                members[m].contact = [Contact::Live, Contact::Lost][rng.usize(0..2)];
+            }
+        }
+        let incremental = deriver.derive(&ingresses, &members, &opts);
+        let plain: Vec<Ingress> = ingresses
+            .iter()
+            .map(|i| (**good.get(&name_of(i)).unwrap_or(i)).clone())
+            .collect();
+        let fresh = derive_config(&plain, &members, &opts);
+        match (incremental, fresh) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a.json, b.json, "step {step}");
+                let not_stale = |d: &Derived| -> Vec<Problem> {
+                    d.problems
+                        .iter()
+                        .filter(|p| p.severity != Severity::Stale)
+                        .cloned()
+                        .collect()
+                };
+                assert_eq!(not_stale(&a), not_stale(&b), "step {step}");
+                a.plugin().unwrap_or_else(|e| panic!("step {step}: {e}"));
+            }
+            (Err(_), Err(_)) => {}
+            (a, b) => panic!(
+                "step {step}: {:?} vs {:?}",
+                a.map(|d| d.revision),
+                b.map(|d| d.revision)
+            ),
+        }
+    }
 }

@@ -110,7 +110,9 @@ impl ControlPlane {
 
     /// The config currently served (compact JSON).
     pub fn config_json(&self) -> Option<String> {
-        self.cell.current().map(|p| p.json.clone())
+        self.cell
+            .current()
+            .map(|p| String::from_utf8_lossy(&p.json).into_owned())
     }
 
     /// Derives the config from the current state and publishes it; answers its revision.

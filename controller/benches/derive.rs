@@ -1,0 +1,147 @@
+//! Controller scale: full derivation and one EndpointSlice change at 1,000 and 10,000
+//! Ingresses x 3 and x 20 members (each member: a two-port Service and one EndpointSlice of 3
+//! ready endpoints per Ingress), with the peak memory of each size.
+//!
+//! `cargo bench -p fleetgate-controller --bench derive` (each size runs in a child process so
+//! its peak RSS is its own; `-- SIZE MEMBERS` runs one size in this process).
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleetgate_controller::derive::{Contact, DeriveOptions, Deriver, MemberSnapshot};
+use fleetgate_controller::endpoints::MemberIndex;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+use serde_json::json;
+
+fn ingress(i: usize) -> Ingress {
+    serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": format!("app{i}"), "namespace": format!("ns{}", i % 50),
+                     "uid": format!("u{i}"), "creationTimestamp": "2025-01-01T00:00:00Z"},
+        "spec": {"ingressClassName": "fleetgate", "rules": [{"host": format!("app{i}.example.com"),
+            "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": format!("app{i}"), "port": {"number": 80}}}}]}}]}
+    }))
+    .expect("ingress")
+}
+
+fn service(i: usize) -> Service {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("app{i}"), "namespace": format!("ns{}", i % 50)},
+        "spec": {"ports": [
+            {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"},
+            {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]}
+    }))
+    .expect("service")
+}
+
+fn slice(i: usize, m: usize, ready: usize) -> EndpointSlice {
+    let ns = format!("ns{}", i % 50);
+    let endpoints: Vec<_> = (0..3)
+        .map(|j| {
+            json!({"addresses": [format!("10.{m}.{}.{}", i / 250 % 250, i % 250 + j)],
+                   "conditions": {"ready": j < ready},
+                   "targetRef": {"kind": "Pod", "namespace": ns, "name": format!("app{i}-{j}")}})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        "metadata": {"name": format!("app{i}-x"), "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": format!("app{i}")}},
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                  {"name": "metrics", "port": 9102, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }))
+    .expect("slice")
+}
+
+fn members(n: usize, count: usize) -> Vec<MemberSnapshot> {
+    let services: Vec<Service> = (0..n).map(service).collect();
+    (0..count)
+        .map(|m| {
+            let slices: Vec<EndpointSlice> = (0..n).map(|i| slice(i, m, 3)).collect();
+            MemberSnapshot {
+                id: format!("member-{m:02}"),
+                zone: Some(format!("zone-{}", m % 3)),
+                contact: Contact::Live,
+                index: Arc::new(MemberIndex::from_objects(&services, &slices)),
+            }
+        })
+        .collect()
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One size: full derive (median of 3 fresh derivers), then one slice change -> new revision
+/// (median of 5, each a different Ingress losing a ready endpoint in member 0).
+fn one(n: usize, count: usize) {
+    let ingresses: Vec<Arc<Ingress>> = (0..n).map(|i| Arc::new(ingress(i))).collect();
+    let mut members = members(n, count);
+    let opts = DeriveOptions::default();
+    let mut full = Vec::new();
+    let mut deriver = Deriver::default();
+    let mut last = String::new();
+    for _ in 0..3 {
+        deriver = Deriver::default();
+        let t = Instant::now();
+        let d = deriver.derive(&ingresses, &members, &opts).expect("derive");
+        full.push(t.elapsed());
+        last = d.revision;
+    }
+    let mut change = Vec::new();
+    for k in 0..5 {
+        let i = (k * 7919) % n;
+        Arc::make_mut(&mut members[0].index).apply_slice(&slice(i, 0, 2));
+        let t = Instant::now();
+        let d = deriver.derive(&ingresses, &members, &opts).expect("derive");
+        change.push(t.elapsed());
+        assert_ne!(
+            d.revision, last,
+            "a ready-count change must change the revision"
+        );
+        last = d.revision;
+    }
+    full.sort();
+    change.sort();
+    println!(
+        "{n:>6} Ingresses x {count:>2} members: full derive {:>8.1} ms, one EndpointSlice change {:>8.1} ms, peak RSS {:>6.0} MiB",
+        ms(full[1]),
+        ms(change[2]),
+        peak_rss_mib()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if let [n, m] = args.as_slice() {
+        one(n.parse().expect("SIZE"), m.parse().expect("MEMBERS"));
+        return;
+    }
+    let exe = std::env::current_exe().expect("exe");
+    for (n, m) in [(1_000, 3), (1_000, 20), (10_000, 3), (10_000, 20)] {
+        let status = Command::new(&exe)
+            .args([n.to_string(), m.to_string()])
+            .status()
+            .expect("child");
+        assert!(status.success(), "{n} x {m}: {status}");
+    }
+}
