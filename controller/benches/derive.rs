@@ -104,8 +104,13 @@ fn one(n: usize, count: usize) {
         full.push(t.elapsed());
         last = d.revision;
     }
+    // More changes (FLEETGATE_BENCH_CHANGES) make a profile of the change path.
+    let changes = std::env::var("FLEETGATE_BENCH_CHANGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
     let mut change = Vec::new();
-    for k in 0..5 {
+    for k in 0..changes {
         let i = (k * 7919) % n;
         Arc::make_mut(&mut members[0].index).apply_slice(&slice(i, 0, 2));
         let t = Instant::now();
@@ -122,7 +127,7 @@ fn one(n: usize, count: usize) {
     println!(
         "{n:>6} Ingresses x {count:>2} members: full derive {:>8.1} ms, one EndpointSlice change {:>8.1} ms, peak RSS {:>6.0} MiB",
         ms(full[1]),
-        ms(change[2]),
+        ms(change[change.len() / 2]),
         peak_rss_mib()
     );
 }
@@ -144,4 +149,6 @@ fn main() {
             .expect("child");
         assert!(status.success(), "{n} x {m}: {status}");
     }
+    let status = Command::new(&exe).arg("bad").status().expect("child");
+    assert!(status.success(), "bad input: {status}");
 }

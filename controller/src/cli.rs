@@ -89,60 +89,64 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Add the objects of one YAML/JSON text to `dump`.
+/// Add the objects of one YAML/JSON text to `dump`. A document that is not YAML is an error
+/// (the file is unusable); an object that is not its kind's shape is skipped with a warning
+/// (one bad object affects only itself).
 pub fn load_text(text: &str, path: &str, dump: &mut Dump) -> Result<(), CliError> {
     use serde::Deserialize;
+    let syntax = |reason: String| CliError::Yaml {
+        path: path.to_string(),
+        reason,
+    };
+    // JSON (the bulk of large dumps) is read by serde_json, which is much faster.
+    if path.ends_with(".json") {
+        let v = serde_json::from_str(text).map_err(|e| syntax(e.to_string()))?;
+        add_value(v, path, dump);
+        return Ok(());
+    }
     for doc in serde_yaml::Deserializer::from_str(text) {
-        let v = serde_yaml::Value::deserialize(doc).map_err(|e| CliError::Yaml {
-            path: path.to_string(),
-            reason: e.to_string(),
-        })?;
-        add_value(v, path, dump)?;
+        let v = serde_json::Value::deserialize(doc).map_err(|e| syntax(e.to_string()))?;
+        add_value(v, path, dump);
     }
     Ok(())
 }
 
-fn add_value(v: serde_yaml::Value, path: &str, dump: &mut Dump) -> Result<(), CliError> {
-    if v.is_null() {
-        return Ok(());
-    }
-    let kind = v
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .unwrap_or("")
-        .to_string();
-    let yaml_err = |e: serde_yaml::Error| CliError::Yaml {
-        path: path.to_string(),
-        reason: format!("{kind}: {e}"),
-    };
-    match kind.as_str() {
-        "List" => {
-            if let Some(items) = v.get("items").and_then(|i| i.as_sequence()) {
-                for item in items.clone() {
-                    add_value(item, path, dump)?;
+fn add_value(v: serde_json::Value, path: &str, dump: &mut Dump) {
+    use serde_json::Value;
+    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    if kind == "List" {
+        if let Value::Object(mut m) = v {
+            if let Some(Value::Array(items)) = m.remove("items") {
+                for item in items {
+                    add_value(item, path, dump);
                 }
             }
         }
-        "Ingress" => dump
-            .ingresses
-            .push(serde_yaml::from_value(v).map_err(yaml_err)?),
-        "IngressClass" => dump
-            .ingress_classes
-            .push(serde_yaml::from_value(v).map_err(yaml_err)?),
-        "Secret" => dump
-            .secrets
-            .push(serde_yaml::from_value(v).map_err(yaml_err)?),
-        "ConfigMap" => dump
-            .config_maps
-            .push(serde_yaml::from_value(v).map_err(yaml_err)?),
-        "Service" => dump
-            .services
-            .push(serde_yaml::from_value(v).map_err(yaml_err)?),
-        "EndpointSlice" => dump
-            .endpoint_slices
-            .push(serde_yaml::from_value(v).map_err(yaml_err)?),
-        _ => {}
+        return;
     }
+    let result = match kind.as_str() {
+        "Ingress" => push(v, &mut dump.ingresses).map(|()| {
+            if let Some(i) = dump.ingresses.last_mut() {
+                crate::watch::trim(i);
+            }
+        }),
+        "IngressClass" => push(v, &mut dump.ingress_classes),
+        "Secret" => push(v, &mut dump.secrets),
+        "ConfigMap" => push(v, &mut dump.config_maps),
+        "Service" => push(v, &mut dump.services),
+        "EndpointSlice" => push(v, &mut dump.endpoint_slices),
+        _ => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::warn!("{path}: a {kind} is not a valid {kind} ({e}); skipped");
+    }
+}
+
+fn push<K: serde::de::DeserializeOwned>(
+    v: serde_json::Value,
+    out: &mut Vec<K>,
+) -> Result<(), serde_json::Error> {
+    out.push(serde_json::from_value(v)?);
     Ok(())
 }
 

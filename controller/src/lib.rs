@@ -2,7 +2,11 @@
 //! member cluster, and derives the fleetgate plugin's JSON config (schema v1).
 //!
 //! - [`annotations`]: Higress/MSE/nginx compatibility and `fleetgate.io/*` annotations;
-//! - [`derive`]: the pure `(Ingresses, members, endpoints) -> ConfigV1` function;
+//! - [`derive`]: `(Ingresses, members) -> ConfigV1`, pure, with memory so a change costs what
+//!   it touches (incremental) and an invalid edit keeps its last good version;
+//! - [`endpoints`]: a member's Services and EndpointSlices reduced to what routing needs, ports
+//!   resolved as Kubernetes resolves them;
+//! - [`settings`]: plugin-wide settings from flags and the IngressClass parameters ConfigMap;
 //! - [`members`]: member clusters (Argo CD cluster Secrets, members file) and their clients;
 //! - [`watch`]: kube-runtime watchers feeding the [`store`];
 //! - [`health`]: member control-plane contact (live / unknown after a grace period);

@@ -6,6 +6,16 @@ use k8s_openapi::api::networking::v1::IngressClass;
 /// IngressClass annotation that makes a class the cluster default.
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 
+/// The `kubectl apply` copy of a whole object, kept in an annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drop what fleetgate never reads before an object is stored (managed fields and the
+/// last-applied copy are often most of an Ingress's size).
+pub fn trim<K: kube::ResourceExt>(o: &mut K) {
+    o.managed_fields_mut().clear();
+    o.annotations_mut().remove(LAST_APPLIED);
+}
+
 /// Is this IngressClass marked as the cluster default?
 pub fn is_default_class(c: &IngressClass) -> bool {
     c.metadata
@@ -76,7 +86,9 @@ async fn watch_fleet_kind<K>(
     K::DynamicType: Default,
 {
     let api: Api<K> = Api::all(client);
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(trim::<K>);
     let mut relist = Relist::new();
     drive(
         stream,
