@@ -132,14 +132,83 @@ fn one(n: usize, count: usize) {
     );
 }
 
+/// Bad input at scale: bounded time, the rest keeps working.
+fn bad_input() {
+    let opts = DeriveOptions::default();
+    let members3 = members(1, 3);
+    // 10,000 Ingresses all claiming one host and path: the oldest wins, the rest are warned.
+    let same: Vec<Arc<Ingress>> = (0..10_000)
+        .map(|i| {
+            let mut ing = ingress(0);
+            ing.metadata.name = Some(format!("claim{i}"));
+            Arc::new(ing)
+        })
+        .collect();
+    let t = Instant::now();
+    let d = Deriver::default()
+        .derive(&same, &members3, &opts)
+        .expect("derive");
+    println!(
+        "bad input: 10,000 Ingresses claiming one host/path: {:.1} ms, {} route, {} problems",
+        ms(t.elapsed()),
+        d.route_count(),
+        d.problems.len()
+    );
+    // One Ingress with 1,000 paths.
+    let mut wide = ingress(0);
+    let spec = wide.spec.as_mut().expect("spec");
+    let rule = &mut spec.rules.as_mut().expect("rules")[0];
+    let paths = &mut rule.http.as_mut().expect("http").paths;
+    let template = paths[0].clone();
+    *paths = (0..1_000)
+        .map(|i| {
+            let mut p = template.clone();
+            p.path = Some(format!("/p{i}"));
+            p
+        })
+        .collect();
+    let t = Instant::now();
+    let d = Deriver::default()
+        .derive(&[Arc::new(wide)], &members3, &opts)
+        .expect("derive");
+    println!(
+        "bad input: one Ingress with 1,000 paths: {:.1} ms, {} route with {} paths",
+        ms(t.elapsed()),
+        d.route_count(),
+        d.routes().map(|r| r.paths.len()).sum::<usize>()
+    );
+    // A member sending 100,000 EndpointSlices (one Service each).
+    let t = Instant::now();
+    let slices: Vec<EndpointSlice> = (0..100_000).map(|i| slice(i, 0, 3)).collect();
+    let mut index = MemberIndex::default();
+    index.replace_slices(&slices);
+    drop(slices);
+    let built = t.elapsed();
+    let mut big = members(1, 1);
+    big[0].index = Arc::new(index);
+    let t = Instant::now();
+    let d = Deriver::default()
+        .derive(&[Arc::new(ingress(0))], &big, &opts)
+        .expect("derive");
+    println!(
+        "bad input: a member with 100,000 EndpointSlices: read and indexed in {:.0} ms, derive {:.1} ms ({} route), peak RSS {:.0} MiB",
+        ms(built),
+        ms(t.elapsed()),
+        d.route_count(),
+        peak_rss_mib()
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    if let [n, m] = args.as_slice() {
-        one(n.parse().expect("SIZE"), m.parse().expect("MEMBERS"));
-        return;
+    match args.as_slice() {
+        [bad] if bad == "bad" => return bad_input(),
+        [n, m] => return one(n.parse().expect("SIZE"), m.parse().expect("MEMBERS")),
+        [] => {}
+        other => panic!("usage: derive [SIZE MEMBERS | bad]; got {other:?}"),
     }
     let exe = std::env::current_exe().expect("exe");
     for (n, m) in [(1_000, 3), (1_000, 20), (10_000, 3), (10_000, 20)] {

@@ -113,7 +113,11 @@ pub fn load_text(text: &str, path: &str, dump: &mut Dump) -> Result<(), CliError
 
 fn add_value(v: serde_json::Value, path: &str, dump: &mut Dump) {
     use serde_json::Value;
-    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let kind = v
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if kind == "List" {
         if let Value::Object(mut m) = v {
             if let Some(Value::Array(items)) = m.remove("items") {

@@ -238,12 +238,9 @@ impl MemberIndex {
                 Some((oldest, _)) => version + 1 >= *oldest,
                 None => version >= self.version,
             };
-        known.then(|| {
-            self.changes
-                .iter()
-                .filter(move |(v, _)| *v > version)
-                .map(|(_, k)| k)
-        })
+        // Versions in the log ascend: skip to the first one after `version`.
+        let first = self.changes.partition_point(|(v, _)| *v <= version);
+        known.then(|| self.changes.range(first..).map(|(_, k)| k))
     }
 
     /// Change one entry: recount, give it a new version, drop it once empty.

@@ -12,6 +12,8 @@ use crate::annotations::IngressAnnotations;
 
 /// A canary entry paired with a base path.
 pub(crate) struct CanaryPlan<'a> {
+    /// Index of the canary in the accepted Ingresses.
+    pub at: usize,
     pub accepted: &'a Arc<Accepted>,
     /// Index of `entry` in the canary's entries.
     pub index: usize,
@@ -30,6 +32,8 @@ pub(crate) struct PathPlan<'a> {
 
 /// A base Ingress and the paths it won.
 pub(crate) struct BasePlan<'a> {
+    /// Index of the base in the accepted Ingresses.
+    pub at: usize,
     pub accepted: &'a Arc<Accepted>,
     pub ingress: &'a IngressKey,
     pub annos: &'a IngressAnnotations,
@@ -44,7 +48,7 @@ pub(crate) fn plan<'a>(
     let mut bases: Vec<BasePlan<'a>> = Vec::new();
     let mut owner: HashMap<RuleKey, (usize, usize)> = HashMap::new();
     let mut rejected: HashMap<RuleKey, &'a Parsed> = HashMap::new();
-    for acc in accepted {
+    for (at, acc) in accepted.iter().enumerate() {
         let p = &acc.parsed;
         let Some(annos) = &p.annos else {
             for e in &p.entries {
@@ -84,13 +88,14 @@ pub(crate) fn plan<'a>(
             }
         }
         bases.push(BasePlan {
+            at,
             accepted: acc,
             ingress: &p.key,
             annos,
             paths,
         });
     }
-    for acc in accepted {
+    for (at, acc) in accepted.iter().enumerate() {
         let p = &acc.parsed;
         let Some(annos) = p.annos.as_ref().filter(|a| a.canary.is_some()) else {
             continue;
@@ -99,6 +104,7 @@ pub(crate) fn plan<'a>(
             let rk = e.rule_key();
             if let Some(&(b, i)) = owner.get(&rk) {
                 bases[b].paths[i].canaries.push(CanaryPlan {
+                    at,
                     accepted: acc,
                     index,
                     ingress: &p.key,
@@ -120,4 +126,59 @@ pub(crate) fn plan<'a>(
         }
     }
     bases
+}
+
+/// A base's plan kept between derivations, as indexes into the accepted Ingresses: (base,
+/// per path (entry, per canary (canary, entry))).
+#[derive(Debug, Clone)]
+pub(crate) struct Kept {
+    at: usize,
+    paths: Vec<(usize, Vec<(usize, usize)>)>,
+}
+
+impl BasePlan<'_> {
+    pub fn keep(&self) -> Kept {
+        let path = |p: &PathPlan<'_>| {
+            (
+                p.index,
+                p.canaries.iter().map(|c| (c.at, c.index)).collect(),
+            )
+        };
+        Kept {
+            at: self.at,
+            paths: self.paths.iter().map(path).collect(),
+        }
+    }
+}
+
+/// The plan `k` was kept from, over the same accepted Ingresses.
+pub(crate) fn restore<'a>(k: &Kept, accepted: &'a [Arc<Accepted>]) -> Option<BasePlan<'a>> {
+    let acc = accepted.get(k.at)?;
+    let mut paths = Vec::with_capacity(k.paths.len());
+    for (index, canaries) in &k.paths {
+        let mut cs = Vec::with_capacity(canaries.len());
+        for &(at, ci) in canaries {
+            let c = accepted.get(at)?;
+            cs.push(CanaryPlan {
+                at,
+                accepted: c,
+                index: ci,
+                ingress: &c.parsed.key,
+                annos: c.parsed.annos.as_ref()?,
+                entry: c.parsed.entries.get(ci)?,
+            });
+        }
+        paths.push(PathPlan {
+            index: *index,
+            entry: acc.parsed.entries.get(*index)?,
+            canaries: cs,
+        });
+    }
+    Some(BasePlan {
+        at: k.at,
+        accepted: acc,
+        ingress: &acc.parsed.key,
+        annos: acc.parsed.annos.as_ref()?,
+        paths,
+    })
 }

@@ -171,10 +171,12 @@ pub(crate) fn finish(
 
 /// Put the routes' JSON into the head's empty `"routes":[]` (serde writes the field once, and
 /// no other value of the head can contain that text: ids and header names are tokens).
-fn splice_routes<'a>(head: &str, routes: impl Iterator<Item = &'a str>) -> String {
+fn splice_routes<'a>(head: &str, routes: impl Iterator<Item = &'a str> + Clone) -> String {
     const EMPTY: &str = "\"routes\":[]";
     let at = head.find(EMPTY).unwrap_or(head.len());
-    let mut out = String::with_capacity(head.len() + 1024);
+    // One allocation of the final size: the config can be tens of MB.
+    let len = head.len() + routes.clone().map(|r| r.len() + 1).sum::<usize>();
+    let mut out = String::with_capacity(len);
     out.push_str(&head[..at]);
     out.push_str("\"routes\":[");
     for (i, r) in routes.enumerate() {
@@ -196,41 +198,67 @@ fn hex16(bytes: &[u8]) -> String {
 /// evidence (every Service the routes use has zero ready endpoints there), `degraded` when some
 /// Service has none or some endpoints are not ready, else `healthy`.
 fn cluster_states<'a>(
-    routes: impl Iterator<Item = &'a BuiltRoute> + Clone,
+    routes: impl Iterator<Item = &'a BuiltRoute>,
     ctx: &Ctx<'_>,
 ) -> Vec<ClusterV1> {
+    // One pass over the routes, each with its members side by side.
+    let mut acc = vec![Tally::default(); ctx.members.len()];
+    for r in routes {
+        for (t, u) in acc.iter_mut().zip(&r.members) {
+            t.add(u);
+        }
+    }
     ctx.members
         .iter()
-        .enumerate()
-        .map(|(mi, m)| {
-            let uses = routes.clone().filter_map(|r| r.members.get(mi));
-            let state = match m.contact {
+        .zip(acc)
+        .map(|(m, t)| ClusterV1 {
+            id: m.id.clone(),
+            zone: m.zone.clone(),
+            state: match m.contact {
                 Contact::Lost | Contact::Never => ClusterState::Unknown,
-                Contact::Live => {
-                    let (mut counted, mut all_zero, mut some_zero, mut not_ready) =
-                        (false, true, false, false);
-                    for u in uses {
-                        counted |= u.counted;
-                        all_zero &= !u.counted || u.all_zero;
-                        some_zero |= u.counted && u.some_zero;
-                        not_ready |= u.not_ready;
-                    }
-                    if !counted {
-                        ClusterState::Healthy
-                    } else if all_zero {
-                        ClusterState::Down
-                    } else if some_zero || not_ready {
-                        ClusterState::Degraded
-                    } else {
-                        ClusterState::Healthy
-                    }
-                }
-            };
-            ClusterV1 {
-                id: m.id.clone(),
-                zone: m.zone.clone(),
-                state,
-            }
+                Contact::Live => t.state(),
+            },
         })
         .collect()
+}
+
+/// What all routes say about one member.
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    counted: bool,
+    all_zero: bool,
+    some_zero: bool,
+    not_ready: bool,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            counted: false,
+            all_zero: true,
+            some_zero: false,
+            not_ready: false,
+        }
+    }
+}
+
+impl Tally {
+    fn add(&mut self, u: &MemberUse) {
+        self.counted |= u.counted;
+        self.all_zero &= !u.counted || u.all_zero;
+        self.some_zero |= u.counted && u.some_zero;
+        self.not_ready |= u.not_ready;
+    }
+
+    fn state(&self) -> ClusterState {
+        if !self.counted {
+            ClusterState::Healthy
+        } else if self.all_zero {
+            ClusterState::Down
+        } else if self.some_zero || self.not_ready {
+            ClusterState::Degraded
+        } else {
+            ClusterState::Healthy
+        }
+    }
 }

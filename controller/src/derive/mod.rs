@@ -299,6 +299,31 @@ impl Dirty {
     }
 }
 
+/// What the last derivation planned, reused while its Ingresses (the same objects) and members
+/// (the same set and contacts) stay: then a change of endpoints rebuilds only the base
+/// Ingresses that read the changed Services.
+struct Prepared {
+    inputs: Vec<Arc<Ingress>>,
+    accepted: Vec<Arc<ingress::Accepted>>,
+    /// Problems of reading and planning (building adds its own per base).
+    problems: Vec<Problem>,
+    kept: Vec<claims::Kept>,
+    built: Vec<Arc<routes::BuiltBase>>,
+    /// Service -> the planned bases that read it.
+    users: HashMap<SvcKey, Vec<usize>>,
+}
+
+impl Prepared {
+    fn serves(&self, ingresses: &[Arc<Ingress>]) -> bool {
+        self.inputs.len() == ingresses.len()
+            && self
+                .inputs
+                .iter()
+                .zip(ingresses)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
+
 /// Derivation with memory, so that a change costs what it touches:
 /// - each Ingress version is read once (remembered while the object is unchanged);
 /// - the routes of a base Ingress are rebuilt only when it, its canaries, or a Service they use
@@ -307,6 +332,7 @@ impl Dirty {
 ///   (a typo must not become an outage).
 #[derive(Default)]
 pub struct Deriver {
+    prepared: Option<Prepared>,
     current: HashMap<IngressKey, Version>,
     last_good: HashMap<IngressKey, Version>,
     routes: routes::Cache,
@@ -344,11 +370,59 @@ impl Deriver {
             opts,
         };
         let dirty = self.what_changed(&ctx);
+        let prepared = match (self.prepared.take(), &dirty) {
+            (Some(p), Dirty::Some(changed)) if p.serves(ingresses) => {
+                self.rebuild_users(p, changed, &ctx)
+            }
+            _ => self.prepare(ingresses, &ctx, &dirty),
+        };
+        let derived = finish::finish(&prepared.built, &ctx, prepared.problems.clone());
+        self.prepared = Some(prepared);
+        derived
+    }
+
+    /// Read, plan and build (reusing what the caches still hold).
+    fn prepare(&mut self, ingresses: &[Arc<Ingress>], ctx: &Ctx<'_>, dirty: &Dirty) -> Prepared {
         let mut problems = Vec::new();
-        let accepted = self.parse_all(ingresses, &ctx, &mut problems);
+        let accepted = self.parse_all(ingresses, ctx, &mut problems);
         let plan = claims::plan(&accepted, &mut problems);
-        let built = self.routes.build_all(&plan, &ctx, &dirty);
-        finish::finish(&built, &ctx, problems)
+        let built = self.routes.build_all(&plan, ctx, dirty);
+        let mut users: HashMap<SvcKey, Vec<usize>> = HashMap::new();
+        for (i, b) in plan.iter().enumerate() {
+            for s in routes::services_of(b) {
+                users.entry(s).or_default().push(i);
+            }
+        }
+        let kept = plan.iter().map(claims::BasePlan::keep).collect();
+        Prepared {
+            inputs: ingresses.to_vec(),
+            accepted,
+            problems,
+            kept,
+            built,
+            users,
+        }
+    }
+
+    /// The same plan; rebuild the bases that read a changed Service.
+    fn rebuild_users(
+        &mut self,
+        mut p: Prepared,
+        changed: &HashSet<SvcKey>,
+        ctx: &Ctx<'_>,
+    ) -> Prepared {
+        let todo: BTreeSet<usize> = changed
+            .iter()
+            .filter_map(|s| p.users.get(s))
+            .flatten()
+            .copied()
+            .collect();
+        for i in todo {
+            if let Some(plan) = claims::restore(&p.kept[i], &p.accepted) {
+                p.built[i] = self.routes.rebuild(&plan, ctx);
+            }
+        }
+        p
     }
 
     /// Compare members with the last derivation: a new member set or options forget

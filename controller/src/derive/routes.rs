@@ -78,6 +78,15 @@ pub(crate) struct Cache {
 }
 
 impl Cache {
+    /// Rebuild one base Ingress whose Services changed (its plan did not).
+    pub fn rebuild(&mut self, b: &BasePlan<'_>, ctx: &Ctx<'_>) -> Arc<BuiltBase> {
+        let built = Arc::new(build_base(b, ctx));
+        if let Some(c) = self.by_base.get_mut(b.ingress) {
+            c.built = Arc::clone(&built);
+        }
+        built
+    }
+
     /// Build every planned base Ingress whose inputs changed; reuse the others.
     pub fn build_all(
         &mut self,
@@ -126,7 +135,7 @@ fn fingerprint(b: &BasePlan<'_>) -> (Vec<Arc<Accepted>>, Vec<usize>) {
 }
 
 /// Every Service a base Ingress's routes read (backends, canaries, mirror, default backend).
-fn services_of(b: &BasePlan<'_>) -> Vec<SvcKey> {
+pub(crate) fn services_of(b: &BasePlan<'_>) -> Vec<SvcKey> {
     let mut out: Vec<SvcKey> = Vec::new();
     for p in &b.paths {
         out.push(p.entry.svc.key());
