@@ -7,8 +7,14 @@
 //! Service port's *name* (empty for an unnamed single-port Service) with the *target* port
 //! number, so the Service port's name is what selects the slice port. A member without the
 //! Service has no endpoints for it.
+//!
+//! Memory is what a fleet of 10,000 Services x 20 members costs, so the views are compact:
+//! boxed strings and slices, one address per endpoint (the one consumers use), pods by hash.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -18,6 +24,14 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// `(namespace, name)` of a Service.
 pub type SvcKey = (String, String);
+
+/// A stable hash of a Service key: change logs and dependency maps use it (a collision only
+/// makes an incremental derive rebuild a little more).
+pub fn svc_hash(key: &SvcKey) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
 
 /// The Ingress port a backend names.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -30,22 +44,24 @@ pub enum PortRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePort {
     /// Empty for the unnamed port of a single-port Service.
-    pub name: String,
+    pub name: Arc<str>,
     pub port: u16,
 }
 
 /// One endpoint of a slice, with the conditions routing reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointView {
-    pub addresses: Vec<String>,
-    /// The pod (`targetRef` namespace/name) when known: one pod appears once per address family.
-    pub pod: Option<String>,
+    /// The first address (consumers use only the first: EndpointSlice API).
+    pub address: Address,
+    /// Hash of the pod (`targetRef` namespace/name) when known: a pod appears once per address
+    /// family.
+    pub pod: Option<u64>,
     /// `conditions.ready` (absent counts as ready, as the API says).
     pub ready: bool,
     /// `conditions.serving` (absent: same as ready).
     pub serving: bool,
     pub terminating: bool,
-    pub zone: Option<String>,
+    pub zone: Option<Box<str>>,
 }
 
 impl EndpointView {
@@ -54,19 +70,53 @@ impl EndpointView {
         self.ready && !self.terminating
     }
     /// The identity a pod keeps across the IPv4 and IPv6 slices of a dual-stack Service.
-    fn identity(&self) -> String {
-        self.pod.clone().unwrap_or_else(|| self.addresses.join(","))
+    fn identity(&self) -> u64 {
+        self.pod.unwrap_or_else(|| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.address.hash(&mut h);
+            h.finish()
+        })
+    }
+}
+
+/// An endpoint address: an IP (no allocation) or, in an FQDN slice, a name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    Ip(IpAddr),
+    Name(Box<str>),
+}
+
+impl Address {
+    fn parse(s: &str) -> Address {
+        s.parse()
+            .map_or_else(|_| Address::Name(s.into()), Address::Ip)
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Ip(ip) => ip.fmt(f),
+            Address::Name(n) => f.write_str(n),
+        }
     }
 }
 
 /// An EndpointSlice reduced to its ports and endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SliceView {
-    /// `IPv4`, `IPv6` or `FQDN`.
-    pub address_type: String,
+    pub address_type: AddressType,
     /// (Service port name, target port number).
-    pub ports: Vec<(String, Option<u16>)>,
-    pub endpoints: Vec<EndpointView>,
+    pub ports: Box<[(Arc<str>, Option<u16>)]>,
+    pub endpoints: Box<[EndpointView]>,
+}
+
+/// `addressType` of a slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressType {
+    IPv4,
+    IPv6,
+    Fqdn,
 }
 
 impl SliceView {
@@ -74,7 +124,7 @@ impl SliceView {
     pub fn target_port(&self, name: &str) -> Option<Option<u16>> {
         self.ports
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| **n == *name)
             .map(|(_, port)| *port)
     }
 }
@@ -83,22 +133,27 @@ impl SliceView {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceEntry {
     /// `spec.ports`, or `None` while the member has no such Service.
-    pub ports: Option<Vec<ServicePort>>,
-    /// Slices by name.
-    pub slices: BTreeMap<String, SliceView>,
-    /// Endpoint counts per Service port name, kept up to date on every change (derive reads
+    pub ports: Option<Box<[ServicePort]>>,
+    /// Slices by name (a Service has a few; a list costs far less than a map).
+    pub slices: Vec<(Box<str>, SliceView)>,
+    /// Endpoint counts per entry of `ports`, kept up to date on every change (derive reads
     /// them for every route and every member).
-    counts: Vec<(String, EndpointCount)>,
+    counts: Box<[EndpointCount]>,
     /// Changes whenever this entry changes; never repeats within one index.
     pub version: u64,
 }
 
 impl ServiceEntry {
     fn recount(&mut self) {
-        let names = self.ports.iter().flatten().map(|p| p.name.clone());
-        self.counts = names
-            .map(|n| (n.clone(), count_port(&self.slices, &n)))
-            .collect();
+        let ports = self.ports.iter().flatten();
+        self.counts = ports.map(|p| count_port(&self.slices, &p.name)).collect();
+    }
+
+    fn slice_mut(&mut self, name: &str) -> Option<&mut SliceView> {
+        self.slices
+            .iter_mut()
+            .find(|(n, _)| **n == *name)
+            .map(|(_, s)| s)
     }
 }
 
@@ -118,9 +173,21 @@ pub struct MemberIndex {
     services: HashMap<SvcKey, ServiceEntry>,
     /// The last version handed to an entry.
     version: u64,
-    /// The most recent changes, `(version, Service)`, so an incremental derive can ask what
-    /// changed since the version it saw (bounded: older history is forgotten).
-    changes: VecDeque<(u64, SvcKey)>,
+    /// The most recent changes, `(version, Service hash)`, so an incremental derive can ask
+    /// what changed since the version it saw (bounded: older history is forgotten).
+    changes: VecDeque<(u64, u64)>,
+    /// Port names, shared (every Service repeats `http`, `metrics`...).
+    names: HashSet<Arc<str>>,
+}
+
+/// One shared copy of a port name.
+fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(n) = names.get(name) {
+        return Arc::clone(n);
+    }
+    let n: Arc<str> = name.into();
+    names.insert(Arc::clone(&n));
+    n
 }
 
 /// Changes remembered per member for incremental derivation.
@@ -134,6 +201,7 @@ impl Default for MemberIndex {
             services: HashMap::new(),
             version: 0,
             changes: VecDeque::new(),
+            names: HashSet::new(),
         }
     }
 }
@@ -163,7 +231,7 @@ impl MemberIndex {
     /// Add or replace a Service. Returns its key (`None` for an object without a name).
     pub fn apply_service(&mut self, s: &Service) -> Option<SvcKey> {
         let key = (s.metadata.namespace.clone()?, s.metadata.name.clone()?);
-        let ports = service_ports(s);
+        let ports = service_ports(s, &mut self.names);
         self.update(&key, |e| e.ports = Some(ports));
         Some(key)
     }
@@ -178,18 +246,17 @@ impl MemberIndex {
     /// (custom or mirrored slices) and are ignored: returns `None`.
     pub fn apply_slice(&mut self, s: &EndpointSlice) -> Option<SvcKey> {
         let (key, name) = slice_key(s)?;
-        let view = slice_view(s);
-        self.update(&key, |e| {
-            e.slices.insert(name, view);
+        let view = slice_view(s, &mut self.names);
+        self.update(&key, |e| match e.slice_mut(&name) {
+            Some(old) => *old = view,
+            None => e.slices.push((name.into(), view)),
         });
         Some(key)
     }
 
     pub fn delete_slice(&mut self, s: &EndpointSlice) -> Option<SvcKey> {
         let (key, name) = slice_key(s)?;
-        self.update(&key, |e| {
-            e.slices.remove(&name);
-        });
+        self.update(&key, |e| e.slices.retain(|(n, _)| **n != *name));
         Some(key)
     }
 
@@ -206,10 +273,12 @@ impl MemberIndex {
 
     /// Replace all slices (after a relist), keeping the Services.
     pub fn replace_slices(&mut self, all: &[EndpointSlice]) {
-        let mut fresh: HashMap<SvcKey, BTreeMap<String, SliceView>> = HashMap::new();
+        let mut fresh: HashMap<SvcKey, Vec<(Box<str>, SliceView)>> = HashMap::new();
         for s in all {
             if let Some((key, name)) = slice_key(s) {
-                fresh.entry(key).or_default().insert(name, slice_view(s));
+                let slices = fresh.entry(key).or_default();
+                slices.retain(|(n, _)| **n != *name);
+                slices.push((name.into(), slice_view(s, &mut self.names)));
             }
         }
         let keys: BTreeSet<SvcKey> = self.services.keys().chain(fresh.keys()).cloned().collect();
@@ -232,7 +301,7 @@ impl MemberIndex {
     pub fn changed_since(
         &self,
         (history, version): (u64, u64),
-    ) -> Option<impl Iterator<Item = &SvcKey>> {
+    ) -> Option<impl Iterator<Item = u64> + '_> {
         let known = history == self.history
             && match self.changes.front() {
                 Some((oldest, _)) => version + 1 >= *oldest,
@@ -240,7 +309,7 @@ impl MemberIndex {
             };
         // Versions in the log ascend: skip to the first one after `version`.
         let first = self.changes.partition_point(|(v, _)| *v <= version);
-        known.then(|| self.changes.range(first..).map(|(_, k)| k))
+        known.then(|| self.changes.range(first..).map(|(_, k)| *k))
     }
 
     /// Change one entry: recount, give it a new version, drop it once empty.
@@ -249,7 +318,7 @@ impl MemberIndex {
         if self.changes.len() == CHANGE_LOG {
             self.changes.pop_front();
         }
-        self.changes.push_back((self.version, key.clone()));
+        self.changes.push_back((self.version, svc_hash(key)));
         let e = self.services.entry(key.clone()).or_default();
         f(e);
         e.recount();
@@ -269,22 +338,23 @@ impl MemberIndex {
         let ports = self.services.get(key)?.ports.as_ref()?;
         ports.iter().find(|p| match port {
             PortRef::Number(n) => p.port == *n,
-            PortRef::Name(name) => p.name == *name,
+            PortRef::Name(name) => *p.name == **name,
         })
     }
 
     /// Endpoints serving the Service port `port` names (0 when the member lacks the Service or
     /// the port). Pods are counted once, across address families and slices.
     pub fn count(&self, key: &SvcKey, port: &PortRef) -> EndpointCount {
-        let Some(sp) = self.service_port(key, port) else {
+        let Some(e) = self.services.get(key) else {
             return EndpointCount::default();
         };
-        let counts = self.services.get(key).map(|e| e.counts.as_slice());
-        counts
-            .into_iter()
-            .flatten()
-            .find(|(n, _)| *n == sp.name)
-            .map_or_else(EndpointCount::default, |(_, c)| *c)
+        let ports = e.ports.as_deref().unwrap_or(&[]);
+        let at = ports.iter().position(|p| match port {
+            PortRef::Number(n) => p.port == *n,
+            PortRef::Name(name) => *p.name == **name,
+        });
+        at.and_then(|i| e.counts.get(i).copied())
+            .unwrap_or_default()
     }
 
     /// Endpoints of the slices that carry the Service port named `port_name`.
@@ -308,10 +378,10 @@ fn port_endpoints<'a>(
 }
 
 /// Ready and not-ready pods of the slices carrying the Service port `port_name`.
-fn count_port(slices: &BTreeMap<String, SliceView>, port_name: &str) -> EndpointCount {
+fn count_port(slices: &[(Box<str>, SliceView)], port_name: &str) -> EndpointCount {
     let mut ready = BTreeSet::new();
     let mut not_ready = BTreeSet::new();
-    for ep in port_endpoints(slices.values(), port_name) {
+    for ep in port_endpoints(slices.iter().map(|(_, s)| s), port_name) {
         if ep.is_ready() {
             ready.insert(ep.identity());
         } else if !ep.terminating {
@@ -324,14 +394,20 @@ fn count_port(slices: &BTreeMap<String, SliceView>, port_name: &str) -> Endpoint
     }
 }
 
-fn service_ports(s: &Service) -> Vec<ServicePort> {
+fn hash_str(s: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+fn service_ports(s: &Service, names: &mut HashSet<Arc<str>>) -> Box<[ServicePort]> {
     let ports = s.spec.as_ref().and_then(|sp| sp.ports.as_ref());
     ports
         .into_iter()
         .flatten()
         .filter_map(|p| {
             Some(ServicePort {
-                name: p.name.clone().unwrap_or_default(),
+                name: intern(names, p.name.as_deref().unwrap_or_default()),
                 port: u16::try_from(p.port).ok()?,
             })
         })
@@ -344,31 +420,32 @@ fn slice_key(s: &EndpointSlice) -> Option<(SvcKey, String)> {
     Some(((ns, svc.clone()), s.metadata.name.clone()?))
 }
 
-fn slice_view(s: &EndpointSlice) -> SliceView {
+fn slice_view(s: &EndpointSlice, names: &mut HashSet<Arc<str>>) -> SliceView {
     let ports = s.ports.iter().flatten().map(|p| {
         let n = p.port.and_then(|n| u16::try_from(n).ok());
-        (p.name.clone().unwrap_or_default(), n)
+        (intern(names, p.name.as_deref().unwrap_or_default()), n)
     });
     let endpoints = s.endpoints.iter().map(|ep| {
         let c = ep.conditions.as_ref();
         let ready = c.and_then(|c| c.ready) != Some(false);
         EndpointView {
-            addresses: ep.addresses.clone(),
+            address: Address::parse(ep.addresses.first().map_or("", String::as_str)),
             pod: ep.target_ref.as_ref().and_then(|r| {
-                Some(format!(
-                    "{}/{}",
-                    r.namespace.as_deref()?,
-                    r.name.as_deref()?
-                ))
+                let pod = format!("{}/{}", r.namespace.as_deref()?, r.name.as_deref()?);
+                Some(hash_str(&pod))
             }),
             ready,
             serving: c.and_then(|c| c.serving).unwrap_or(ready),
             terminating: c.and_then(|c| c.terminating) == Some(true),
-            zone: ep.zone.clone(),
+            zone: ep.zone.as_deref().map(Box::from),
         }
     });
     SliceView {
-        address_type: s.address_type.clone(),
+        address_type: match s.address_type.as_str() {
+            "IPv6" => AddressType::IPv6,
+            "FQDN" => AddressType::Fqdn,
+            _ => AddressType::IPv4,
+        },
         ports: ports.collect(),
         endpoints: endpoints.collect(),
     }
@@ -426,7 +503,7 @@ mod tests {
             idx.service_port(&key(), &PortRef::Number(9090))
                 .unwrap()
                 .name,
-            "metrics"
+            "metrics".into()
         );
     }
 
@@ -507,8 +584,8 @@ mod tests {
             slice("s2", "IPv4", "http", &more),
         ]);
         assert_eq!(idx.count(&key(), &PortRef::Number(80)).ready, 2);
-        let changed: Vec<&SvcKey> = idx.changed_since(cursor).unwrap().collect();
-        assert_eq!(changed, vec![&key()]);
+        let changed: Vec<u64> = idx.changed_since(cursor).unwrap().collect();
+        assert_eq!(changed, vec![svc_hash(&key())]);
         // Another index's cursor is not comparable: everything counts as changed.
         assert!(idx.changed_since(MemberIndex::default().cursor()).is_none());
     }

@@ -142,7 +142,7 @@ fn slice_names(store: &Store) -> Vec<String> {
     let mut names: Vec<String> = snap.members[0]
         .index
         .services()
-        .flat_map(|(_, e)| e.slices.keys().cloned())
+        .flat_map(|(_, e)| e.slices.iter().map(|(n, _)| n.to_string()))
         .collect();
     names.sort();
     names

@@ -287,11 +287,12 @@ type Version = (Arc<Ingress>, Arc<ingress::Accepted>);
 /// Which Services changed since the last derivation (in any member).
 pub(crate) enum Dirty {
     All,
-    Some(HashSet<SvcKey>),
+    /// Hashes of the changed Services ([`crate::endpoints::svc_hash`]).
+    Some(HashSet<u64>),
 }
 
 impl Dirty {
-    pub fn touches(&self, services: &[SvcKey]) -> bool {
+    pub fn touches(&self, services: &[u64]) -> bool {
         match self {
             Dirty::All => true,
             Dirty::Some(set) => services.iter().any(|s| set.contains(s)),
@@ -309,8 +310,8 @@ struct Prepared {
     problems: Vec<Problem>,
     kept: Vec<claims::Kept>,
     built: Vec<Arc<routes::BuiltBase>>,
-    /// Service -> the planned bases that read it.
-    users: HashMap<SvcKey, Vec<usize>>,
+    /// Service (hash) -> the planned bases that read it.
+    users: HashMap<u64, Vec<usize>>,
 }
 
 impl Prepared {
@@ -387,7 +388,7 @@ impl Deriver {
         let accepted = self.parse_all(ingresses, ctx, &mut problems);
         let plan = claims::plan(&accepted, &mut problems);
         let built = self.routes.build_all(&plan, ctx, dirty);
-        let mut users: HashMap<SvcKey, Vec<usize>> = HashMap::new();
+        let mut users: HashMap<u64, Vec<usize>> = HashMap::new();
         for (i, b) in plan.iter().enumerate() {
             for s in routes::services_of(b) {
                 users.entry(s).or_default().push(i);
@@ -408,7 +409,7 @@ impl Deriver {
     fn rebuild_users(
         &mut self,
         mut p: Prepared,
-        changed: &HashSet<SvcKey>,
+        changed: &HashSet<u64>,
         ctx: &Ctx<'_>,
     ) -> Prepared {
         let todo: BTreeSet<usize> = changed
@@ -450,7 +451,7 @@ impl Deriver {
                 Some((contact, cursor)) if *contact == m.contact => m
                     .index
                     .changed_since(*cursor)
-                    .map(|c| c.cloned().collect::<Vec<_>>()),
+                    .map(|c| c.collect::<Vec<_>>()),
                 _ => None,
             };
             match (&mut dirty, changed) {

@@ -18,7 +18,7 @@ use crate::annotations::{
     CanaryMatch, CanaryRule, CanarySource, CanaryValue, IngressAnnotations, MirrorTarget, ModeAnno,
     ServiceRef,
 };
-use crate::endpoints::SvcKey;
+use crate::endpoints::{svc_hash, SvcKey};
 
 /// A route built for one path, before routes of one Ingress are merged and named.
 pub(crate) struct PathRoute {
@@ -67,7 +67,8 @@ struct Cached {
     /// Keeps the versions alive, so the addresses in `fingerprint` cannot be reused.
     _pins: Vec<Arc<Accepted>>,
     fingerprint: Vec<usize>,
-    services: Vec<SvcKey>,
+    /// Hashes of the Services read.
+    services: Vec<u64>,
     built: Arc<BuiltBase>,
 }
 
@@ -134,8 +135,9 @@ fn fingerprint(b: &BasePlan<'_>) -> (Vec<Arc<Accepted>>, Vec<usize>) {
     (pins, fp)
 }
 
-/// Every Service a base Ingress's routes read (backends, canaries, mirror, default backend).
-pub(crate) fn services_of(b: &BasePlan<'_>) -> Vec<SvcKey> {
+/// Every Service a base Ingress's routes read (backends, canaries, mirror, default backend),
+/// by hash.
+pub(crate) fn services_of(b: &BasePlan<'_>) -> Vec<u64> {
     let mut out: Vec<SvcKey> = Vec::new();
     for p in &b.paths {
         out.push(p.entry.svc.key());
@@ -147,9 +149,10 @@ pub(crate) fn services_of(b: &BasePlan<'_>) -> Vec<SvcKey> {
     if let Some(s) = &b.annos.default_backend {
         out.push((s.namespace.clone(), s.name.clone()));
     }
-    out.sort();
-    out.dedup();
-    out
+    let mut hashes: Vec<u64> = out.iter().map(svc_hash).collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    hashes
 }
 
 /// Build one base Ingress's routes: every planned path, merged where only paths differ.
