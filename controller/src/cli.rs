@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::derive::{self, Contact, DeriveOptions, Derived, MemberSnapshot};
@@ -98,16 +99,64 @@ pub fn load_text(text: &str, path: &str, dump: &mut Dump) -> Result<(), CliError
         path: path.to_string(),
         reason,
     };
-    // JSON (the bulk of large dumps) is read by serde_json, which is much faster.
+    // JSON (the bulk of large dumps) is read by serde_json straight into the typed objects.
     if path.ends_with(".json") {
-        let v = serde_json::from_str(text).map_err(|e| syntax(e.to_string()))?;
-        add_value(v, path, dump);
+        let raw: &RawValue = serde_json::from_str(text).map_err(|e| syntax(e.to_string()))?;
+        add_raw(raw, path, dump);
         return Ok(());
     }
     for doc in serde_yaml::Deserializer::from_str(text) {
         let v = serde_json::Value::deserialize(doc).map_err(|e| syntax(e.to_string()))?;
         add_value(v, path, dump);
     }
+    Ok(())
+}
+
+/// The kind of an object (and the items of a `List`), read without building a tree.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(default)]
+    kind: String,
+    #[serde(borrow, default)]
+    items: Vec<&'a RawValue>,
+}
+
+fn add_raw(raw: &RawValue, path: &str, dump: &mut Dump) {
+    let head: Head<'_> = match serde_json::from_str(raw.get()) {
+        Ok(h) => h,
+        Err(e) => return tracing::warn!("{path}: not an object ({e}); skipped"),
+    };
+    let text = raw.get();
+    let result = match head.kind.as_str() {
+        "List" => {
+            for item in head.items {
+                add_raw(item, path, dump);
+            }
+            Ok(())
+        }
+        "Ingress" => push_str(text, &mut dump.ingresses).map(|()| {
+            if let Some(i) = dump.ingresses.last_mut() {
+                crate::watch::trim(i);
+            }
+        }),
+        "IngressClass" => push_str(text, &mut dump.ingress_classes),
+        "Secret" => push_str(text, &mut dump.secrets),
+        "ConfigMap" => push_str(text, &mut dump.config_maps),
+        "Service" => push_str(text, &mut dump.services),
+        "EndpointSlice" => push_str(text, &mut dump.endpoint_slices),
+        _ => Ok(()),
+    };
+    if let Err(e) = result {
+        let kind = head.kind;
+        tracing::warn!("{path}: a {kind} is not a valid {kind} ({e}); skipped");
+    }
+}
+
+fn push_str<K: serde::de::DeserializeOwned>(
+    text: &str,
+    out: &mut Vec<K>,
+) -> Result<(), serde_json::Error> {
+    out.push(serde_json::from_str(text)?);
     Ok(())
 }
 
