@@ -10,7 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use fleetgate_plugin::config::{ClusterState, ClusterV1, RouteV1};
+use fleetgate_plugin::config::{ClusterState, ClusterV1};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -138,12 +138,9 @@ impl Metrics {
     }
 
     /// Update the gauges that describe a config.
-    pub fn observe_config<'a>(
-        &self,
-        clusters: &[ClusterV1],
-        routes: impl Iterator<Item = &'a RouteV1> + Clone,
-    ) {
-        self.config_routes.set(routes.clone().count() as i64);
+    /// `ready` is per cluster (same order), summed over the distinct base upstreams.
+    pub fn observe_config(&self, clusters: &[ClusterV1], routes: usize, ready: &[u64]) {
+        self.config_routes.set(routes as i64);
         for (state, name) in [
             (ClusterState::Healthy, "healthy"),
             (ClusterState::Degraded, "degraded"),
@@ -155,18 +152,10 @@ impl Metrics {
                 .get_or_create(&label("state", name))
                 .set(n as i64);
         }
-        for m in clusters {
-            let mut seen = std::collections::BTreeSet::new();
-            let ready: u64 = routes
-                .clone()
-                .flat_map(|r| r.backends.iter())
-                .filter(|b| b.cluster == m.id && seen.insert(b.upstream.clone()))
-                .filter_map(|b| b.ready)
-                .map(u64::from)
-                .sum();
+        for (m, ready) in clusters.iter().zip(ready) {
             self.ready_endpoints
                 .get_or_create(&label("cluster", &m.id))
-                .set(ready as i64);
+                .set(*ready as i64);
         }
     }
 

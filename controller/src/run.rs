@@ -475,8 +475,11 @@ impl Publisher {
             revision: derived.revision.clone(),
             json: derived.json.clone(),
         });
-        self.metrics
-            .observe_config(derived.clusters(), derived.routes());
+        self.metrics.observe_config(
+            derived.clusters(),
+            derived.route_count(),
+            &derived.ready_by_member(),
+        );
         self.metrics.observe_problems(&derived.problems);
         self.ready.store(true, Ordering::Relaxed);
         if changed {

@@ -105,9 +105,8 @@ pub(crate) fn finished(route: RouteV1, origin: RouteOrigin, ctx: &Ctx<'_>) -> Bu
         .map(|m| member_use(&route, &origin, m))
         .collect();
     BuiltRoute {
-        route,
-        origin,
         json,
+        origin,
         digest,
         members,
     }
@@ -122,7 +121,13 @@ fn member_use(r: &RouteV1, o: &RouteOrigin, m: &MemberSnapshot) -> MemberUse {
         .filter(|b| b.cluster == m.id)
         .filter_map(|b| b.ready)
         .collect();
+    let base = r.backends.iter().find(|b| b.cluster == m.id).map(|b| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&b.upstream, &mut h);
+        (std::hash::Hasher::finish(&h), b.ready.unwrap_or(0))
+    });
     MemberUse {
+        base,
         counted: !counts.is_empty(),
         all_zero: counts.iter().all(|c| *c == 0),
         some_zero: counts.contains(&0),
@@ -150,7 +155,7 @@ pub(crate) fn finish(
         return Err(DeriveError::NoRoutes(ctx.opts.ingress_class.clone()));
     }
     let route = |&(bi, ri): &(usize, usize)| &built[bi].routes[ri];
-    order.sort_by(|a, b| route(a).route.name.cmp(&route(b).route.name));
+    order.sort_by(|a, b| route(a).origin.route.cmp(&route(b).origin.route));
     let clusters = cluster_states(order.iter().map(route), ctx);
     let mut head = config(ctx, clusters, Vec::new());
     let mut hasher = Sha256::new();

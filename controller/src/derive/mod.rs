@@ -207,9 +207,20 @@ impl Derived {
         self.order.iter().map(|i| &self.route(*i).origin)
     }
 
-    /// The routes, in config order.
-    pub fn routes(&self) -> impl Iterator<Item = &RouteV1> + Clone {
-        self.order.iter().map(|i| &self.route(*i).route)
+    /// Ready endpoints per member (in member order), summed over the distinct base upstreams.
+    pub fn ready_by_member(&self) -> Vec<u64> {
+        let mut seen: HashSet<u64> = HashSet::new();
+        let mut sums = vec![0u64; self.head.clusters.len()];
+        for i in &self.order {
+            for (sum, u) in sums.iter_mut().zip(&self.route(*i).members) {
+                if let Some((upstream, ready)) = u.base {
+                    if seen.insert(upstream) {
+                        *sum += u64::from(ready);
+                    }
+                }
+            }
+        }
+        sums
     }
 
     pub fn route_count(&self) -> usize {
@@ -220,7 +231,12 @@ impl Derived {
     /// JSON).
     pub fn config(&self) -> &ConfigV1 {
         self.config.get_or_init(|| ConfigV1 {
-            routes: self.routes().cloned().collect(),
+            // Each fragment is a RouteV1 this process serialized: it reads back.
+            routes: self
+                .order
+                .iter()
+                .filter_map(|i| serde_json::from_str::<RouteV1>(&self.route(*i).json).ok())
+                .collect(),
             ..self.head.clone()
         })
     }

@@ -31,10 +31,10 @@ pub(crate) struct PathRoute {
 /// A finished route with what the final assembly needs, computed once per build.
 #[derive(Debug)]
 pub(crate) struct BuiltRoute {
-    pub route: RouteV1,
-    pub origin: RouteOrigin,
-    /// The route's compact JSON, as it appears in the config.
+    /// The route's compact JSON, as it appears in the config (the route itself is not kept:
+    /// at fleet scale it would double the memory of the built routes).
     pub json: String,
+    pub origin: RouteOrigin,
     /// SHA-256 of `json` (the revision hashes these, not the whole config).
     pub digest: [u8; 32],
     /// Per member (in member order): what the route says about its capacity there.
@@ -44,6 +44,8 @@ pub(crate) struct BuiltRoute {
 /// A route's view of one member, for the cluster states.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct MemberUse {
+    /// The base backend there: hash of its upstream and its ready endpoints (metrics).
+    pub base: Option<(u64, u32)>,
     /// Some backend there has a ready count.
     pub counted: bool,
     /// Every counted backend there has 0 ready.

@@ -835,3 +835,14 @@ fn incremental_derivation_equals_a_fresh_one_after_any_change() {
         }
     }
 }
+
+#[test]
+fn ready_by_member_counts_each_upstream_once() {
+    // Two Ingresses on the same Service port: its endpoints are counted once per member.
+    let ings = [
+        ingress("shop", T0, &[], "/", "shop", "80"),
+        ingress("api", T0, &[], "/api", "shop", "80"),
+        ingress("v2", T0, &[], "/v2", "shop-v2", "80"),
+    ];
+    assert_eq!(derive(&ings).ready_by_member(), vec![2 + 1, 1 + 1]);
+}
