@@ -333,6 +333,47 @@ stringData:
     }
 
     #[test]
+    fn member_ids_the_plugin_refuses_are_rejected_at_discovery() {
+        for bad in ["My Cluster", "hz/a", "", "ü-cluster", &"x".repeat(254)] {
+            let y = format!(
+                "metadata: {{name: c, namespace: argocd}}\nstringData: {{name: {bad:?}, server: https://x}}\n"
+            );
+            let s: Secret = serde_yaml::from_str(&y).unwrap();
+            let e = from_argo_secret(&s).unwrap_err().to_string();
+            assert!(
+                e.contains("argocd/c") && e.contains("member id"),
+                "{bad:?}: {e}"
+            );
+        }
+        for good in ["hz-a", "cn_hangzhou.1", "A-9"] {
+            assert!(check_member_id(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_duplicate_member_id_keeps_the_first_and_names_the_other() {
+        let m = |id: &str| MemberSpec {
+            id: id.to_string(),
+            zone: None,
+            access: Access::None,
+        };
+        let (kept, dropped) = dedup(vec![
+            ("the members file".into(), m("hz-a")),
+            ("Secret argocd/a".into(), m("hz-a")),
+            ("Secret argocd/b".into(), m("hz-b")),
+        ]);
+        let ids: Vec<&str> = kept.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["hz-a", "hz-b"]);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].0, "Secret argocd/a");
+        assert!(
+            dropped[0].1.contains("the members file"),
+            "{}",
+            dropped[0].1
+        );
+    }
+
+    #[test]
     fn secret_without_name_is_an_error_naming_the_secret() {
         let s: Secret = serde_yaml::from_str(
             "metadata: {name: broken, namespace: argocd}\nstringData: {server: x}\n",
