@@ -105,9 +105,14 @@ pub fn load_text(text: &str, path: &str, dump: &mut Dump) -> Result<(), CliError
         add_raw(raw, path, dump);
         return Ok(());
     }
+    // YAML (fixtures, hand-written dumps: small) takes the same path as JSON text.
     for doc in serde_yaml::Deserializer::from_str(text) {
         let v = serde_json::Value::deserialize(doc).map_err(|e| syntax(e.to_string()))?;
-        add_value(v, path, dump);
+        if v.is_null() {
+            continue;
+        }
+        let raw = RawValue::from_string(v.to_string()).map_err(|e| syntax(e.to_string()))?;
+        add_raw(&raw, path, dump);
     }
     Ok(())
 }
@@ -157,49 +162,6 @@ fn push_str<K: serde::de::DeserializeOwned>(
     out: &mut Vec<K>,
 ) -> Result<(), serde_json::Error> {
     out.push(serde_json::from_str(text)?);
-    Ok(())
-}
-
-fn add_value(v: serde_json::Value, path: &str, dump: &mut Dump) {
-    use serde_json::Value;
-    let kind = v
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if kind == "List" {
-        if let Value::Object(mut m) = v {
-            if let Some(Value::Array(items)) = m.remove("items") {
-                for item in items {
-                    add_value(item, path, dump);
-                }
-            }
-        }
-        return;
-    }
-    let result = match kind.as_str() {
-        "Ingress" => push(v, &mut dump.ingresses).map(|()| {
-            if let Some(i) = dump.ingresses.last_mut() {
-                crate::watch::trim(i);
-            }
-        }),
-        "IngressClass" => push(v, &mut dump.ingress_classes),
-        "Secret" => push(v, &mut dump.secrets),
-        "ConfigMap" => push(v, &mut dump.config_maps),
-        "Service" => push(v, &mut dump.services),
-        "EndpointSlice" => push(v, &mut dump.endpoint_slices),
-        _ => Ok(()),
-    };
-    if let Err(e) = result {
-        tracing::warn!("{path}: a {kind} is not a valid {kind} ({e}); skipped");
-    }
-}
-
-fn push<K: serde::de::DeserializeOwned>(
-    v: serde_json::Value,
-    out: &mut Vec<K>,
-) -> Result<(), serde_json::Error> {
-    out.push(serde_json::from_value(v)?);
     Ok(())
 }
 

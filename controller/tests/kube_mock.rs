@@ -217,14 +217,13 @@ async fn member_watch_lists_applies_events_and_relists_after_410_gone() {
     task.abort();
 }
 
-#[tokio::test(start_paused = true)]
-async fn unreachable_member_becomes_unknown_after_the_grace_period_and_keeps_endpoints() {
-    let grace = Duration::from_secs(30);
-    let (client, mut handle) = mock_client();
+/// hz-a served by a plain live snapshot (`shop`, one ready endpoint); hz-b watched through the
+/// mock API server, whose handle is returned.
+fn hz_a_live_hz_b_mocked() -> (Store, tokio::task::JoinHandle<()>, ApiHandle) {
+    let (client, handle) = mock_client();
     let store = Store::default();
     store.upsert_member("hz-a", None);
     store.upsert_member("hz-b", None);
-    // hz-a is served by a plain live snapshot; hz-b by the mock API server.
     store.replace_services("hz-a", vec![serde_json::from_value(service()).unwrap()]);
     store.replace_slices(
         "hz-a",
@@ -236,6 +235,13 @@ async fn unreachable_member_becomes_unknown_after_the_grace_period_and_keeps_end
         store.clone(),
         |_| {},
     ));
+    (store, task, handle)
+}
+
+#[tokio::test(start_paused = true)]
+async fn unreachable_member_becomes_unknown_after_the_grace_period_and_keeps_endpoints() {
+    let grace = Duration::from_secs(30);
+    let (store, task, mut handle) = hz_a_live_hz_b_mocked();
     let mut held = Held::new();
     serve(
         &mut handle,
@@ -296,22 +302,8 @@ fn shop_ingress() -> k8s_openapi::api::networking::v1::Ingress {
 #[tokio::test(start_paused = true)]
 async fn a_restarted_controller_becomes_ready_while_a_member_api_is_down() {
     let grace = Duration::from_secs(30);
-    let (client, mut handle) = mock_client();
-    let store = Store::default();
-    store.upsert_member("hz-a", None);
-    store.upsert_member("hz-b", None);
-    store.replace_services("hz-a", vec![serde_json::from_value(service()).unwrap()]);
-    store.replace_slices(
-        "hz-a",
-        vec![serde_json::from_value(slice("shop-a", "shop", "1", &[true])).unwrap()],
-    );
     // hz-b's API server refuses every request from the start: it never lists.
-    let task = tokio::spawn(watch::watch_member(
-        "hz-b".into(),
-        client,
-        store.clone(),
-        |_| {},
-    ));
+    let (store, task, mut handle) = hz_a_live_hz_b_mocked();
     let server = tokio::spawn(async move {
         while let Some((_, send)) = handle.next_request().await {
             send.send_error("connection refused");
