@@ -445,8 +445,8 @@ pub fn unsupported(map: &BTreeMap<String, String>) -> Vec<String> {
             }
             COMPAT_PREFIXES.iter().any(|p| {
                 k.strip_prefix(p).is_some_and(|rest| {
-                    !SUPPORTED_COMPAT.contains(&rest)
-                        && !(*p == MSE && SUPPORTED_MSE.contains(&rest))
+                    let mse_only = *p == MSE && SUPPORTED_MSE.contains(&rest);
+                    !(SUPPORTED_COMPAT.contains(&rest) || mse_only)
                 })
             })
         })
