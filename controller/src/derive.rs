@@ -756,6 +756,7 @@ fn build_route(
         route_by_header: a.route_by_header.clone(),
         canaries: cv,
         canary_weight_total: total,
+        fallback: None,
         mirror,
         sticky: a.sticky.as_ref().map(|(cookie, age)| StickyV1 {
             cookie: cookie.clone(),
