@@ -1,16 +1,18 @@
 //! The Proxy-Wasm glue: read what the engine needs from the host once, call the pure engine,
-//! apply its decision. Every hostcall goes through [`host`], which never panics.
+//! apply its decision. The exports live in [`abi`], the imports in [`hostcalls`]; every
+//! hostcall goes through [`host`], which never panics.
 
+mod abi;
 mod health_store;
 mod host;
+mod hostcalls;
 mod metrics;
 mod pull;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use abi::{CONTINUE, PAUSE};
 
 use crate::config::{self, Config, ConfigSourceV1, UpstreamId};
 use crate::decide::{self, Reason};
@@ -20,10 +22,6 @@ use crate::request::SimpleRequest;
 
 use health_store::HealthStore;
 use metrics::Metrics;
-
-proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::new()) });
-}}
 
 /// What every context of one VM shares.
 struct Vm {
@@ -43,7 +41,7 @@ impl Vm {
         self.health.reset(&cfg);
         self.metrics.reset(cfg.clusters.len());
         host::log(
-            LogLevel::Info,
+            host::LOG_INFO,
             &format!(
                 "fleetgate: config accepted from {origin} (revision {}, {} routes, {} clusters)",
                 cfg.revision.as_deref().unwrap_or("-"),
@@ -57,7 +55,7 @@ impl Vm {
 
     fn reject(&mut self, origin: &str, err: &config::ConfigError) {
         host::log(
-            LogLevel::Error,
+            host::LOG_ERROR,
             &format!(
                 "fleetgate: config rejected from {origin}: {err}; keeping the last good config"
             ),
@@ -145,7 +143,7 @@ impl Root {
         self.in_flight = pull::dispatch(src, self.etag.as_deref());
         if self.in_flight.is_none() {
             host::log(
-                LogLevel::Warn,
+                host::LOG_WARN,
                 &format!(
                     "fleetgate: cannot call config source upstream \"{}\"",
                     src.upstream
@@ -156,14 +154,19 @@ impl Root {
     }
 }
 
-impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _: usize,
-    ) {
+/// The callbacks [`abi`] routes to a root context.
+impl Root {
+    fn flush_host_errors(&self) {
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            vm.metrics.flush_host_errors();
+        }
+    }
+
+    fn owns_call(&self, token: u32) -> bool {
+        self.in_flight == Some(token)
+    }
+
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize) {
         if self.in_flight != Some(token) {
             return;
         }
@@ -172,7 +175,7 @@ impl Context for Root {
         let backoff = now + 5 * u64::from(self.source.as_ref().map_or(1000, |s| s.poll_ms));
         if num_headers == 0 {
             host::log(
-                LogLevel::Warn,
+                host::LOG_WARN,
                 "fleetgate: config pull failed (no response)",
             );
             self.retry_at_ms = backoff;
@@ -214,18 +217,16 @@ impl Context for Root {
             }
             other => {
                 host::log(
-                    LogLevel::Warn,
+                    host::LOG_WARN,
                     &format!("fleetgate: config pull answered status \"{other}\""),
                 );
                 self.retry_at_ms = backoff;
             }
         }
     }
-}
 
-impl RootContext for Root {
     fn on_configure(&mut self, _: usize) -> bool {
-        let raw = self.get_plugin_configuration().unwrap_or_default();
+        let raw = host::plugin_configuration(usize::MAX).unwrap_or_default();
         let now = host::now_ms();
         let Ok(mut vm) = self.vm.try_borrow_mut() else {
             return false;
@@ -256,15 +257,11 @@ impl RootContext for Root {
         self.maybe_pull(now);
     }
 
-    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http {
+    fn create_http(&self) -> Http {
+        Http {
             vm: self.vm.clone(),
             routed: None,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        }
     }
 }
 
@@ -284,19 +281,20 @@ struct Http {
 }
 
 impl Http {
-    fn decide(&mut self) -> Action {
+    /// The decision for this request; the `proxy_action_t` to answer.
+    fn decide(&mut self) -> u32 {
         let Ok(mut vm) = self.vm.try_borrow_mut() else {
-            return Action::Continue;
+            return CONTINUE;
         };
         let Some(cfg) = vm.config.clone() else {
-            return Action::Continue;
+            return CONTINUE;
         };
         let authority = host::request_header(":authority").unwrap_or_default();
         let path = host::request_header(":path").unwrap_or_default();
         let Some(ri) = cfg.table.lookup(&authority, &path) else {
             // Not ours: make sure a client cannot pick an upstream by sending our headers.
             strip_spoofed(&cfg);
-            return Action::Continue;
+            return CONTINUE;
         };
         let route = &cfg.routes[ri];
         let mut req = SimpleRequest::new(&authority, &path);
@@ -317,7 +315,7 @@ impl Http {
         let health = &*health;
         let Some(d) = decide::select_in_route(&cfg, ri, &req, |u| health.cached(u), now, rng)
         else {
-            return Action::Continue;
+            return CONTINUE;
         };
         let Some(t) = d.target else {
             metrics.inc("fleetgate_unavailable_total");
@@ -327,8 +325,12 @@ impl Http {
                 headers.push((h.as_str(), explain.as_str()));
             }
             let body = format!("fleetgate: no healthy cluster for route {}\n", route.name);
-            host::send_local_response(503, headers, &body);
-            return Action::Pause;
+            // A reply the host did not take would leave the stream paused for good.
+            return if host::send_local_response(503, &headers, &body) {
+                PAUSE
+            } else {
+                CONTINUE
+            };
         };
         let cluster_id = cfg.clusters.get(t.cluster).map_or("", |c| c.id.as_str());
         host::set_request_header(&cfg.cluster_header, cfg.upstream_name(t.upstream));
@@ -357,7 +359,7 @@ impl Http {
             reason: t.reason,
             set_sticky: t.set_sticky,
         });
-        Action::Continue
+        CONTINUE
     }
 }
 
@@ -373,16 +375,21 @@ fn strip_spoofed(cfg: &Config) {
     }
 }
 
-impl Context for Http {}
+/// The callbacks [`abi`] routes to an HTTP context.
+impl Http {
+    fn flush_host_errors(&self) {
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            vm.metrics.flush_host_errors();
+        }
+    }
 
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+    fn on_request_headers(&mut self) -> u32 {
         self.decide()
     }
 
-    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+    fn on_response_headers(&mut self) -> u32 {
         let Some(r) = &self.routed else {
-            return Action::Continue;
+            return CONTINUE;
         };
         let cluster_id = r.cfg.clusters.get(r.cluster).map_or("", |c| c.id.as_str());
         let route = &r.cfg.routes[r.route];
@@ -401,7 +408,7 @@ impl HttpContext for Http {
             );
             host::add_response_header("set-cookie", &v);
         }
-        Action::Continue
+        CONTINUE
     }
 
     fn on_log(&mut self) {
@@ -441,7 +448,7 @@ impl HttpContext for Http {
         match t {
             Transition::Ejected { for_ms } => {
                 host::log(
-                    LogLevel::Warn,
+                    host::LOG_WARN,
                     &format!(
                         "fleetgate: ejected upstream {upstream} (cluster {cluster_id}) for {} ms after consecutive failures",
                         for_ms
@@ -452,7 +459,7 @@ impl HttpContext for Http {
             }
             Transition::Recovered => {
                 host::log(
-                    LogLevel::Info,
+                    host::LOG_INFO,
                     &format!("fleetgate: upstream {upstream} (cluster {cluster_id}) recovered"),
                 );
                 vm.metrics
