@@ -83,6 +83,15 @@ impl Route {
             .chain(&self.fallback)
             .flat_map(|s| s.backends.iter().map(|b| b.upstream))
     }
+
+    /// Is a backend in its failback hold or ramp (so decisions depend on the time)?
+    pub fn has_failback_timers(&self) -> bool {
+        std::iter::once(&self.base)
+            .chain(&self.canaries)
+            .chain(&self.fallback)
+            .flat_map(|s| &s.backends)
+            .any(|b| b.recovered_at_ms.is_some())
+    }
 }
 
 /// A service present in several member clusters.

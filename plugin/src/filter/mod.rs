@@ -14,8 +14,9 @@ use std::rc::Rc;
 
 use abi::{CONTINUE, PAUSE};
 
-use crate::config::{self, Config, ConfigSourceV1, UpstreamId};
-use crate::decide::{self, Reason};
+use crate::config::{self, Config, ConfigSourceV1};
+use crate::decide::{self, Target};
+use crate::effects::{self, RequestEffects};
 use crate::failover;
 use crate::health::{self, Transition};
 use crate::request::SimpleRequest;
@@ -269,10 +270,7 @@ impl Root {
 struct Routed {
     cfg: Rc<Config>,
     route: usize,
-    cluster: usize,
-    upstream: UpstreamId,
-    reason: Reason,
-    set_sticky: bool,
+    target: Target,
 }
 
 struct Http {
@@ -293,8 +291,12 @@ impl Http {
         let path = host::request_header(":path").unwrap_or_default();
         let Some(ri) = cfg.table.lookup(&authority, &path) else {
             // Not ours: make sure a client cannot pick an upstream by sending our headers.
-            strip_spoofed(&cfg);
-            return CONTINUE;
+            let spoofed: Vec<&str> = [&cfg.cluster_header, &cfg.mirror_header]
+                .into_iter()
+                .filter(|h| host::request_header(h).is_some())
+                .map(String::as_str)
+                .collect();
+            return apply(effects::on_request(&cfg, None, &spoofed));
         };
         let route = &cfg.routes[ri];
         let mut req = SimpleRequest::new(&authority, &path);
@@ -303,75 +305,66 @@ impl Http {
                 req.headers.insert(h.clone(), v);
             }
         }
-        let now = host::now_ms();
         let Vm {
             health,
             rng,
             metrics,
             ..
         } = &mut *vm;
-        health.refresh();
-        health.prefetch(&cfg, route.upstreams());
+        let now = health.load(&cfg, route);
         let health = &*health;
         let Some(d) = decide::select_in_route(&cfg, ri, &req, |u| health.cached(u), now, rng)
         else {
             return CONTINUE;
         };
+        let action = apply(effects::on_request(&cfg, Some(&d), &[]));
         let Some(t) = d.target else {
             metrics.inc("fleetgate_unavailable_total");
-            let explain = format!("reason=unavailable; route={}", route.name);
-            let mut headers = vec![("content-type", "text/plain")];
-            if let Some(h) = &cfg.decision_header {
-                headers.push((h.as_str(), explain.as_str()));
-            }
-            let body = format!("fleetgate: no healthy cluster for route {}\n", route.name);
-            // A reply the host did not take would leave the stream paused for good.
-            return if host::send_local_response(503, &headers, &body) {
-                PAUSE
-            } else {
-                CONTINUE
-            };
+            return action;
         };
-        let cluster_id = cfg.clusters.get(t.cluster).map_or("", |c| c.id.as_str());
-        host::set_request_header(&cfg.cluster_header, cfg.upstream_name(t.upstream));
-        match d.mirror {
-            Some(m) => {
-                host::set_request_header(&cfg.mirror_header, cfg.upstream_name(m));
-                metrics.inc("fleetgate_mirrored_total");
-            }
-            None => {
-                host::remove_request_header(&cfg.mirror_header);
-            }
+        if d.mirror.is_some() {
+            metrics.inc("fleetgate_mirrored_total");
         }
-        host::clear_route_cache();
+        let cluster_id = cfg.clusters.get(t.cluster).map_or("", |c| c.id.as_str());
         metrics.inc_request(t.cluster, cluster_id, t.reason);
-        if matches!(
-            t.reason,
-            Reason::Failover | Reason::Standby | Reason::Fallback | Reason::Panic
-        ) {
+        if effects::is_failover(t.reason) {
             metrics.inc("fleetgate_failovers_total");
         }
         self.routed = Some(Routed {
             cfg: cfg.clone(),
             route: ri,
-            cluster: t.cluster,
-            upstream: t.upstream,
-            reason: t.reason,
-            set_sticky: t.set_sticky,
+            target: t,
         });
-        CONTINUE
+        action
     }
 }
 
-fn strip_spoofed(cfg: &Config) {
-    let mut changed = false;
-    for h in [&cfg.cluster_header, &cfg.mirror_header] {
-        if host::request_header(h).is_some() {
-            changed |= host::remove_request_header(h);
-        }
+/// Apply request effects; the action to answer (pause only behind a local reply the host took,
+/// else the stream would hang).
+fn apply(fx: RequestEffects) -> u32 {
+    for (k, v) in &fx.set_headers {
+        host::set_request_header(k, v);
     }
-    if changed {
+    for k in &fx.remove_headers {
+        host::remove_request_header(k);
+    }
+    if fx.clear_route_cache {
         host::clear_route_cache();
+    }
+    match fx.local_reply {
+        Some(r) => {
+            let headers: Vec<(&str, &str)> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            if host::send_local_response(r.status, &headers, &r.body) {
+                PAUSE
+            } else {
+                CONTINUE
+            }
+        }
+        None => CONTINUE,
     }
 }
 
@@ -388,25 +381,10 @@ impl Http {
     }
 
     fn on_response_headers(&mut self) -> u32 {
-        let Some(r) = &self.routed else {
-            return CONTINUE;
-        };
-        let cluster_id = r.cfg.clusters.get(r.cluster).map_or("", |c| c.id.as_str());
-        let route = &r.cfg.routes[r.route];
-        if let Some(h) = &r.cfg.decision_header {
-            let v = format!(
-                "cluster={cluster_id}; reason={}; route={}",
-                r.reason.as_str(),
-                route.name
-            );
-            host::add_response_header(h, &v);
-        }
-        if let (true, Some(s)) = (r.set_sticky, &route.sticky) {
-            let v = format!(
-                "{}={cluster_id}; Path=/; Max-Age={}; HttpOnly",
-                s.cookie, s.max_age_seconds
-            );
-            host::add_response_header("set-cookie", &v);
+        if let Some(r) = &self.routed {
+            for (k, v) in effects::on_response(&r.cfg, r.route, &r.target) {
+                host::add_response_header(&k, &v);
+            }
         }
         CONTINUE
     }
@@ -416,21 +394,21 @@ impl Http {
         if !r.cfg.passive.enabled {
             return;
         }
-        let upstream = r.cfg.upstream_name(r.upstream);
+        let (upstream_id, cluster) = (r.target.upstream, r.target.cluster);
+        let upstream = r.cfg.upstream_name(upstream_id);
         let code = host::int_property(&[&["response", "code"]]);
         let flags = host::int_property(&[&["response", "flags"]]);
         if code.is_none() && flags.is_none() {
             return;
         }
         // A retried request (to another cluster through an aggregate cluster) means the first
-        // attempt, on the cluster we chose, failed.
-        let retried =
-            host::int_property(&[&["upstream", "request_attempt_count"]]).is_some_and(|n| n > 1);
-        let failed = retried || health::is_failure(code, flags, r.cfg.passive.count_5xx);
+        // attempt, on the cluster we chose, failed; asked only if the response looks fine.
+        let failed = health::is_failure(code, flags, r.cfg.passive.count_5xx)
+            || host::int_property(&[&["upstream", "request_attempt_count"]]).is_some_and(|n| n > 1);
         let Ok(mut vm) = self.vm.try_borrow_mut() else {
             return;
         };
-        if !failed && vm.health.known_healthy(r.upstream) {
+        if !failed && vm.health.known_healthy(upstream_id) {
             return;
         }
         // If Envoy sent the request somewhere else (a route without our cluster header), the
@@ -443,8 +421,8 @@ impl Http {
         let now = host::now_ms();
         let t = vm
             .health
-            .observe(&r.cfg, r.upstream, failed, now, &r.cfg.passive);
-        let cluster_id = r.cfg.clusters.get(r.cluster).map_or("", |c| c.id.as_str());
+            .observe(&r.cfg, upstream_id, failed, now, &r.cfg.passive);
+        let cluster_id = r.cfg.clusters.get(cluster).map_or("", |c| c.id.as_str());
         match t {
             Transition::Ejected { for_ms } => {
                 host::log(
