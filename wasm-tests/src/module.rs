@@ -124,6 +124,14 @@ impl Module {
         }
     }
 
+    /// The minimal router guest (wasm32-wasip1): `:authority` -> upstream map, one header.
+    pub fn router_wasip1() -> Module {
+        built(
+            env!("FLEETGATE_ROUTER_WASIP1"),
+            "fleetgate-router-guest (wasm32-wasip1)",
+        )
+    }
+
     /// The wasip1 plugin with every call of import `name` behind a fault stub (see
     /// [`crate::faults`]).
     pub fn plugin_with_faulty_import(name: &str) -> anyhow::Result<Module> {
