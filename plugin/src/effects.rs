@@ -23,13 +23,14 @@ pub struct RequestEffects {
     pub clear_route_cache: bool,
 }
 
-/// The request effects of a decision. `None` (no route matched) removes the routing headers a
-/// client sent itself (`spoofed`: those present), so nobody picks an upstream by hand.
-pub fn on_request(cfg: &Config, decision: Option<&Decision>, spoofed: &[&str]) -> RequestEffects {
+/// The request effects of a decision. `sent` names the routing headers (`cluster_header`,
+/// `mirror_header`) the client sent itself: they go unless the decision sets them, so nobody
+/// picks an upstream by hand. `None` = no route matched.
+pub fn on_request(cfg: &Config, decision: Option<&Decision>, sent: &[&str]) -> RequestEffects {
     let Some(d) = decision else {
         return RequestEffects {
-            remove_headers: spoofed.iter().map(|h| h.to_string()).collect(),
-            clear_route_cache: !spoofed.is_empty(),
+            remove_headers: sent.iter().map(|h| h.to_string()).collect(),
+            clear_route_cache: !sent.is_empty(),
             ..RequestEffects::default()
         };
     };
@@ -52,7 +53,10 @@ pub fn on_request(cfg: &Config, decision: Option<&Decision>, spoofed: &[&str]) -
         Some(m) => fx
             .set_headers
             .push((cfg.mirror_header.clone(), cfg.upstream_name(m).to_string())),
-        None => fx.remove_headers.push(cfg.mirror_header.clone()),
+        None if sent.contains(&cfg.mirror_header.as_str()) => {
+            fx.remove_headers.push(cfg.mirror_header.clone())
+        }
+        None => {}
     }
     fx
 }

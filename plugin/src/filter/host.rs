@@ -47,9 +47,22 @@ fn text(v: Vec<u8>) -> String {
     }
 }
 
-/// First value of a request header.
-pub fn request_header(name: &str) -> Option<String> {
-    answer(hc::header(hc::MAP_REQUEST_HEADERS, name), ABSENT).map(text)
+/// All request headers in one hostcall, names as the host gives them (lower-case in Envoy),
+/// values as text. A malformed answer counts as a host error and reads as no headers.
+pub fn request_headers() -> Vec<(String, String)> {
+    let Some(raw) = answer(hc::header_pairs(hc::MAP_REQUEST_HEADERS), ABSENT) else {
+        return Vec::new();
+    };
+    match hc::parse_pairs(&raw) {
+        Some(pairs) => pairs
+            .into_iter()
+            .map(|(k, v)| (text(k.to_vec()), text(v.to_vec())))
+            .collect(),
+        None => {
+            HOST_ERRORS.with(|n| n.set(n.get() + 1));
+            Vec::new()
+        }
+    }
 }
 
 pub fn set_request_header(name: &str, value: &str) -> bool {

@@ -63,6 +63,7 @@ extern "C" {
         ret: *mut *mut u8,
         ret_len: *mut usize,
     ) -> u32;
+    fn proxy_get_header_map_pairs(map: u32, ret: *mut *mut u8, ret_len: *mut usize) -> u32;
     fn proxy_replace_header_map_value(
         map: u32,
         key: *const u8,
@@ -172,6 +173,11 @@ pub fn header(map: u32, name: &str) -> Result<Vec<u8>, Status> {
     with_bytes(|p, l| unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), p, l) })
 }
 
+/// A whole header map in the ABI's pair encoding (see [`parse_pairs`]).
+pub fn header_pairs(map: u32) -> Result<Vec<u8>, Status> {
+    with_bytes(|p, l| unsafe { proxy_get_header_map_pairs(map, p, l) })
+}
+
 pub fn replace_header(map: u32, name: &str, value: &str) -> Result<(), Status> {
     let (k, v) = (name.as_bytes(), value.as_bytes());
     check(unsafe { proxy_replace_header_map_value(map, k.as_ptr(), k.len(), v.as_ptr(), v.len()) })
@@ -262,6 +268,29 @@ pub fn define_counter(name: &str) -> Result<u32, Status> {
 
 pub fn increment_metric(id: u32, delta: i64) -> Result<(), Status> {
     check(unsafe { proxy_increment_metric(id, delta) })
+}
+
+/// Decode the pair encoding; `None` if it is malformed (every length is checked).
+pub fn parse_pairs(b: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let u32_at = |i: usize| -> Option<usize> {
+        let w: [u8; 4] = b.get(i..i.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(w)).ok()
+    };
+    if b.is_empty() {
+        return Some(Vec::new());
+    }
+    let n = u32_at(0)?;
+    let mut data = n.checked_mul(8)?.checked_add(4)?;
+    let mut out = Vec::with_capacity(n.min(b.len() / 10));
+    for i in 0..n {
+        let (kl, vl) = (u32_at(4 + 8 * i)?, u32_at(8 + 8 * i)?);
+        let k = b.get(data..data.checked_add(kl)?)?;
+        let v_start = data.checked_add(kl)?.checked_add(1)?;
+        let v = b.get(v_start..v_start.checked_add(vl)?)?;
+        data = v_start.checked_add(vl)?.checked_add(1)?;
+        out.push((k, v));
+    }
+    Some(out)
 }
 
 /// The ABI's header map encoding: count, (key length, value length) pairs, then each key and

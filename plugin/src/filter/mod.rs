@@ -287,22 +287,28 @@ impl Http {
         let Some(cfg) = vm.config.clone() else {
             return CONTINUE;
         };
-        let authority = host::request_header(":authority").unwrap_or_default();
-        let path = host::request_header(":path").unwrap_or_default();
-        let Some(ri) = cfg.table.lookup(&authority, &path) else {
-            // Not ours: make sure a client cannot pick an upstream by sending our headers.
-            let spoofed: Vec<&str> = [&cfg.cluster_header, &cfg.mirror_header]
-                .into_iter()
-                .filter(|h| host::request_header(h).is_some())
-                .map(String::as_str)
-                .collect();
-            return apply(effects::on_request(&cfg, None, &spoofed));
+        // One hostcall for every header the decision may need.
+        let headers = host::request_headers();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let sent: Vec<&str> = [&cfg.cluster_header, &cfg.mirror_header]
+            .into_iter()
+            .map(String::as_str)
+            .filter(|h| get(h).is_some())
+            .collect();
+        let (authority, path) = (get(":authority").unwrap_or(""), get(":path").unwrap_or(""));
+        let Some(ri) = cfg.table.lookup(authority, path) else {
+            return apply(effects::on_request(&cfg, None, &sent));
         };
         let route = &cfg.routes[ri];
-        let mut req = SimpleRequest::new(&authority, &path);
+        let mut req = SimpleRequest::new(authority, path);
         for h in &route.needed_headers {
-            if let Some(v) = host::request_header(h) {
-                req.headers.insert(h.clone(), v);
+            if let Some(v) = get(h) {
+                req.headers.insert(h.clone(), v.to_string());
             }
         }
         let Vm {
@@ -317,7 +323,7 @@ impl Http {
         else {
             return CONTINUE;
         };
-        let action = apply(effects::on_request(&cfg, Some(&d), &[]));
+        let action = apply(effects::on_request(&cfg, Some(&d), &sent));
         let Some(t) = d.target else {
             metrics.inc("fleetgate_unavailable_total");
             return action;

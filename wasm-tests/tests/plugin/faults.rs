@@ -155,7 +155,7 @@ fn phase_name(p: Callback) -> &'static str {
 
 #[test]
 fn host_errors_are_counted() {
-    let module = Module::plugin_with_faulty_import("proxy_get_header_map_value").unwrap();
+    let module = Module::plugin_with_faulty_import("proxy_get_header_map_pairs").unwrap();
     let switch = FaultSwitch::default();
     let h = Host::builder(&module)
         .config(busy_config().to_string())
