@@ -47,22 +47,18 @@ fn text(v: Vec<u8>) -> String {
     }
 }
 
-/// All request headers in one hostcall, names as the host gives them (lower-case in Envoy),
-/// values as text. A malformed answer counts as a host error and reads as no headers.
-pub fn request_headers() -> Vec<(String, String)> {
-    let Some(raw) = answer(hc::header_pairs(hc::MAP_REQUEST_HEADERS), ABSENT) else {
-        return Vec::new();
-    };
-    match hc::parse_pairs(&raw) {
-        Some(pairs) => pairs
-            .into_iter()
-            .map(|(k, v)| (text(k.to_vec()), text(v.to_vec())))
-            .collect(),
-        None => {
-            HOST_ERRORS.with(|n| n.set(n.get() + 1));
-            Vec::new()
-        }
-    }
+/// All request headers in one hostcall, in the ABI's pair encoding (see
+/// [`hc::parse_pairs`]); empty if the host has none to give.
+pub fn request_headers() -> Vec<u8> {
+    answer(hc::header_pairs(hc::MAP_REQUEST_HEADERS), ABSENT).unwrap_or_default()
+}
+
+/// Decode [`request_headers`]; a malformed answer counts as a host error and reads as none.
+pub fn header_pairs(raw: &[u8]) -> Vec<(&[u8], &[u8])> {
+    hc::parse_pairs(raw).unwrap_or_else(|| {
+        HOST_ERRORS.with(|n| n.set(n.get() + 1));
+        Vec::new()
+    })
 }
 
 pub fn set_request_header(name: &str, value: &str) -> bool {

@@ -19,7 +19,7 @@ use crate::decide::{self, Target};
 use crate::effects::{self, RequestEffects};
 use crate::failover;
 use crate::health::{self, Transition};
-use crate::request::SimpleRequest;
+use crate::request::RequestView;
 
 use health_store::HealthStore;
 use metrics::Metrics;
@@ -266,6 +266,32 @@ impl Root {
     }
 }
 
+/// The request as the host gave it: header pairs borrowed from the one answer buffer.
+struct HostRequest<'a> {
+    pairs: Vec<(&'a [u8], &'a [u8])>,
+}
+
+impl<'a> HostRequest<'a> {
+    fn new(pairs: Vec<(&'a [u8], &'a [u8])>) -> Self {
+        HostRequest { pairs }
+    }
+}
+
+impl RequestView for HostRequest<'_> {
+    fn authority(&self) -> &str {
+        self.header(":authority").unwrap_or("")
+    }
+    fn path(&self) -> &str {
+        self.header(":path").unwrap_or("")
+    }
+    /// First value; a value that is not UTF-8 is present but matches nothing the config can
+    /// name, so it reads as U+FFFD.
+    fn header(&self, name: &str) -> Option<&str> {
+        let (_, v) = self.pairs.iter().find(|(k, _)| *k == name.as_bytes())?;
+        Some(std::str::from_utf8(v).unwrap_or("\u{fffd}"))
+    }
+}
+
 /// What a request was routed to, kept for the response and the passive-health report.
 struct Routed {
     cfg: Rc<Config>,
@@ -287,37 +313,24 @@ impl Http {
         let Some(cfg) = vm.config.clone() else {
             return CONTINUE;
         };
-        // One hostcall for every header the decision may need.
-        let headers = host::request_headers();
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        // One hostcall for every header the decision may need, looked up in place.
+        let raw = host::request_headers();
+        let req = HostRequest::new(host::header_pairs(&raw));
         let sent: Vec<&str> = [&cfg.cluster_header, &cfg.mirror_header]
             .into_iter()
             .map(String::as_str)
-            .filter(|h| get(h).is_some())
+            .filter(|h| req.header(h).is_some())
             .collect();
-        let (authority, path) = (get(":authority").unwrap_or(""), get(":path").unwrap_or(""));
-        let Some(ri) = cfg.table.lookup(authority, path) else {
+        let Some(ri) = cfg.table.lookup(req.authority(), req.path()) else {
             return apply(effects::on_request(&cfg, None, &sent));
         };
-        let route = &cfg.routes[ri];
-        let mut req = SimpleRequest::new(authority, path);
-        for h in &route.needed_headers {
-            if let Some(v) = get(h) {
-                req.headers.insert(h.clone(), v.to_string());
-            }
-        }
         let Vm {
             health,
             rng,
             metrics,
             ..
         } = &mut *vm;
-        let now = health.load(&cfg, route);
+        let now = health.load(&cfg, &cfg.routes[ri]);
         let health = &*health;
         let Some(d) = decide::select_in_route(&cfg, ri, &req, |u| health.cached(u), now, rng)
         else {
