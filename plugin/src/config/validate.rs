@@ -70,8 +70,8 @@ pub struct Route {
     pub mirror: Option<(UpstreamId, f64)>,
     pub sticky: Option<StickyV1>,
     pub when_unavailable: WhenUnavailable,
-    /// Request headers the decision may read (lower-case, `cookie` included if needed), so the
-    /// filter fetches only these from the host.
+    /// Request headers the decision may read (lower-case, `cookie` included if needed): what
+    /// a native caller (`explain`) must supply. The filter reads all headers in one hostcall.
     pub needed_headers: Vec<String>,
 }
 
