@@ -15,7 +15,7 @@ const TARGETS: [(&str, &str); 2] = [
 ];
 
 /// (package, wasm file stem, env var prefix)
-const HOST_GUESTS: [(&str, &str, &str); 2] = [
+const HOST_GUESTS: [(&str, &str, &str); 3] = [
     (
         "fleetgate-noop-filter",
         "fleetgate_noop_filter",
@@ -25,6 +25,11 @@ const HOST_GUESTS: [(&str, &str, &str); 2] = [
         "fleetgate-probe-guest",
         "fleetgate_probe_guest",
         "FLEETGATE_PROBE",
+    ),
+    (
+        "fleetgate-router-guest",
+        "fleetgate_router_guest",
+        "FLEETGATE_ROUTER",
     ),
 ];
 /// The workspace's wasm profile (size-optimised, panic = abort), as gateways get the plugin.

@@ -177,7 +177,7 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
         // 1. Pins: first matching rule; an unusable pinned cluster falls back to the policy.
         for pin in &route.pins {
             if matches(req, &pin.when) {
-                if self.avail(base, pin.backend).usable {
+                if self.base_usable(pin.backend) {
                     return Some(self.target_of(None, pin.backend, Reason::Pin));
                 }
                 return self.policy(rng, Some(Reason::Failover));
@@ -186,7 +186,7 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
         // 2. The header that names the cluster.
         if let Some(h) = &route.route_by_header {
             if let Some(i) = req.header(h).and_then(|v| self.backend_in(base, v.trim())) {
-                if self.avail(base, i).usable {
+                if self.base_usable(i) {
                     return Some(self.target_of(None, i, Reason::Header));
                 }
                 return self.policy(rng, Some(Reason::Failover));
@@ -221,7 +221,7 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
                 .and_then(|c| cookie(c, &s.cookie))
                 .and_then(|v| self.backend_in(base, v));
             if let Some(i) = named {
-                if self.avail(base, i).usable {
+                if self.base_usable(i) {
                     return Some(self.target_of(None, i, Reason::Sticky));
                 }
             }
@@ -232,6 +232,13 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
         }
         // 5. The policy.
         self.policy(rng, None)
+    }
+
+    /// May base backend `i` take this request? Active-standby never uses a cluster outside
+    /// `order`, whatever a pin, header or cookie names.
+    fn base_usable(&self, i: usize) -> bool {
+        let member = self.route.mode == Mode::ActiveActive || self.route.order.contains(&i);
+        member && self.avail(&self.route.base, i).usable
     }
 
     fn backend_in(&self, svc: &Service, cluster_id: &str) -> Option<usize> {

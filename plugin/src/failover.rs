@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::{Backend, ClusterState, Config, Route, Service, UpstreamId};
+use crate::config::{Backend, ClusterState, Config, Mode, Route, Service, UpstreamId};
 use crate::health::{ramp, PassiveState};
 
 /// A backend's availability at one instant.
@@ -86,30 +86,37 @@ impl RouteAvailability {
 
 /// Which backends of route `route_index` are usable, with `ejected` saying which upstreams
 /// passive health has ejected (`&|_| false` for the controller's view alone). Failback hold
-/// and ramp only shape shares, so they do not count here. `None` if there is no such route.
+/// and ramp only shape shares, so they do not count here; in active-standby a base backend not
+/// in `order` never takes traffic, so it is not usable. `None` if there is no such route.
 pub fn route_availability(
     cfg: &Config,
     route_index: usize,
     ejected: &dyn Fn(UpstreamId) -> bool,
 ) -> Option<RouteAvailability> {
     let route = cfg.routes.get(route_index)?;
-    let statuses = |svc: &Service| -> Vec<BackendStatus> {
+    let statuses = |svc: &Service, member: &dyn Fn(usize) -> bool| -> Vec<BackendStatus> {
         svc.backends
             .iter()
-            .map(|b| {
+            .enumerate()
+            .map(|(i, b)| {
                 let by_controller = controller_allows(cfg, route, b);
                 BackendStatus {
                     cluster: b.cluster,
                     upstream: b.upstream,
                     by_controller,
-                    usable: by_controller && !ejected(b.upstream),
+                    usable: by_controller && member(i) && !ejected(b.upstream),
                 }
             })
             .collect()
     };
+    let in_order = |i: usize| route.mode == Mode::ActiveActive || route.order.contains(&i);
     Some(RouteAvailability {
-        base: statuses(&route.base),
-        fallback: route.fallback.as_ref().map(statuses).unwrap_or_default(),
+        base: statuses(&route.base, &in_order),
+        fallback: route
+            .fallback
+            .as_ref()
+            .map(|f| statuses(f, &|_| true))
+            .unwrap_or_default(),
     })
 }
 

@@ -9,10 +9,12 @@
 //! - [`split`]: weighted choice and Higress canary normalisation;
 //! - [`health`]: passive health (ejection, probation, recovery) per upstream;
 //! - [`failover`]: availability of backends now, failback hold-down and ramp;
-//! - [`decide`]: the decision for one request.
+//! - [`decide`]: the decision for one request;
+//! - [`effects`]: what a decision does to the request and response, as data the filter applies.
 
 pub mod config;
 pub mod decide;
+pub mod effects;
 pub mod failover;
 pub mod health;
 pub mod request;

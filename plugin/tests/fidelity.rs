@@ -195,3 +195,26 @@ fn route_availability_follows_the_plugins_rule() {
     assert_eq!(ejected.fallback.iter().filter(|b| b.usable).count(), 2);
     assert!(route_availability(&c, 1, &|_| false).is_none());
 }
+
+/// Found by the `decision` fuzz target: a pin (or header, or cookie) naming a cluster that the
+/// active-standby `order` leaves out sent traffic there, though such a cluster never takes
+/// this route's traffic.
+#[test]
+fn a_pin_outside_the_active_standby_order_falls_back_to_the_policy() {
+    let c = cfg(
+        json!({"mode": "active-standby", "order": ["a"], "route_by_header": "x-c",
+        "sticky": {"cookie": "fg"},
+        "pins": [{"when": {"header": "x-env", "match": "present"}, "cluster": "b"}]}),
+    );
+    for r in [
+        req().with_header("x-env", "1"),
+        req().with_header("x-c", "b"),
+        req().with_header("cookie", "fg=b"),
+    ] {
+        let (u, reason) = upstream(&c, &decide_with(&c, &r, &[], 1)).unwrap();
+        assert_eq!(u, "up-a", "{r:?}");
+        assert_ne!(reason, Reason::Pin);
+    }
+    let avail = route_availability(&c, 0, &|_| false).unwrap();
+    assert_eq!(avail.usable_clusters().collect::<Vec<_>>(), vec![0]);
+}

@@ -1,5 +1,6 @@
-//! The plugin's per-request cost in the test host against the noop filter, in the same run, for
-//! configs of 10, 1,000 and 10,000 routes; config parse+index time; linear memory.
+//! The plugin's per-request cost in the test host against a minimal router (host map, one
+//! header) and the noop filter, in the same run, for configs of 10, 1,000 and 10,000 routes;
+//! config parse+index time; linear memory.
 //! `cargo bench -p fleetgate-wasm-tests --bench plugin`; `cargo test --benches` runs a smoke mode.
 
 use std::time::{Duration, Instant};
@@ -35,6 +36,36 @@ fn config(n: usize) -> Value {
     json!({"version": 1, "clusters": clusters.iter().map(|c| json!({"id": c})).collect::<Vec<_>>(), "routes": routes})
 }
 
+/// The minimal router's config for the same hosts: `host=upstream` lines.
+fn router_config(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("svc{i}.example.com=outbound|80|hz-a|svc{i}.default.svc.cluster.local\n"))
+        .collect()
+}
+
+/// Median ns/request of each host, rounds interleaved so drift on a noisy machine hits all
+/// alike.
+fn ns_per_request(
+    hosts: &[&Host],
+    authority: &str,
+    (warmup, requests, rounds): (u64, u64, usize),
+) -> anyhow::Result<Vec<f64>> {
+    let mut samples = vec![Vec::new(); hosts.len()];
+    for _ in 0..rounds {
+        for (h, s) in hosts.iter().zip(&mut samples) {
+            let m = time_requests(h, warmup, requests, exchange(authority.to_string()))?;
+            s.push(m.ns_per_request);
+        }
+    }
+    Ok(samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort_by(f64::total_cmp);
+            s[s.len() / 2]
+        })
+        .collect())
+}
+
 fn exchange(authority: String) -> impl Fn(&Host) -> anyhow::Result<()> {
     move |host| exchange_at(host, &authority, "/api/v1/cart?item=42")
 }
@@ -61,13 +92,15 @@ fn main() -> anyhow::Result<()> {
         (10, 100, 1)
     };
     let plugin = Module::plugin_wasip1();
+    let router = Module::router_wasip1();
     let noop = Module::noop_wasip1();
     println!(
-        "module compile: plugin {:?}, noop {:?}",
+        "module compile: plugin {:?}, router {:?}, noop {:?}",
         plugin.compile_time(),
+        router.compile_time(),
         noop.compile_time()
     );
-    println!("routes | plugin ns/req | noop ns/req | ratio | config load in VM | native parse+index | plugin memory");
+    println!("routes | plugin ns/req | router ns/req | noop ns/req | plugin/router | config load in VM | native parse+index | plugin memory");
     // The smoke mode (`cargo test --benches`, a debug build) proves the bench runs, on one size.
     let sizes: &[usize] = if full { &[10, 1_000, 10_000] } else { &[10] };
     for &n in sizes {
@@ -76,22 +109,11 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let plugin_host = host(&plugin, &cfg)?;
         let vm_load = started.elapsed();
+        let router_host = host(&router, &router_config(n))?;
         let noop_host = host(&noop, "{}")?;
-        // Interleave rounds so drift on a noisy machine hits both alike.
-        let (mut p, mut q) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            p.push(
-                time_requests(&plugin_host, warmup, requests, exchange(authority.clone()))?
-                    .ns_per_request,
-            );
-            q.push(
-                time_requests(&noop_host, warmup, requests, exchange(authority.clone()))?
-                    .ns_per_request,
-            );
-        }
-        p.sort_by(f64::total_cmp);
-        q.sort_by(f64::total_cmp);
-        let (p, q) = (p[p.len() / 2], q[q.len() / 2]);
+        let hosts = [&plugin_host, &router_host, &noop_host];
+        let ns = ns_per_request(&hosts, &authority, (warmup, requests, rounds))?;
+        let (p, r, q) = (ns[0], ns[1], ns[2]);
         let parse = median(
             (0..rounds.max(3))
                 .map(|_| {
@@ -105,8 +127,8 @@ fn main() -> anyhow::Result<()> {
         );
         let memory = memory_bytes(&plugin, &cfg, |h| exchange(authority.clone())(h))?;
         println!(
-            "{n:>6} | {p:>13.0} | {q:>11.0} | {:>5.2} | {:>16.1?} | {:>18.1?} | {} KiB",
-            p / q,
+            "{n:>6} | {p:>13.0} | {r:>13.0} | {q:>11.0} | {:>13.2} | {:>17.1?} | {:>18.1?} | {} KiB",
+            p / r,
             vm_load,
             parse,
             memory / 1024

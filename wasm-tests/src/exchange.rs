@@ -9,6 +9,7 @@ use proxy_wasm_host::abi::v0_2_1::types::{Action, BufferType, MapType, Status, S
 use proxy_wasm_host::abi::v0_2_1::{Access, ForeignCall, Invocation, LocalResponse, StreamState};
 use proxy_wasm_host::{Buffer, HeaderMap};
 
+use crate::faults::{FaultSwitch, ORACLE};
 use crate::headers::Headers;
 use crate::properties::{self, Properties};
 
@@ -67,11 +68,16 @@ pub(crate) struct Exchange {
     host_properties: Arc<Properties>,
     pub(crate) properties: Properties,
     foreign: ForeignFunctions,
+    faults: FaultSwitch,
     pub(crate) record: Record,
 }
 
 impl Exchange {
-    pub(crate) fn new(host_properties: Arc<Properties>, foreign: ForeignFunctions) -> Self {
+    pub(crate) fn new(
+        host_properties: Arc<Properties>,
+        foreign: ForeignFunctions,
+        faults: FaultSwitch,
+    ) -> Self {
         Self {
             request_headers: Headers::new(),
             request_body: Vec::new(),
@@ -82,6 +88,7 @@ impl Exchange {
             host_properties,
             properties: Properties::default(),
             foreign,
+            faults,
             record: Record::default(),
         }
     }
@@ -149,7 +156,15 @@ impl StreamState for Exchange {
         Ok(())
     }
 
-    fn property(&mut self, _: Invocation, path: &[&[u8]], out: &mut Vec<u8>) -> Result<(), Status> {
+    fn property(
+        &mut self,
+        call: Invocation,
+        path: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        if path == [ORACLE.as_slice()] {
+            return Err(self.faults.answer(call.callback));
+        }
         let key = properties::key(path);
         let value = self
             .properties

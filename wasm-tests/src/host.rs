@@ -18,6 +18,7 @@ use proxy_wasm_host::Limits;
 use crate::callouts::{CalloutQueue, HttpCallRequest, Pending};
 use crate::clock::{SimClock, EPOCH_START_NANOS};
 use crate::exchange::{Exchange, ForeignFunctions};
+use crate::faults::FaultSwitch;
 use crate::logs::{LogBook, LogLine};
 use crate::module::Module;
 use crate::properties::Properties;
@@ -49,6 +50,7 @@ pub struct HostBuilder {
     clear_route_cache: bool,
     log_level: LogLevel,
     shared: Option<crate::SharedData>,
+    faults: FaultSwitch,
 }
 
 impl HostBuilder {
@@ -105,6 +107,13 @@ impl HostBuilder {
         self
     }
 
+    /// Let the test arm faults for a guest rewritten by [`crate::faults::with_faulty_import`];
+    /// arm before `build` to fail the start-up callbacks.
+    pub fn faults(mut self, faults: FaultSwitch) -> Self {
+        self.faults = faults;
+        self
+    }
+
     /// Share shared data and metrics with other hosts (e.g. worker threads of one gateway)
     /// instead of starting a store of its own.
     pub fn shared_data(mut self, shared: crate::SharedData) -> Self {
@@ -154,6 +163,7 @@ impl HostBuilder {
             foreign: ForeignFunctions {
                 clear_route_cache: self.clear_route_cache,
             },
+            faults: self.faults,
             vms: Vec::new(),
             streams: HashMap::new(),
             configured: false,
@@ -189,6 +199,7 @@ pub(crate) struct Inner {
     shared: Arc<SharedStore>,
     pub(crate) properties: Arc<Properties>,
     pub(crate) foreign: ForeignFunctions,
+    faults: FaultSwitch,
     pub(crate) vms: Vec<Vm>,
     /// Stream states between callback groups, keyed by VM index and context.
     pub(crate) streams: HashMap<(usize, ContextId), Exchange>,
@@ -197,7 +208,11 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub(crate) fn root_exchange(&self) -> Exchange {
-        Exchange::new(Arc::clone(&self.properties), self.foreign)
+        Exchange::new(
+            Arc::clone(&self.properties),
+            self.foreign,
+            self.faults.clone(),
+        )
     }
 
     /// Instantiates a VM and starts its root context; answers whether it accepted its config.
@@ -316,6 +331,7 @@ impl Host {
             clear_route_cache: true,
             log_level: LogLevel::Trace,
             shared: None,
+            faults: FaultSwitch::default(),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod bench;
 mod callouts;
 mod clock;
 mod exchange;
+pub mod faults;
 mod headers;
 mod host;
 mod logs;

@@ -124,6 +124,23 @@ impl Module {
         }
     }
 
+    /// The minimal router guest (wasm32-wasip1): `:authority` -> upstream map, one header.
+    pub fn router_wasip1() -> Module {
+        built(
+            env!("FLEETGATE_ROUTER_WASIP1"),
+            "fleetgate-router-guest (wasm32-wasip1)",
+        )
+    }
+
+    /// The wasip1 plugin with every call of import `name` behind a fault stub (see
+    /// [`crate::faults`]).
+    pub fn plugin_with_faulty_import(name: &str) -> anyhow::Result<Module> {
+        let path = env!("FLEETGATE_PLUGIN_WASIP1");
+        let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+        let rewritten = crate::faults::with_faulty_import(&bytes, name)?;
+        Module::from_bytes(&format!("{path} (faulty {name})"), &rewritten)
+    }
+
     /// Loads and compiles a `.wasm` file, or returns the copy compiled earlier in this process.
     pub fn from_file(path: impl AsRef<Path>) -> anyhow::Result<Module> {
         let path = path.as_ref().to_path_buf();

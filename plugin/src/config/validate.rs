@@ -70,8 +70,8 @@ pub struct Route {
     pub mirror: Option<(UpstreamId, f64)>,
     pub sticky: Option<StickyV1>,
     pub when_unavailable: WhenUnavailable,
-    /// Request headers the decision may read (lower-case, `cookie` included if needed), so the
-    /// filter fetches only these from the host.
+    /// Request headers the decision may read (lower-case, `cookie` included if needed): what
+    /// a native caller (`explain`) must supply. The filter reads all headers in one hostcall.
     pub needed_headers: Vec<String>,
 }
 
@@ -82,6 +82,15 @@ impl Route {
             .chain(&self.canaries)
             .chain(&self.fallback)
             .flat_map(|s| s.backends.iter().map(|b| b.upstream))
+    }
+
+    /// Is a backend in its failback hold or ramp (so decisions depend on the time)?
+    pub fn has_failback_timers(&self) -> bool {
+        std::iter::once(&self.base)
+            .chain(&self.canaries)
+            .chain(&self.fallback)
+            .flat_map(|s| &s.backends)
+            .any(|b| b.recovered_at_ms.is_some())
     }
 }
 

@@ -2,8 +2,7 @@
 //! compare-and-swap, plus a generation key whose CAS token changes on every update so each VM
 //! knows when its cached view is stale (one hostcall per request to check).
 
-use crate::config::Config;
-use crate::config::PassiveHealthV1;
+use crate::config::{Config, PassiveHealthV1, Route};
 use crate::health::{PassiveState, Transition};
 
 use super::host;
@@ -28,8 +27,26 @@ impl HealthStore {
         self.cache = vec![None; cfg.upstreams.len()];
     }
 
+    /// Make the states of a route's upstreams current, and answer the time the decision needs:
+    /// read from the host only if a state or a failback timer depends on it (a quiet route
+    /// costs no clock read; with passive health off, no shared-data read either).
+    pub fn load(&mut self, cfg: &Config, route: &Route) -> u64 {
+        if cfg.passive.enabled {
+            self.refresh();
+            self.prefetch(cfg, route.upstreams());
+        }
+        let quiet = route
+            .upstreams()
+            .all(|u| self.cached(u) == PassiveState::default());
+        if quiet && !route.has_failback_timers() {
+            0
+        } else {
+            host::now_ms()
+        }
+    }
+
     /// Drop the cache if another VM changed any record since we last looked.
-    pub fn refresh(&mut self) {
+    fn refresh(&mut self) {
         let (_, gen) = host::shared_get(GEN_KEY);
         if gen != self.gen {
             self.gen = gen;
@@ -38,7 +55,7 @@ impl HealthStore {
     }
 
     /// Load the states of these upstreams into the cache.
-    pub fn prefetch(&mut self, cfg: &Config, upstreams: impl Iterator<Item = usize>) {
+    fn prefetch(&mut self, cfg: &Config, upstreams: impl Iterator<Item = usize>) {
         for u in upstreams {
             if let Some(slot) = self.cache.get_mut(u) {
                 if slot.is_none() {

@@ -4,14 +4,15 @@
 
 use std::collections::HashMap;
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
-
 use crate::decide::Reason;
+
+use super::host;
 
 #[derive(Default)]
 pub struct Metrics {
     ids: HashMap<String, u32>,
+    /// `fleetgate_host_errors_total`, once defined.
+    host_errors: Option<u32>,
     /// Request counters by `cluster * REASONS + reason` of the config in service, so the hot
     /// path neither formats a name nor hashes one.
     requests: Vec<Option<u32>>,
@@ -43,12 +44,27 @@ impl Metrics {
                 id
             }
         };
-        let _ = hostcalls::increment_metric(id, 1);
+        host::increment(id);
     }
 
     pub fn inc(&mut self, name: &str) {
         if let Some(id) = self.define(name) {
-            let _ = hostcalls::increment_metric(id, 1);
+            host::increment(id);
+        }
+    }
+
+    /// Add the host errors seen since the last flush to `fleetgate_host_errors_total`. If the
+    /// host cannot even count those, they are dropped: nothing else can be done with them.
+    pub fn flush_host_errors(&mut self) {
+        let n = host::take_host_errors();
+        if n == 0 {
+            return;
+        }
+        if self.host_errors.is_none() {
+            self.host_errors = host::define_counter_quietly("fleetgate_host_errors_total");
+        }
+        if let Some(id) = self.host_errors {
+            host::increment_quietly(id, n);
         }
     }
 
@@ -57,7 +73,7 @@ impl Metrics {
         if let Some(&id) = self.ids.get(name) {
             return Some(id);
         }
-        let id = hostcalls::define_metric(MetricType::Counter, name).ok()?;
+        let id = host::define_counter(name)?;
         self.ids.insert(name.to_string(), id);
         Some(id)
     }

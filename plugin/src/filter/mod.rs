@@ -1,29 +1,25 @@
 //! The Proxy-Wasm glue: read what the engine needs from the host once, call the pure engine,
-//! apply its decision. Every hostcall goes through [`host`], which never panics.
+//! apply its decision. The exports live in [`abi`], the imports in [`hostcalls`]; every
+//! hostcall goes through [`host`], which never panics.
 
+mod abi;
 mod health_store;
 mod host;
+mod hostcalls;
+mod http;
 mod metrics;
 mod pull;
+mod root;
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
-
-use crate::config::{self, Config, ConfigSourceV1, UpstreamId};
-use crate::decide::{self, Reason};
+use crate::config::{self, Config};
 use crate::failover;
-use crate::health::{self, Transition};
-use crate::request::SimpleRequest;
 
 use health_store::HealthStore;
+use http::Http;
 use metrics::Metrics;
-
-proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::new()) });
-}}
+use root::Root;
 
 /// What every context of one VM shares.
 struct Vm {
@@ -43,7 +39,7 @@ impl Vm {
         self.health.reset(&cfg);
         self.metrics.reset(cfg.clusters.len());
         host::log(
-            LogLevel::Info,
+            host::LOG_INFO,
             &format!(
                 "fleetgate: config accepted from {origin} (revision {}, {} routes, {} clusters)",
                 cfg.revision.as_deref().unwrap_or("-"),
@@ -57,408 +53,11 @@ impl Vm {
 
     fn reject(&mut self, origin: &str, err: &config::ConfigError) {
         host::log(
-            LogLevel::Error,
+            host::LOG_ERROR,
             &format!(
                 "fleetgate: config rejected from {origin}: {err}; keeping the last good config"
             ),
         );
         self.metrics.inc("fleetgate_config_rejections_total");
-    }
-}
-
-struct Root {
-    vm: Rc<RefCell<Vm>>,
-    /// From the static config: where to pull newer configs.
-    source: Option<ConfigSourceV1>,
-    /// From the static config: the header names pulled configs must keep.
-    headers: Option<config::HeaderNames>,
-    vm_token: u64,
-    in_flight: Option<u32>,
-    /// ETag of the config this VM runs (or of a rejected one, so the long-poll waits for news).
-    etag: Option<String>,
-    /// CAS token of the shared config record last looked at.
-    shared_cas: Option<u32>,
-    retry_at_ms: u64,
-}
-
-impl Root {
-    fn new() -> Self {
-        let now = host::now_ms();
-        let vm_token = pull::unique_vm_token(now);
-        Root {
-            vm: Rc::new(RefCell::new(Vm {
-                config: None,
-                rng: fastrand::Rng::with_seed(now ^ vm_token.rotate_left(32)),
-                metrics: Metrics::default(),
-                health: HealthStore::default(),
-            })),
-            source: None,
-            headers: None,
-            vm_token,
-            in_flight: None,
-            etag: None,
-            shared_cas: None,
-            retry_at_ms: 0,
-        }
-    }
-
-    /// Adopt a config another worker stored in shared data, if it is new.
-    fn adopt_shared(&mut self, now_ms: u64) {
-        let (v, cas) = host::shared_get(pull::CONFIG_KEY);
-        if cas == self.shared_cas {
-            return;
-        }
-        self.shared_cas = cas;
-        let Some((etag, json)) = v.as_deref().and_then(pull::decode_shared) else {
-            return;
-        };
-        if self.etag.as_deref() == Some(etag.as_str()) {
-            return;
-        }
-        let Ok(mut vm) = self.vm.try_borrow_mut() else {
-            return;
-        };
-        match self.parse_pulled(json) {
-            Ok(cfg) => vm.adopt(cfg, "shared data", now_ms),
-            Err(e) => vm.reject("shared data", &e),
-        }
-        self.etag = Some(etag);
-    }
-
-    /// A config from the controller (directly or through shared data).
-    fn parse_pulled(&self, json: &[u8]) -> Result<Config, config::ConfigError> {
-        let cfg = config::parse(json)?;
-        match &self.headers {
-            Some(h) => h.check_pulled(&cfg).map(|()| cfg),
-            None => Ok(cfg),
-        }
-    }
-
-    fn maybe_pull(&mut self, now_ms: u64) {
-        let Some(src) = &self.source else { return };
-        if self.in_flight.is_some() || now_ms < self.retry_at_ms {
-            return;
-        }
-        if !pull::acquire_lease(self.vm_token, now_ms, pull::lease_ms(src)) {
-            return;
-        }
-        self.in_flight = pull::dispatch(src, self.etag.as_deref());
-        if self.in_flight.is_none() {
-            host::log(
-                LogLevel::Warn,
-                &format!(
-                    "fleetgate: cannot call config source upstream \"{}\"",
-                    src.upstream
-                ),
-            );
-            self.retry_at_ms = now_ms + 5 * u64::from(src.poll_ms);
-        }
-    }
-}
-
-impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _: usize,
-    ) {
-        if self.in_flight != Some(token) {
-            return;
-        }
-        self.in_flight = None;
-        let now = host::now_ms();
-        let backoff = now + 5 * u64::from(self.source.as_ref().map_or(1000, |s| s.poll_ms));
-        if num_headers == 0 {
-            host::log(
-                LogLevel::Warn,
-                "fleetgate: config pull failed (no response)",
-            );
-            self.retry_at_ms = backoff;
-            return;
-        }
-        let status = host::call_response_header(":status").unwrap_or_default();
-        match status.as_str() {
-            "304" => {}
-            "200" => {
-                let body = host::call_response_body(body_size).unwrap_or_default();
-                let etag = host::call_response_header("etag")
-                    .map(|e| pull::strip_etag(&e))
-                    .unwrap_or_default();
-                let Ok(mut vm) = self.vm.try_borrow_mut() else {
-                    return;
-                };
-                match self.parse_pulled(&body) {
-                    Ok(cfg) => {
-                        let etag = if etag.is_empty() {
-                            cfg.revision.clone().unwrap_or_default()
-                        } else {
-                            etag
-                        };
-                        let _ = host::shared_set(
-                            pull::CONFIG_KEY,
-                            &pull::encode_shared(&etag, &body),
-                            None,
-                        );
-                        self.shared_cas = host::shared_get(pull::CONFIG_KEY).1;
-                        vm.adopt(cfg, "controller", now);
-                        self.etag = Some(etag);
-                    }
-                    Err(e) => {
-                        vm.reject("controller", &e);
-                        self.etag = Some(etag);
-                        self.retry_at_ms = backoff;
-                    }
-                }
-            }
-            other => {
-                host::log(
-                    LogLevel::Warn,
-                    &format!("fleetgate: config pull answered status \"{other}\""),
-                );
-                self.retry_at_ms = backoff;
-            }
-        }
-    }
-}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _: usize) -> bool {
-        let raw = self.get_plugin_configuration().unwrap_or_default();
-        let now = host::now_ms();
-        let Ok(mut vm) = self.vm.try_borrow_mut() else {
-            return false;
-        };
-        match config::parse(&raw) {
-            Ok(cfg) => {
-                let source = cfg.config_source.clone();
-                self.headers = Some(config::HeaderNames::of(&cfg));
-                self.etag = cfg.revision.clone();
-                vm.adopt(cfg, "plugin configuration", now);
-                drop(vm);
-                if let Some(src) = &source {
-                    host::set_tick_period(src.poll_ms);
-                }
-                self.source = source;
-                true
-            }
-            Err(e) => {
-                vm.reject("plugin configuration", &e);
-                false
-            }
-        }
-    }
-
-    fn on_tick(&mut self) {
-        let now = host::now_ms();
-        self.adopt_shared(now);
-        self.maybe_pull(now);
-    }
-
-    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http {
-            vm: self.vm.clone(),
-            routed: None,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-}
-
-/// What a request was routed to, kept for the response and the passive-health report.
-struct Routed {
-    cfg: Rc<Config>,
-    route: usize,
-    cluster: usize,
-    upstream: UpstreamId,
-    reason: Reason,
-    set_sticky: bool,
-}
-
-struct Http {
-    vm: Rc<RefCell<Vm>>,
-    routed: Option<Routed>,
-}
-
-impl Http {
-    fn decide(&mut self) -> Action {
-        let Ok(mut vm) = self.vm.try_borrow_mut() else {
-            return Action::Continue;
-        };
-        let Some(cfg) = vm.config.clone() else {
-            return Action::Continue;
-        };
-        let authority = host::request_header(":authority").unwrap_or_default();
-        let path = host::request_header(":path").unwrap_or_default();
-        let Some(ri) = cfg.table.lookup(&authority, &path) else {
-            // Not ours: make sure a client cannot pick an upstream by sending our headers.
-            strip_spoofed(&cfg);
-            return Action::Continue;
-        };
-        let route = &cfg.routes[ri];
-        let mut req = SimpleRequest::new(&authority, &path);
-        for h in &route.needed_headers {
-            if let Some(v) = host::request_header(h) {
-                req.headers.insert(h.clone(), v);
-            }
-        }
-        let now = host::now_ms();
-        let Vm {
-            health,
-            rng,
-            metrics,
-            ..
-        } = &mut *vm;
-        health.refresh();
-        health.prefetch(&cfg, route.upstreams());
-        let health = &*health;
-        let Some(d) = decide::select_in_route(&cfg, ri, &req, |u| health.cached(u), now, rng)
-        else {
-            return Action::Continue;
-        };
-        let Some(t) = d.target else {
-            metrics.inc("fleetgate_unavailable_total");
-            let explain = format!("reason=unavailable; route={}", route.name);
-            let mut headers = vec![("content-type", "text/plain")];
-            if let Some(h) = &cfg.decision_header {
-                headers.push((h.as_str(), explain.as_str()));
-            }
-            let body = format!("fleetgate: no healthy cluster for route {}\n", route.name);
-            host::send_local_response(503, headers, &body);
-            return Action::Pause;
-        };
-        let cluster_id = cfg.clusters.get(t.cluster).map_or("", |c| c.id.as_str());
-        host::set_request_header(&cfg.cluster_header, cfg.upstream_name(t.upstream));
-        match d.mirror {
-            Some(m) => {
-                host::set_request_header(&cfg.mirror_header, cfg.upstream_name(m));
-                metrics.inc("fleetgate_mirrored_total");
-            }
-            None => {
-                host::remove_request_header(&cfg.mirror_header);
-            }
-        }
-        host::clear_route_cache();
-        metrics.inc_request(t.cluster, cluster_id, t.reason);
-        if matches!(
-            t.reason,
-            Reason::Failover | Reason::Standby | Reason::Fallback | Reason::Panic
-        ) {
-            metrics.inc("fleetgate_failovers_total");
-        }
-        self.routed = Some(Routed {
-            cfg: cfg.clone(),
-            route: ri,
-            cluster: t.cluster,
-            upstream: t.upstream,
-            reason: t.reason,
-            set_sticky: t.set_sticky,
-        });
-        Action::Continue
-    }
-}
-
-fn strip_spoofed(cfg: &Config) {
-    let mut changed = false;
-    for h in [&cfg.cluster_header, &cfg.mirror_header] {
-        if host::request_header(h).is_some() {
-            changed |= host::remove_request_header(h);
-        }
-    }
-    if changed {
-        host::clear_route_cache();
-    }
-}
-
-impl Context for Http {}
-
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        self.decide()
-    }
-
-    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        let Some(r) = &self.routed else {
-            return Action::Continue;
-        };
-        let cluster_id = r.cfg.clusters.get(r.cluster).map_or("", |c| c.id.as_str());
-        let route = &r.cfg.routes[r.route];
-        if let Some(h) = &r.cfg.decision_header {
-            let v = format!(
-                "cluster={cluster_id}; reason={}; route={}",
-                r.reason.as_str(),
-                route.name
-            );
-            host::add_response_header(h, &v);
-        }
-        if let (true, Some(s)) = (r.set_sticky, &route.sticky) {
-            let v = format!(
-                "{}={cluster_id}; Path=/; Max-Age={}; HttpOnly",
-                s.cookie, s.max_age_seconds
-            );
-            host::add_response_header("set-cookie", &v);
-        }
-        Action::Continue
-    }
-
-    fn on_log(&mut self) {
-        let Some(r) = self.routed.take() else { return };
-        if !r.cfg.passive.enabled {
-            return;
-        }
-        let upstream = r.cfg.upstream_name(r.upstream);
-        let code = host::int_property(&[&["response", "code"]]);
-        let flags = host::int_property(&[&["response", "flags"]]);
-        if code.is_none() && flags.is_none() {
-            return;
-        }
-        // A retried request (to another cluster through an aggregate cluster) means the first
-        // attempt, on the cluster we chose, failed.
-        let retried =
-            host::int_property(&[&["upstream", "request_attempt_count"]]).is_some_and(|n| n > 1);
-        let failed = retried || health::is_failure(code, flags, r.cfg.passive.count_5xx);
-        let Ok(mut vm) = self.vm.try_borrow_mut() else {
-            return;
-        };
-        if !failed && vm.health.known_healthy(r.upstream) {
-            return;
-        }
-        // If Envoy sent the request somewhere else (a route without our cluster header), the
-        // outcome says nothing about our upstream. Asked only off the fast path: hostcalls cost.
-        if let Some(used) = host::string_property(&[&["xds", "cluster_name"], &["cluster_name"]]) {
-            if used != upstream {
-                return;
-            }
-        }
-        let now = host::now_ms();
-        let t = vm
-            .health
-            .observe(&r.cfg, r.upstream, failed, now, &r.cfg.passive);
-        let cluster_id = r.cfg.clusters.get(r.cluster).map_or("", |c| c.id.as_str());
-        match t {
-            Transition::Ejected { for_ms } => {
-                host::log(
-                    LogLevel::Warn,
-                    &format!(
-                        "fleetgate: ejected upstream {upstream} (cluster {cluster_id}) for {} ms after consecutive failures",
-                        for_ms
-                    ),
-                );
-                vm.metrics
-                    .inc(&format!("fleetgate_ejections_total.cluster.{cluster_id}"));
-            }
-            Transition::Recovered => {
-                host::log(
-                    LogLevel::Info,
-                    &format!("fleetgate: upstream {upstream} (cluster {cluster_id}) recovered"),
-                );
-                vm.metrics
-                    .inc(&format!("fleetgate_recoveries_total.cluster.{cluster_id}"));
-            }
-            Transition::None | Transition::Updated => {}
-        }
     }
 }

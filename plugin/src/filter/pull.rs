@@ -3,8 +3,6 @@
 //! which every worker adopts it on its next tick. A bad or failed pull never replaces the last
 //! good config.
 
-use std::time::Duration;
-
 use crate::config::ConfigSourceV1;
 
 use super::host;
@@ -62,8 +60,8 @@ pub fn dispatch(src: &ConfigSourceV1, etag: Option<&str>) -> Option<u32> {
     if let Some(e) = &inm {
         headers.push(("if-none-match", e.as_str()));
     }
-    let timeout = Duration::from_secs(u64::from(src.wait_seconds) + 5);
-    host::dispatch_get(&src.upstream, headers, timeout)
+    let timeout_ms = (src.wait_seconds + 5).saturating_mul(1000);
+    host::dispatch_get(&src.upstream, &headers, timeout_ms)
 }
 
 /// How long a lease lasts: the longest a pull can take, plus slack.

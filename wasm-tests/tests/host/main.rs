@@ -1,6 +1,7 @@
-//! Proves the test host: the noop filter and the probe guest, on both wasm targets.
+//! Proves the test host: the noop filter, the probe guest and the minimal router guest.
 
 mod callouts;
 mod lifecycle;
 mod probe;
+mod router;
 mod shared_data;

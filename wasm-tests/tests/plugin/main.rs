@@ -4,6 +4,7 @@
 
 mod config;
 mod failover;
+mod faults;
 mod fidelity;
 mod hostile;
 mod limits;
