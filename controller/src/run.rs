@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetgate_plugin::config::ClusterState;
+use fleetgate_plugin::config::{self as pcfg, ClusterState};
 use fleetgate_plugin::failover;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
@@ -471,6 +471,15 @@ impl Publisher {
                 return None;
             }
         };
+        if derived.json.len() > pcfg::MAX_CONFIG_BYTES {
+            error!(
+                bytes = derived.json.len(),
+                limit = pcfg::MAX_CONFIG_BYTES,
+                "the config is larger than the plugin reads; keeping the last config"
+            );
+            self.metrics.error("config_too_large");
+            return None;
+        }
         let changed = self.cell.publish(Published {
             revision: derived.revision.clone(),
             json: derived.json.clone(),

@@ -54,7 +54,7 @@ fn oversized_and_hostile_documents_are_refused_and_the_good_config_kept() {
         json!({"pins": [{"when": {"header": "x", "match": {"regex": "(a{1000}){1000}"}}, "cluster": "hz-b"}]}),
     );
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("more than the 16 MiB", {
+        ("more than the 48 MiB", {
             let mut v = good.clone();
             v["revision"] = json!("x".repeat(50 << 20));
             v.to_string().into_bytes()
