@@ -1,0 +1,1 @@
+//! The minimal Envoy bootstrap that points at the controller's ADS server.
