@@ -175,9 +175,7 @@ pub fn render(args: &RenderArgs) -> Result<Derived, CliError> {
 
 /// [`render`], also returning the member snapshots it derived from (xDS builds the members'
 /// endpoints from them).
-pub fn render_with_members(
-    args: &RenderArgs,
-) -> Result<(Derived, Vec<MemberSnapshot>), CliError> {
+pub fn render_with_members(args: &RenderArgs) -> Result<(Derived, Vec<MemberSnapshot>), CliError> {
     let mut fleet = Dump::default();
     for dir in &args.fleet {
         let d = load_dir(dir)?;
