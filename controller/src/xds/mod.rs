@@ -20,7 +20,7 @@ pub mod validate;
 
 pub use envoy_types::pb;
 pub use resources::{build, Resources, WasmCode, XdsOptions};
-// pub use server::{serve, Auth, XdsMetrics};
+pub use server::{serve, AdsServer, Auth, Snapshots, XdsMetrics};
 pub use snapshot::Snapshot;
 
 /// Type URLs of the resource types we serve, in make-before-break push order: clusters and
