@@ -11,7 +11,9 @@ use fleetgate_controller::derive::{
     DeriveOptions, DEFAULT_MIRROR_FQDN_TEMPLATE, DEFAULT_MIRROR_TEMPLATE, DEFAULT_UPSTREAM_TEMPLATE,
 };
 use fleetgate_controller::run::RunConfig;
+use fleetgate_controller::serve::XdsServe;
 use fleetgate_controller::settings::{PluginSettings, SettingsText};
+use fleetgate_controller::xds::{self, Auth, WasmCode, XdsOptions};
 
 #[derive(Parser)]
 #[command(
@@ -99,6 +101,23 @@ enum Command {
         /// How often the dumps are re-read.
         #[arg(long, default_value_t = 200)]
         interval_ms: u64,
+        #[command(flatten)]
+        xds: XdsFlags,
+    },
+    /// Print a minimal Envoy bootstrap that takes everything else from the controller's xDS.
+    Bootstrap {
+        /// The controller's xDS address, `HOST:PORT` (a DNS name or an IP).
+        #[arg(long)]
+        xds: String,
+        /// Envoy's node id (logged by the controller; every node gets the same resources).
+        #[arg(long, default_value = "fleetgate-gateway")]
+        node_id: String,
+        /// Port of Envoy's admin interface (bound to 127.0.0.1).
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+        /// Bearer token Envoy sends to the xDS server (the controller's --xds-token).
+        #[arg(long, env = "FLEETGATE_XDS_TOKEN", hide_env_values = true)]
+        xds_token: Option<String>,
     },
     /// Show what the plugin would do with a request (the plugin's own engine).
     Explain {
@@ -157,6 +176,50 @@ impl DumpFlags {
             zones: self.zones,
             options: self.derive.options()?,
         })
+    }
+}
+
+/// The ADS (xDS) server: Envoy takes its clusters, endpoints, listener, routes and the plugin
+/// from it.
+#[derive(Args, Clone)]
+struct XdsFlags {
+    /// Serve ADS (gRPC) on this address; no xDS when unset.
+    #[arg(long, env = "FLEETGATE_XDS_LISTEN")]
+    xds_listen: Option<SocketAddr>,
+    /// Bearer token the gateway must send (gRPC metadata `authorization: Bearer ...`).
+    #[arg(long, env = "FLEETGATE_XDS_TOKEN", hide_env_values = true)]
+    xds_token: Option<String>,
+    /// Serve xDS without a token on a non-loopback address.
+    #[arg(long)]
+    insecure_xds: bool,
+    /// Address of the gateway listener the xDS resources describe.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    gateway_listen: SocketAddr,
+    /// Path of the plugin's .wasm on the gateway's host.
+    #[arg(long, default_value = "/etc/envoy/fleetgate_plugin.wasm")]
+    wasm_file: PathBuf,
+    /// `http://` URI the gateway fetches the .wasm from instead (with --wasm-sha256).
+    #[arg(long, requires = "wasm_sha256")]
+    wasm_uri: Option<String>,
+    /// SHA-256 (hex) of the .wasm at --wasm-uri.
+    #[arg(long, requires = "wasm_uri")]
+    wasm_sha256: Option<String>,
+}
+
+impl XdsFlags {
+    fn resolve(self, derive: &DeriveOptions) -> Result<Option<XdsServe>> {
+        let Some(listen) = self.xds_listen else {
+            return Ok(None);
+        };
+        let wasm = match (self.wasm_uri, self.wasm_sha256) {
+            (Some(uri), Some(sha256)) => WasmCode::Remote { uri, sha256 },
+            _ => WasmCode::File(self.wasm_file),
+        };
+        Ok(Some(XdsServe {
+            listen,
+            auth: Auth::new(listen, self.xds_token, self.insecure_xds)?,
+            options: XdsOptions::new(derive, self.gateway_listen, wasm),
+        }))
     }
 }
 
@@ -285,22 +348,43 @@ fn main() -> Result<()> {
             listen,
             token,
             interval_ms,
+            xds,
         } => {
             let token = token.resolve()?;
+            let args = dumps.args()?;
+            let xds = xds.resolve(&args.options)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(fleetgate_controller::serve::serve_files(
-                dumps.args()?,
+                args,
                 listen,
                 token,
                 Duration::from_millis(interval_ms.max(10)),
-                |addr| {
+                xds,
+                |addr, xds_addr| {
                     use std::io::Write;
                     println!("listening on {addr}");
+                    if let Some(a) = xds_addr {
+                        println!("xds listening on {a}");
+                    }
                     let _ = std::io::stdout().flush();
                 },
             ))?;
+        }
+        Command::Bootstrap {
+            xds,
+            node_id,
+            admin_port,
+            xds_token,
+        } => {
+            let b = xds::bootstrap::Bootstrap {
+                xds,
+                node_id,
+                admin_port,
+                token: xds_token,
+            };
+            print!("{}", b.to_yaml()?);
         }
         Command::Render(dumps) => {
             let args = dumps.args()?;

@@ -21,7 +21,7 @@ pub mod validate;
 pub use envoy_types::pb;
 pub use resources::{build, Resources, WasmCode, XdsOptions};
 pub use server::{serve, AdsServer, Auth, Snapshots, XdsMetrics};
-pub use snapshot::Snapshot;
+pub use snapshot::{publish, Snapshot};
 
 /// Type URLs of the resource types we serve, in make-before-break push order: clusters and
 /// their endpoints before the listener, routes and plugin that use them.

@@ -94,3 +94,24 @@ impl Snapshot {
             .sum()
     }
 }
+
+/// Publish `next` unless every type's version equals the current one's (streams are not woken
+/// for nothing). Returns whether it was published.
+pub fn publish(
+    tx: &tokio::sync::watch::Sender<Option<std::sync::Arc<Snapshot>>>,
+    next: Snapshot,
+) -> bool {
+    tx.send_if_modified(|current| {
+        let same = current.as_ref().is_some_and(|c| {
+            c.types.len() == next.types.len()
+                && c.types
+                    .iter()
+                    .zip(&next.types)
+                    .all(|(a, b)| a.0 == b.0 && a.1.version == b.1.version)
+        });
+        if !same {
+            *current = Some(std::sync::Arc::new(next));
+        }
+        !same
+    })
+}

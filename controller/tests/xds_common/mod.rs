@@ -2,6 +2,8 @@
 //! typed Envoy message against Envoy's own descriptors.
 #![allow(dead_code)]
 
+pub mod client;
+
 use std::path::{Path, PathBuf};
 
 use fleetgate_controller::cli::{self, RenderArgs};
