@@ -9,7 +9,9 @@ use std::time::Duration;
 use fleetgate_controller::xds::pb::envoy::config::cluster::v3::Cluster;
 use fleetgate_controller::xds::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use fleetgate_controller::xds::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use fleetgate_controller::xds::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use fleetgate_controller::xds::pb::envoy::service::discovery::v3::{
+    DiscoveryRequest, DiscoveryResponse,
+};
 use fleetgate_controller::xds::{
     self, AdsServer, Auth, Snapshot, XdsError, XdsMetrics, CLUSTER, ENDPOINT, EXTENSION,
     LISTENER,
@@ -281,4 +283,45 @@ async fn a_token_is_required_when_set_and_an_open_non_loopback_server_is_refused
     .unwrap();
     let r = stream.message().await.unwrap().unwrap();
     assert_eq!(r.type_url, CLUSTER);
+}
+
+#[tokio::test]
+async fn clusters_a_snapshot_drops_are_kept_until_the_plugin_that_stops_naming_them_is_acked() {
+    let (addr, publisher, _) = server(Auth::default()).await;
+    publisher.send_replace(Some(snapshot("canary-by-header", "hz-b")));
+    let mut c = Client::connect(&addr, "gateway-1").await;
+    let held = subscribe_all(&mut c).await;
+    let canary = "outbound|80|hz-b|shop-canary.default.svc.cluster.local";
+    let names = |r: &DiscoveryResponse| -> Vec<String> {
+        decode::<Cluster>(r).into_iter().map(|c| c.name).collect()
+    };
+    assert!(names(&held.cds).iter().any(|n| n == canary));
+
+    publisher.send_replace(Some(snapshot("active-active", "hz-b")));
+    let cds = c.expect(CLUSTER).await;
+    assert!(cds.version_info.ends_with("+held"), "{}", cds.version_info);
+    assert!(names(&cds).iter().any(|n| n == canary), "still there");
+    c.ack(&cds, &[]).await;
+    let eds = c.expect(ENDPOINT).await;
+    c.ack(&eds, &held.eds_names).await;
+    let ecds = c.expect(EXTENSION).await;
+    assert!(
+        c.recv(QUIET).await.is_none(),
+        "nothing dropped before the plugin is acked"
+    );
+    c.ack(&ecds, &["fleetgate".to_string()]).await;
+
+    let cds = c.expect(CLUSTER).await;
+    assert!(!cds.version_info.ends_with("+held"));
+    assert!(!names(&cds).iter().any(|n| n == canary), "dropped now");
+    assert_eq!(
+        cds.version_info,
+        snapshot("active-active", "hz-b")
+            .get(CLUSTER)
+            .unwrap()
+            .version
+    );
+    c.ack(&cds, &[]).await;
+    let eds = c.expect(ENDPOINT).await;
+    assert!(!eds.version_info.ends_with("+held"));
 }

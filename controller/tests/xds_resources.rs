@@ -317,3 +317,28 @@ fn scaling_a_member_to_zero_changes_only_the_endpoint_version() {
     let again = Snapshot::new(&xds::build(&d1, &m1, &opts).unwrap());
     assert_eq!(s1, again, "the same input gives the same versions");
 }
+
+#[test]
+fn an_incremental_endpoint_update_equals_a_full_rebuild() {
+    let (d, mut members) = fixture("active-active", "hz-a", "hz-b");
+    let opts = options(file_wasm());
+    let before = xds::build(&d, &members, &opts).unwrap();
+    let snapshot = Snapshot::new(&before);
+    let dump = fleetgate_controller::cli::load_dir(&member_dir("hz-b")).unwrap();
+    let mut slice = dump.endpoint_slices[0].clone();
+    slice.endpoints[0].addresses = vec!["10.2.9.99".into()];
+    let hz_b = members.iter_mut().find(|m| m.id == "hz-b").unwrap();
+    let mut index = (*hz_b.index).clone();
+    index.apply_slice(&slice);
+    hz_b.index = std::sync::Arc::new(index);
+    let key = ("default".to_string(), "shop".to_string());
+    let changed = xds::endpoint_entries(&before.direct, hz_b, &[key]);
+    assert_eq!(changed.len(), 1, "one Service port of one member");
+    let incremental = snapshot.with(xds::ENDPOINT, changed);
+    let full = Snapshot::new(&xds::build(&d, &members, &opts).unwrap());
+    assert_eq!(incremental, full);
+    assert_ne!(
+        incremental.get(xds::ENDPOINT).unwrap().version,
+        snapshot.get(xds::ENDPOINT).unwrap().version
+    );
+}

@@ -19,7 +19,7 @@ pub mod snapshot;
 pub mod validate;
 
 pub use envoy_types::pb;
-pub use resources::{build, Resources, WasmCode, XdsOptions};
+pub use resources::{build, endpoint_entries, DirectTarget, Resources, WasmCode, XdsOptions};
 pub use server::{serve, AdsServer, Auth, Snapshots, XdsMetrics};
 pub use snapshot::{publish, Snapshot};
 

@@ -23,8 +23,10 @@ use super::pb::envoy::config::core::v3::TypedExtensionConfig;
 use super::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use super::pb::envoy::config::listener::v3::Listener;
 use super::pb::envoy::config::route::v3::RouteConfiguration;
+use super::snapshot::Entry;
 use super::{validate, XdsError};
 use crate::derive::{render_template, DeriveOptions, Derived, MemberSnapshot, PortRef, SvcRef};
+use crate::endpoints::SvcKey;
 
 /// Name template of a member's direct (EDS) cluster.
 pub const DIRECT_TEMPLATE: &str = "direct|{port}|{cluster}|{service}.{namespace}.svc.cluster.local";
@@ -71,6 +73,35 @@ pub struct Resources {
     /// Mirror upstreams that name no Service any member has (FQDN mirrors included): no
     /// cluster is emitted and Envoy skips the mirror.
     pub unresolved_mirrors: Vec<String>,
+    /// Per direct (EDS) cluster, where its endpoints come from (see [`endpoint_entries`]).
+    pub direct: BTreeMap<String, DirectTarget>,
+}
+
+/// The member and Service port behind a direct cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectTarget {
+    pub member: String,
+    pub svc: SvcRef,
+}
+
+/// The load assignments of `member`'s direct clusters for `services`, rebuilt from its index:
+/// after an EndpointSlice change, [`super::Snapshot::with`] these instead of rebuilding everything
+/// (valid while the plugin config and the cluster set are unchanged, e.g. a pod replaced).
+pub fn endpoint_entries(
+    direct: &BTreeMap<String, DirectTarget>,
+    member: &MemberSnapshot,
+    services: &[SvcKey],
+) -> Vec<Entry> {
+    let wanted = |svc: &SvcRef| {
+        services
+            .iter()
+            .any(|(ns, name)| *ns == svc.namespace && *name == svc.name)
+    };
+    direct
+        .iter()
+        .filter(|(_, t)| t.member == member.id && wanted(&t.svc))
+        .map(|(name, t)| Entry::new(name, clusters::load_assignment(name, &member.index, &t.svc)))
+        .collect()
 }
 
 /// One member's Service port behind a direct cluster.
@@ -116,10 +147,15 @@ pub fn build(
         unresolved_mirrors,
         ..Resources::default()
     };
-    for (name, d) in &plan.direct {
-        r.clusters.push(clusters::direct(name));
+    for (name, d) in plan.direct {
+        r.clusters.push(clusters::direct(&name));
         r.endpoints
-            .push(clusters::load_assignment(name, &d.member.index, &d.svc));
+            .push(clusters::load_assignment(&name, &d.member.index, &d.svc));
+        let target = DirectTarget {
+            member: d.member.id.clone(),
+            svc: d.svc,
+        };
+        r.direct.insert(name, target);
     }
     for (name, members) in &plan.aggregates {
         r.clusters.push(clusters::aggregate(name, members));

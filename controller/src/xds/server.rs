@@ -5,9 +5,11 @@
 //! subscribed. A request answers the last response by nonce (older nonces are ignored): with
 //! `error_detail` it is a NACK, logged and counted and *not* answered (the same resources would
 //! be NACKed again; the next snapshot is sent when it comes); otherwise it is an ACK, or a new
-//! subscription, answered when its version or names differ from what is current. On a new
-//! snapshot the changed types are pushed in [`super::TYPES`] order: clusters and endpoints
-//! before the listener, routes and plugin that use them.
+//! subscription or a change of names, which is answered. On a new snapshot the changed types
+//! are pushed in [`super::TYPES`] order (make before break): clusters and endpoints before the
+//! listener, routes and plugin that use them; and clusters or endpoints the new snapshot drops
+//! are kept (under a version of their own) until the client has acknowledged the listener,
+//! routes and plugin of that snapshot, which no longer name them.
 //!
 //! Every node is served the same snapshot; its id is only logged.
 
@@ -20,7 +22,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -30,8 +33,8 @@ use super::pb::envoy::service::discovery::v3::aggregated_discovery_service_serve
 use super::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use super::snapshot::Snapshot;
-use super::{XdsError, TYPES};
+use super::snapshot::{Snapshot, TypeSnapshot};
+use super::{XdsError, CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE, TYPES};
 use crate::handoff::authorized;
 
 /// The snapshots the server streams; `None` until the first one is built.
@@ -105,7 +108,12 @@ impl AdsServer {
             .max_encoding_message_size(usize::MAX);
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener))
+            // No Nagle delay on pushes; keepalive finds gateways that vanished.
+            .serve_with_incoming(
+                TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(std::time::Duration::from_secs(30))),
+            )
             .await?;
         Ok(())
     }
@@ -122,11 +130,11 @@ pub async fn serve(
         .await
 }
 
-type Sent = Result<DiscoveryResponse, Status>;
+type SentMsg = Result<DiscoveryResponse, Status>;
 
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ReceiverStream<Sent>;
+    type StreamAggregatedResourcesStream = ReceiverStream<SentMsg>;
     type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
 
     async fn stream_aggregated_resources(
@@ -165,17 +173,30 @@ impl AggregatedDiscoveryService for AdsServer {
 #[derive(Debug, Default)]
 struct Subscription {
     names: Vec<String>,
-    /// Version and nonce of the last response.
-    sent: Option<(String, String)>,
+    /// The last response.
+    sent: Option<Sent>,
+    /// The last version the client acknowledged.
+    acked: Option<String>,
+}
+
+#[derive(Debug)]
+struct Sent {
+    version: String,
+    nonce: String,
+    resources: Arc<TypeSnapshot>,
 }
 
 /// The client went away (its response stream was dropped).
 struct Gone;
 
+/// The types that name clusters (the listener's routes read the plugin's header; the plugin
+/// names the upstreams).
+const USERS: [&str; 3] = [LISTENER, ROUTE, EXTENSION];
+
 struct AdsStream {
     snapshots: Snapshots,
     metrics: XdsMetrics,
-    tx: mpsc::Sender<Sent>,
+    tx: mpsc::Sender<SentMsg>,
     subs: BTreeMap<String, Subscription>,
     nonce: u64,
     node: Option<String>,
@@ -192,7 +213,10 @@ impl AdsStream {
                     Err(e) => break format!("stream error: {e}"),
                 },
                 changed = self.snapshots.changed() => match changed {
-                    Ok(()) => self.push_changed().await,
+                    Ok(()) => {
+                        let current = self.snapshots.borrow_and_update().clone();
+                        self.push(current).await
+                    }
                     Err(_) => break "server shutting down".to_string(),
                 },
             };
@@ -216,54 +240,82 @@ impl AdsStream {
         }
         let sub = self.subs.entry(req.type_url.clone()).or_default();
         let sent = sub.sent.as_ref();
-        if !req.response_nonce.is_empty() && sent.map(|s| s.1.as_str()) != Some(&req.response_nonce)
+        if !req.response_nonce.is_empty()
+            && sent.map(|s| s.nonce.as_str()) != Some(&req.response_nonce)
         {
             debug!(type_url = %req.type_url, nonce = %req.response_nonce, "stale nonce; ignored");
             return Ok(());
         }
-        let names_changed = sub.names != req.resource_names;
+        let resend = sent.is_none() || sub.names != req.resource_names;
         sub.names = req.resource_names;
         if let Some(err) = req.error_detail {
             self.metrics.nacks.inc();
-            warn!(node = ?self.node, type_url = %req.type_url, rejected = ?sent.map(|s| &s.0),
+            warn!(node = ?self.node, type_url = %req.type_url, rejected = ?sent.map(|s| &s.version),
                 code = err.code, "xDS update rejected (NACK): {}; not re-sent until the next snapshot",
                 err.message);
             return Ok(());
         }
-        if sent.is_some_and(|s| s.0 == req.version_info) {
+        if sent.is_some_and(|s| s.version == req.version_info) {
             self.metrics.acks.inc();
+            sub.acked = Some(req.version_info);
         }
         let current = self.snapshots.borrow().clone();
-        let Some(snapshot) = current else {
-            return Ok(()); // sent when the first snapshot arrives
-        };
-        let current_version = snapshot.get(&req.type_url).map(|t| t.version.as_str());
-        if names_changed || current_version != Some(req.version_info.as_str()) {
-            self.send(&snapshot, &req.type_url).await?;
+        if resend {
+            if let Some(snapshot) = &current {
+                self.send(snapshot, &req.type_url).await?;
+            }
         }
-        Ok(())
+        // An ACK may release clusters held for make-before-break.
+        self.push(current).await
     }
 
-    /// Push every subscribed type whose version changed, in make-before-break order.
-    async fn push_changed(&mut self) -> Result<(), Gone> {
-        let Some(snapshot) = self.snapshots.borrow_and_update().clone() else {
+    /// Send every subscribed type whose wanted resources differ from what was sent, in
+    /// make-before-break order.
+    async fn push(&mut self, snapshot: Option<Arc<Snapshot>>) -> Result<(), Gone> {
+        let Some(snapshot) = snapshot else {
             return Ok(());
         };
         for type_url in TYPES {
-            let Some(sub) = self.subs.get(type_url) else {
-                continue;
-            };
-            let version = snapshot.get(type_url).map(|t| t.version.as_str());
-            if sub.sent.as_ref().map(|s| s.0.as_str()) != version {
-                self.send(&snapshot, type_url).await?;
+            let sent = self.subs.get(type_url).and_then(|s| s.sent.as_ref());
+            let wanted = self.wanted(&snapshot, type_url);
+            if let (Some(sent), Some(wanted)) = (sent, wanted) {
+                if sent.version != wanted.version {
+                    self.send(&snapshot, type_url).await?;
+                }
             }
         }
         Ok(())
     }
 
+    /// What the stream should have of `type_url`: the snapshot's resources, except that
+    /// clusters and endpoints it would drop are kept while the listener, routes or plugin that
+    /// may still name them are not yet acknowledged at the snapshot's version.
+    fn wanted(&self, snapshot: &Snapshot, type_url: &str) -> Option<Arc<TypeSnapshot>> {
+        let next = snapshot.get(type_url)?;
+        let sent = self.subs.get(type_url)?.sent.as_ref();
+        let holds = type_url == CLUSTER || type_url == ENDPOINT;
+        match sent {
+            Some(s) if holds && next.removes_from(&s.resources) && self.users_behind(snapshot) => {
+                Some(Arc::new(next.keeping(&s.resources)))
+            }
+            _ => Some(Arc::clone(next)),
+        }
+    }
+
+    fn users_behind(&self, snapshot: &Snapshot) -> bool {
+        USERS
+            .iter()
+            .any(|t| match (self.subs.get(*t), snapshot.get(t)) {
+                (Some(sub), Some(s)) => sub.acked.as_deref() != Some(s.version.as_str()),
+                _ => false,
+            })
+    }
+
     async fn send(&mut self, snapshot: &Snapshot, type_url: &str) -> Result<(), Gone> {
-        let (Some(resources), Some(sub)) = (snapshot.get(type_url), self.subs.get_mut(type_url))
-        else {
+        let Some(resources) = self.wanted(snapshot, type_url) else {
+            return Ok(());
+        };
+        let Some(sub) = self.subs.get_mut(type_url) else {
             return Ok(());
         };
         self.nonce += 1;
@@ -275,8 +327,12 @@ impl AdsStream {
             nonce: nonce.clone(),
             ..DiscoveryResponse::default()
         };
-        sub.sent = Some((resources.version.clone(), nonce));
         debug!(type_url, version = %resources.version, n = response.resources.len(), "push");
+        sub.sent = Some(Sent {
+            version: resources.version.clone(),
+            nonce,
+            resources,
+        });
         self.tx.send(Ok(response)).await.map_err(|_| Gone)?;
         self.metrics.responses.inc();
         Ok(())
