@@ -204,6 +204,9 @@ struct XdsFlags {
     /// SHA-256 (hex) of the .wasm at --wasm-uri.
     #[arg(long, requires = "wasm_uri")]
     wasm_sha256: Option<String>,
+    /// Members each aggregate cluster lists, its own first (default: 1 + the route's retries).
+    #[arg(long)]
+    xds_failover_members: Option<usize>,
 }
 
 impl XdsFlags {
@@ -215,10 +218,14 @@ impl XdsFlags {
             (Some(uri), Some(sha256)) => WasmCode::Remote { uri, sha256 },
             _ => WasmCode::File(self.wasm_file),
         };
+        let mut options = XdsOptions::new(derive, self.gateway_listen, wasm);
+        if let Some(n) = self.xds_failover_members {
+            options.failover_members = n;
+        }
         Ok(Some(XdsServe {
             listen,
             auth: Auth::new(listen, self.xds_token, self.insecure_xds)?,
-            options: XdsOptions::new(derive, self.gateway_listen, wasm),
+            options,
         }))
     }
 }

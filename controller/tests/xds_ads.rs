@@ -325,3 +325,51 @@ async fn clusters_a_snapshot_drops_are_kept_until_the_plugin_that_stops_naming_t
     let eds = c.expect(ENDPOINT).await;
     assert!(!eds.version_info.ends_with("+held"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_streams_are_all_served() {
+    let (addr, _publisher, metrics) = server(Auth::default()).await;
+    let mut streams = Vec::new();
+    for _ in 0..10 {
+        // 100 HTTP/2 streams per connection, as many gateways behind few connections would.
+        let client = AggregatedDiscoveryServiceClient::connect(addr.clone())
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            let mut client = client.clone();
+            streams.push(tokio::spawn(async move {
+                let (tx, rx) = mpsc::channel(1);
+                let mut s = client
+                    .stream_aggregated_resources(ReceiverStream::new(rx))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let req = DiscoveryRequest {
+                    type_url: CLUSTER.into(),
+                    ..DiscoveryRequest::default()
+                };
+                tx.send(req).await.unwrap();
+                let r = s.message().await.unwrap().unwrap();
+                (tx, s, r.version_info)
+            }));
+        }
+    }
+    let deadline = Duration::from_secs(20);
+    let mut open = Vec::new();
+    for s in streams {
+        let (tx, s, version) = tokio::time::timeout(deadline, s).await.unwrap().unwrap();
+        assert!(!version.is_empty());
+        open.push((tx, s));
+    }
+    assert_eq!(metrics.streams.get(), 1000);
+    drop(open);
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while metrics.streams.get() != 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{} left",
+            metrics.streams.get()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -342,3 +342,59 @@ fn an_incremental_endpoint_update_equals_a_full_rebuild() {
         snapshot.get(xds::ENDPOINT).unwrap().version
     );
 }
+
+#[test]
+fn a_member_with_ten_thousand_endpoints_gets_them_all() {
+    let (d, mut members) = fixture("active-active", "hz-a", "hz-b");
+    let hz_b = members.iter_mut().find(|m| m.id == "hz-b").unwrap();
+    let mut index = (*hz_b.index).clone();
+    for s in 0..10 {
+        let endpoints: Vec<Value> = (0..1000)
+            .map(|i| {
+                serde_json::json!({"addresses": [format!("10.3.{s}.{i}")],
+                    "conditions": {"ready": true}, "zone": "cn-hangzhou-k",
+                    "targetRef": {"kind": "Pod", "namespace": "default", "name": format!("big-{s}-{i}")}})
+            })
+            .collect();
+        let slice = serde_json::from_value(serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": format!("shop-big-{s}"), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "shop"}},
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": endpoints
+        }))
+        .unwrap();
+        index.apply_slice(&slice);
+    }
+    hz_b.index = std::sync::Arc::new(index);
+    let started = std::time::Instant::now();
+    let r = xds::build(&d, &members, &options(file_wasm())).unwrap();
+    let snapshot = Snapshot::new(&r);
+    let took = started.elapsed();
+    let cla = endpoints(&r, "direct|80|hz-b|shop.default.svc.cluster.local");
+    let n: usize = cla.endpoints.iter().map(|l| l.lb_endpoints.len()).sum();
+    assert_eq!(
+        n,
+        10_000 + 2,
+        "10,000 new and the 2 ready pods of the fixture"
+    );
+    check_strict(cla).unwrap();
+    assert!(snapshot.encoded_bytes() > 10_000 * 20);
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+}
+
+#[test]
+fn aggregates_list_at_most_the_failover_members() {
+    let (d, members) = fixture("active-standby", "hz-a", "hz-b");
+    let mut opts = options(file_wasm());
+    assert_eq!(opts.failover_members, 3, "1 + the route's 2 retries");
+    opts.failover_members = 1;
+    let r = xds::build(&d, &members, &opts).unwrap();
+    let agg = cluster(&r, "outbound|80|hz-b|shop.default.svc.cluster.local");
+    assert_eq!(
+        aggregate_members(agg),
+        ["direct|80|hz-b|shop.default.svc.cluster.local"]
+    );
+    // The other member's direct cluster still exists: its own aggregate starts with it.
+    cluster(&r, "direct|80|hz-a|shop.default.svc.cluster.local");
+}

@@ -170,11 +170,14 @@ fn route(
     }
 }
 
-/// Two retries, each on another member (previous priorities) and another host.
+/// Retries per request: with `previous_priorities` each goes to another member.
+pub const RETRIES: u32 = 2;
+
+/// [`RETRIES`] retries, each on another member (previous priorities) and another host.
 fn retry_policy(retry_on: &str, status_codes: &[u32]) -> RetryPolicy {
     RetryPolicy {
         retry_on: retry_on.to_string(),
-        num_retries: Some(UInt32Value { value: 2 }),
+        num_retries: Some(UInt32Value { value: RETRIES }),
         per_try_timeout: Some(duration(5)),
         retriable_status_codes: status_codes.to_vec(),
         retry_priority: Some(RetryPriority {

@@ -49,6 +49,10 @@ pub struct XdsOptions {
     /// The plugin's upstream and mirror templates (from [`DeriveOptions`]).
     pub upstream_template: String,
     pub mirror_template: String,
+    /// Members an aggregate lists (its own first). A request tries at most `1 + RETRIES`
+    /// members, so more only matter when all of those have no healthy host at all; the list
+    /// grows the CDS with members squared.
+    pub failover_members: usize,
 }
 
 impl XdsOptions {
@@ -58,6 +62,7 @@ impl XdsOptions {
             wasm,
             upstream_template: derive.upstream_template.clone(),
             mirror_template: derive.mirror_template.clone(),
+            failover_members: listener::RETRIES as usize + 1,
         }
     }
 }
@@ -132,7 +137,7 @@ pub fn build(
     for (route, origin) in derived.config.routes.iter().zip(&derived.origins) {
         let order = member_order(route, &sorted);
         for svc in &origin.services {
-            plan.add_service(svc, &order, &sorted, &opts.upstream_template);
+            plan.add_service(svc, &order, &sorted, opts);
         }
     }
     let unresolved_mirrors = plan.add_mirrors(&derived.config.routes, &sorted, opts);
@@ -204,14 +209,14 @@ impl<'a> Plan<'a> {
     }
 
     /// Direct clusters of `svc` in every member, and per member the aggregate the plugin
-    /// names: that member first, then the others in `order`. The first route to name a
+    /// names: that member first, then the others in `order` (up to `failover_members`). The first route to name a
     /// Service port decides its order.
     fn add_service(
         &mut self,
         svc: &SvcRef,
         order: &[&'a MemberSnapshot],
         sorted: &[&MemberSnapshot],
-        template: &str,
+        opts: &XdsOptions,
     ) {
         let Some(port) = upstream_port(svc, sorted) else {
             return;
@@ -221,16 +226,13 @@ impl<'a> Plan<'a> {
             .map(|m| self.add_direct(m, svc, port))
             .collect();
         for (i, m) in order.iter().enumerate() {
+            let template = &opts.upstream_template;
             let name = render_template(template, port, &m.id, &svc.name, &svc.namespace);
             self.aggregates.entry(name).or_insert_with(|| {
+                let others = direct.iter().enumerate().filter(|(j, _)| *j != i);
+                let others = others.take(opts.failover_members.saturating_sub(1));
                 let mut list = vec![direct[i].clone()];
-                list.extend(
-                    direct
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, _)| *j != i)
-                        .map(|(_, d)| d.clone()),
-                );
+                list.extend(others.map(|(_, d)| d.clone()));
                 list
             });
         }
