@@ -7,11 +7,12 @@
 //! - [`clusters`], [`listener`]: the Envoy messages themselves;
 //! - [`validate`]: cross-reference checks run before anything is sent;
 //! - [`snapshot`]: resources encoded once per type, with a content version per type;
-//! - [`server`]: the state-of-the-world ADS server (tonic);
+//! - [`server`]: the ADS server (tonic), state of the world, and [`delta`] (incremental);
 //! - [`bootstrap`]: the minimal Envoy bootstrap that points at the server.
 
 pub mod bootstrap;
 pub mod clusters;
+pub mod delta;
 pub mod listener;
 pub mod resources;
 pub mod server;

@@ -11,7 +11,8 @@
 //! are kept (under a version of their own) until the client has acknowledged the listener,
 //! routes and plugin of that snapshot, which no longer name them.
 //!
-//! Every node is served the same snapshot; its id is only logged.
+//! Every node is served the same snapshot; its id is only logged. Delta (incremental) ADS is
+//! served too, by [`super::delta`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,11 +28,12 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use super::delta::{DeltaMsg, DeltaStream};
 use super::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
 use super::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
 };
 use super::snapshot::{Snapshot, TypeSnapshot};
 use super::{XdsError, CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE, TYPES};
@@ -135,7 +137,7 @@ type SentMsg = Result<DiscoveryResponse, Status>;
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for AdsServer {
     type StreamAggregatedResourcesStream = ReceiverStream<SentMsg>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<DeltaMsg>;
 
     async fn stream_aggregated_resources(
         &self,
@@ -161,11 +163,16 @@ impl AggregatedDiscoveryService for AdsServer {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "delta xDS is not served yet; use state of the world ADS",
-        ))
+        let headers = request.metadata().clone().into_headers();
+        if !authorized(&headers, self.auth.token.as_deref()) {
+            return Err(Status::unauthenticated("missing or wrong bearer token"));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let stream = DeltaStream::new(self.snapshots.clone(), self.metrics.clone(), tx);
+        tokio::spawn(stream.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 

@@ -43,6 +43,17 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// The resource's own version (delta xDS): its digest in hex.
+    pub fn version(&self) -> String {
+        format!("{:016x}", self.digest)
+    }
+
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+}
+
 /// The resources of one type.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TypeSnapshot {
