@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod delta_client;
 
 use std::path::{Path, PathBuf};
 
