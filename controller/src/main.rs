@@ -118,6 +118,9 @@ enum Command {
         /// Bearer token Envoy sends to the xDS server (the controller's --xds-token).
         #[arg(long, env = "FLEETGATE_XDS_TOKEN", hide_env_values = true)]
         xds_token: Option<String>,
+        /// Incremental (delta) ADS: only changed resources are sent (large fleets).
+        #[arg(long)]
+        delta: bool,
     },
     /// Show what the plugin would do with a request (the plugin's own engine).
     Explain {
@@ -384,12 +387,14 @@ fn main() -> Result<()> {
             node_id,
             admin_port,
             xds_token,
+            delta,
         } => {
             let b = xds::bootstrap::Bootstrap {
                 xds,
                 node_id,
                 admin_port,
                 token: xds_token,
+                delta,
             };
             print!("{}", b.to_yaml()?);
         }

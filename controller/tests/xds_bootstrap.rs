@@ -13,6 +13,7 @@ fn example() -> Bootstrap {
         node_id: "gateway-1".into(),
         admin_port: 9901,
         token: None,
+        delta: false,
     }
 }
 
@@ -34,6 +35,12 @@ fn the_bootstrap_is_strictly_valid_and_takes_clusters_and_listeners_from_ads() {
         ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
     assert!(options["explicit_http_config"]["http2_protocol_options"].is_object());
     assert_eq!(v["node"]["id"], "gateway-1");
+    b.delta = true;
+    let v = check_bootstrap(&b.to_json().unwrap()).unwrap();
+    assert_eq!(
+        v["dynamic_resources"]["ads_config"]["api_type"],
+        "DELTA_GRPC"
+    );
 }
 
 #[test]

@@ -17,6 +17,8 @@ pub struct Bootstrap {
     pub admin_port: u16,
     /// Sent as `authorization: Bearer <token>` on the ADS stream.
     pub token: Option<String>,
+    /// Incremental ADS (`DELTA_GRPC`): only changed resources are sent; for large fleets.
+    pub delta: bool,
 }
 
 /// Why no bootstrap could be printed.
@@ -48,7 +50,7 @@ impl Bootstrap {
             "admin": { "address": socket("127.0.0.1", self.admin_port) },
             "dynamic_resources": {
                 "ads_config": {
-                    "api_type": "GRPC",
+                    "api_type": if self.delta { "DELTA_GRPC" } else { "GRPC" },
                     "transport_api_version": "V3",
                     "grpc_services": [grpc],
                 },

@@ -88,7 +88,15 @@ impl Delta {
     }
 
     pub async fn expect(&mut self, type_url: &str) -> DeltaDiscoveryResponse {
-        let r = self.recv(Duration::from_secs(5)).await.expect("a response");
+        self.expect_within(type_url, Duration::from_secs(5)).await
+    }
+
+    pub async fn expect_within(
+        &mut self,
+        type_url: &str,
+        within: Duration,
+    ) -> DeltaDiscoveryResponse {
+        let r = self.recv(within).await.expect("a response");
         assert_eq!(r.type_url, type_url);
         r
     }
