@@ -7,6 +7,7 @@
 //! [`super::TYPES`] order; clusters and endpoints are only removed once the listener, routes
 //! and plugin have no unacknowledged update in flight.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use super::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 use super::server::{Snapshots, XdsMetrics};
-use super::snapshot::Snapshot;
+use super::snapshot::{Entry, Snapshot, TypeSnapshot};
 use super::{CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE, TYPES};
 
 pub(crate) type DeltaMsg = Result<DeltaDiscoveryResponse, Status>;
@@ -32,6 +33,11 @@ struct Subscription {
     known: HashMap<Arc<str>, u64>,
     /// Nonce of the response not yet acknowledged.
     pending: Option<String>,
+    /// Compare every resource on the next push (new subscription, or changes skipped while a
+    /// response was pending); otherwise only what differs from the last snapshot is looked at.
+    dirty: bool,
+    /// Removals were deferred (make before break): look for them on the next push.
+    held_removals: bool,
 }
 
 impl Subscription {
@@ -42,6 +48,42 @@ impl Subscription {
 
 struct Gone;
 
+/// Entries of `new` that are not in `old` as they are, and names of `old` not in `new`; both
+/// lists are sorted by name, and unchanged entries are the same allocation (cheap to compare).
+fn diff<'a>(old: &TypeSnapshot, new: &'a TypeSnapshot) -> (Vec<&'a Entry>, Vec<Arc<str>>) {
+    if std::ptr::eq(old, new) {
+        return (Vec::new(), Vec::new());
+    }
+    let (mut changed, mut gone) = (Vec::new(), Vec::new());
+    let (old, new) = (&old.entries, &new.entries);
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        let order = match (old.get(i), new.get(j)) {
+            (Some(x), Some(y)) => x.name.cmp(&y.name),
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
+        };
+        match order {
+            Ordering::Less => {
+                gone.push(Arc::clone(&old[i].name));
+                i += 1;
+            }
+            Ordering::Greater => {
+                changed.push(&new[j]);
+                j += 1;
+            }
+            Ordering::Equal => {
+                if old[i].digest() != new[j].digest() {
+                    changed.push(&new[j]);
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    (changed, gone)
+}
+
 pub(crate) struct DeltaStream {
     pub snapshots: Snapshots,
     pub metrics: XdsMetrics,
@@ -49,6 +91,8 @@ pub(crate) struct DeltaStream {
     subs: BTreeMap<String, Subscription>,
     nonce: u64,
     node: Option<String>,
+    /// The snapshot of the last push (its types are shared with the next one when unchanged).
+    last: Option<Arc<Snapshot>>,
 }
 
 impl DeltaStream {
@@ -60,6 +104,7 @@ impl DeltaStream {
             subs: BTreeMap::new(),
             nonce: 0,
             node: None,
+            last: None,
         }
     }
 
@@ -117,6 +162,10 @@ impl DeltaStream {
                 }
             }
         }
+        sub.dirty |= first
+            || !req.resource_names_subscribe.is_empty()
+            || !req.resource_names_unsubscribe.is_empty()
+            || !req.initial_resource_versions.is_empty();
         // An empty first subscription is the legacy wildcard.
         if first && req.resource_names_subscribe.is_empty() {
             sub.wildcard = true;
@@ -147,9 +196,10 @@ impl DeltaStream {
         let Some(snapshot) = self.snapshots.borrow().clone() else {
             return Ok(());
         };
+        let last = self.last.replace(Arc::clone(&snapshot));
         for type_url in TYPES {
             let may_remove = !matches!(type_url, CLUSTER | ENDPOINT) || !self.users_busy(&snapshot);
-            if let Some(response) = self.changes(&snapshot, type_url, may_remove) {
+            if let Some(response) = self.changes(&snapshot, last.as_deref(), type_url, may_remove) {
                 self.send(response).await?;
             }
         }
@@ -176,20 +226,34 @@ impl DeltaStream {
 
     /// The resources of `type_url` the client lacks or has at another version, and (when
     /// `may_remove`) the names it has that are gone; `None` when there is nothing to send or a
-    /// response is still unacknowledged.
+    /// response is still unacknowledged. Only what changed since `last` is compared unless the
+    /// subscription needs a full comparison.
     fn changes(
         &mut self,
         snapshot: &Snapshot,
+        last: Option<&Snapshot>,
         type_url: &str,
         may_remove: bool,
     ) -> Option<DeltaDiscoveryResponse> {
         let ts = snapshot.get(type_url)?;
         let sub = self.subs.get_mut(type_url)?;
         if sub.pending.is_some() {
-            return None; // one response in flight per type; the ACK brings the rest
+            sub.dirty = true; // one response in flight per type; the ACK brings the rest
+            return None;
         }
+        let old = last.and_then(|l| l.get(type_url));
+        let full = sub.dirty || (may_remove && sub.held_removals);
+        let (candidates, gone): (Vec<&Entry>, Vec<Arc<str>>) = match old {
+            Some(old) if !full => diff(old, ts),
+            _ => {
+                let present = |n: &str| ts.entries.binary_search_by(|e| (*e.name).cmp(n)).is_ok();
+                let gone = sub.known.keys().filter(|n| !present(n)).cloned().collect();
+                (ts.entries.iter().collect(), gone)
+            }
+        };
+        sub.dirty = false;
         let mut resources = Vec::new();
-        for e in &ts.entries {
+        for e in candidates {
             if sub.wants(&e.name) && sub.known.get(&e.name) != Some(&e.digest()) {
                 sub.known.insert(Arc::clone(&e.name), e.digest());
                 resources.push(Resource {
@@ -201,15 +265,13 @@ impl DeltaStream {
             }
         }
         let mut removed = Vec::new();
+        sub.held_removals = !may_remove && (sub.held_removals || !gone.is_empty());
         if may_remove {
-            let present = |n: &str| ts.entries.binary_search_by(|e| (*e.name).cmp(n)).is_ok();
-            sub.known.retain(|n, _| {
-                let keep = present(n);
-                if !keep {
-                    removed.push(n.to_string());
+            for name in gone {
+                if sub.known.remove(&name).is_some() {
+                    removed.push(name.to_string());
                 }
-                keep
-            });
+            }
             removed.sort();
         }
         if resources.is_empty() && removed.is_empty() {
