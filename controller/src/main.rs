@@ -89,21 +89,8 @@ enum Command {
     /// Print the plugin config derived from YAML dumps (no cluster needed).
     Render(DumpFlags),
     /// Serve the config derived from YAML dumps on the config endpoint, re-reading them on an
-    /// interval (no cluster needed: local development and tests). Prints `listening on ADDR`.
-    Serve {
-        #[command(flatten)]
-        dumps: DumpFlags,
-        /// Address of the config endpoint (`GET /v1/config`); port 0 picks a free one.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        #[command(flatten)]
-        token: TokenFlags,
-        /// How often the dumps are re-read.
-        #[arg(long, default_value_t = 200)]
-        interval_ms: u64,
-        #[command(flatten)]
-        xds: XdsFlags,
-    },
+    /// interval (no cluster needed: local development and tests). Prints `listening on ADDR` (and `xds listening on ADDR`).
+    Serve(Box<ServeFlags>),
     /// Print a minimal Envoy bootstrap that takes everything else from the controller's xDS.
     Bootstrap {
         /// The controller's xDS address, `HOST:PORT` (a DNS name or an IP).
@@ -148,6 +135,22 @@ enum Command {
         #[arg(long = "state", value_parser = cli::split_states)]
         states: Vec<Vec<(String, String)>>,
     },
+}
+
+#[derive(Args)]
+struct ServeFlags {
+    #[command(flatten)]
+    dumps: DumpFlags,
+    /// Address of the config endpoint (`GET /v1/config`); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    token: TokenFlags,
+    /// How often the dumps are re-read.
+    #[arg(long, default_value_t = 200)]
+    interval_ms: u64,
+    #[command(flatten)]
+    xds: XdsFlags,
 }
 
 /// YAML dumps of the fleet and of each member.
@@ -353,13 +356,14 @@ fn main() -> Result<()> {
                 .build()?;
             rt.block_on(fleetgate_controller::run::run(cfg))?;
         }
-        Command::Serve {
-            dumps,
-            listen,
-            token,
-            interval_ms,
-            xds,
-        } => {
+        Command::Serve(flags) => {
+            let ServeFlags {
+                dumps,
+                listen,
+                token,
+                interval_ms,
+                xds,
+            } = *flags;
             let token = token.resolve()?;
             let args = dumps.args()?;
             let xds = xds.resolve(&args.options)?;
