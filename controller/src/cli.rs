@@ -189,6 +189,12 @@ pub fn split_pair(s: &str) -> Result<(String, String), String> {
 /// Secret in the fleet dump (a Secret's member without a dump is `unknown`, no endpoints known).
 /// A Secret that names no usable member, or an id already taken, is skipped with a warning.
 pub fn render(args: &RenderArgs) -> Result<Derived, CliError> {
+    Ok(render_with_members(args)?.0)
+}
+
+/// [`render`], also returning the member snapshots it derived from (xDS builds the members'
+/// endpoints from them).
+pub fn render_with_members(args: &RenderArgs) -> Result<(Derived, Vec<MemberSnapshot>), CliError> {
     let mut fleet = Dump::default();
     for dir in &args.fleet {
         let d = load_dir(dir)?;
@@ -223,7 +229,8 @@ pub fn render(args: &RenderArgs) -> Result<Derived, CliError> {
         tracing::warn!("{w}");
     }
     let snaps: Vec<MemberSnapshot> = snaps.into_values().collect();
-    Ok(derive::derive_config(&fleet.ingresses, &snaps, &options)?)
+    let derived = derive::derive_config(&fleet.ingresses, &snaps, &options)?;
+    Ok((derived, snaps))
 }
 
 fn snapshot(

@@ -111,8 +111,8 @@ pub struct SliceView {
     pub endpoints: Box<[EndpointView]>,
 }
 
-/// `addressType` of a slice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `addressType` of a slice (ordered: IPv4 first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AddressType {
     IPv4,
     IPv6,

@@ -127,7 +127,8 @@ fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t == "*" || t == etag)
 }
 
-fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
+/// Whether `headers` carry `Authorization: Bearer <token>` (always true without a token).
+pub fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
     let Some(want) = token else { return true };
     let Some(got) = headers
         .get(header::AUTHORIZATION)

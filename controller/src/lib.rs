@@ -30,3 +30,4 @@ pub mod serve;
 pub mod settings;
 pub mod store;
 pub mod watch;
+pub mod xds;

@@ -11,7 +11,9 @@ use fleetgate_controller::derive::{
     DeriveOptions, DEFAULT_MIRROR_FQDN_TEMPLATE, DEFAULT_MIRROR_TEMPLATE, DEFAULT_UPSTREAM_TEMPLATE,
 };
 use fleetgate_controller::run::RunConfig;
+use fleetgate_controller::serve::XdsServe;
 use fleetgate_controller::settings::{PluginSettings, SettingsText};
+use fleetgate_controller::xds::{self, Auth, WasmCode, XdsOptions};
 
 #[derive(Parser)]
 #[command(
@@ -87,18 +89,25 @@ enum Command {
     /// Print the plugin config derived from YAML dumps (no cluster needed).
     Render(DumpFlags),
     /// Serve the config derived from YAML dumps on the config endpoint, re-reading them on an
-    /// interval (no cluster needed: local development and tests). Prints `listening on ADDR`.
-    Serve {
-        #[command(flatten)]
-        dumps: DumpFlags,
-        /// Address of the config endpoint (`GET /v1/config`); port 0 picks a free one.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        #[command(flatten)]
-        token: TokenFlags,
-        /// How often the dumps are re-read.
-        #[arg(long, default_value_t = 200)]
-        interval_ms: u64,
+    /// interval (no cluster needed: local development and tests). Prints `listening on ADDR` (and `xds listening on ADDR`).
+    Serve(Box<ServeFlags>),
+    /// Print a minimal Envoy bootstrap that takes everything else from the controller's xDS.
+    Bootstrap {
+        /// The controller's xDS address, `HOST:PORT` (a DNS name or an IP).
+        #[arg(long)]
+        xds: String,
+        /// Envoy's node id (logged by the controller; every node gets the same resources).
+        #[arg(long, default_value = "fleetgate-gateway")]
+        node_id: String,
+        /// Port of Envoy's admin interface (bound to 127.0.0.1).
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+        /// Bearer token Envoy sends to the xDS server (the controller's --xds-token).
+        #[arg(long, env = "FLEETGATE_XDS_TOKEN", hide_env_values = true)]
+        xds_token: Option<String>,
+        /// Incremental (delta) ADS: only changed resources are sent (large fleets).
+        #[arg(long)]
+        delta: bool,
     },
     /// Show what the plugin would do with a request (the plugin's own engine).
     Explain {
@@ -126,6 +135,22 @@ enum Command {
         #[arg(long = "state", value_parser = cli::split_states)]
         states: Vec<Vec<(String, String)>>,
     },
+}
+
+#[derive(Args)]
+struct ServeFlags {
+    #[command(flatten)]
+    dumps: DumpFlags,
+    /// Address of the config endpoint (`GET /v1/config`); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    token: TokenFlags,
+    /// How often the dumps are re-read.
+    #[arg(long, default_value_t = 200)]
+    interval_ms: u64,
+    #[command(flatten)]
+    xds: XdsFlags,
 }
 
 /// YAML dumps of the fleet and of each member.
@@ -157,6 +182,57 @@ impl DumpFlags {
             zones: self.zones,
             options: self.derive.options()?,
         })
+    }
+}
+
+/// The ADS (xDS) server: Envoy takes its clusters, endpoints, listener, routes and the plugin
+/// from it.
+#[derive(Args, Clone)]
+struct XdsFlags {
+    /// Serve ADS (gRPC) on this address; no xDS when unset.
+    #[arg(long, env = "FLEETGATE_XDS_LISTEN")]
+    xds_listen: Option<SocketAddr>,
+    /// Bearer token the gateway must send (gRPC metadata `authorization: Bearer ...`).
+    #[arg(long, env = "FLEETGATE_XDS_TOKEN", hide_env_values = true)]
+    xds_token: Option<String>,
+    /// Serve xDS without a token on a non-loopback address.
+    #[arg(long)]
+    insecure_xds: bool,
+    /// Address of the gateway listener the xDS resources describe.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    gateway_listen: SocketAddr,
+    /// Path of the plugin's .wasm on the gateway's host.
+    #[arg(long, default_value = "/etc/envoy/fleetgate_plugin.wasm")]
+    wasm_file: PathBuf,
+    /// `http://` URI the gateway fetches the .wasm from instead (with --wasm-sha256).
+    #[arg(long, requires = "wasm_sha256")]
+    wasm_uri: Option<String>,
+    /// SHA-256 (hex) of the .wasm at --wasm-uri.
+    #[arg(long, requires = "wasm_uri")]
+    wasm_sha256: Option<String>,
+    /// Members each aggregate cluster lists, its own first (default: 1 + the route's retries).
+    #[arg(long)]
+    xds_failover_members: Option<usize>,
+}
+
+impl XdsFlags {
+    fn resolve(self, derive: &DeriveOptions) -> Result<Option<XdsServe>> {
+        let Some(listen) = self.xds_listen else {
+            return Ok(None);
+        };
+        let wasm = match (self.wasm_uri, self.wasm_sha256) {
+            (Some(uri), Some(sha256)) => WasmCode::Remote { uri, sha256 },
+            _ => WasmCode::File(self.wasm_file),
+        };
+        let mut options = XdsOptions::new(derive, self.gateway_listen, wasm);
+        if let Some(n) = self.xds_failover_members {
+            options.failover_members = n;
+        }
+        Ok(Some(XdsServe {
+            listen,
+            auth: Auth::new(listen, self.xds_token, self.insecure_xds)?,
+            options,
+        }))
     }
 }
 
@@ -280,27 +356,51 @@ fn main() -> Result<()> {
                 .build()?;
             rt.block_on(fleetgate_controller::run::run(cfg))?;
         }
-        Command::Serve {
-            dumps,
-            listen,
-            token,
-            interval_ms,
-        } => {
+        Command::Serve(flags) => {
+            let ServeFlags {
+                dumps,
+                listen,
+                token,
+                interval_ms,
+                xds,
+            } = *flags;
             let token = token.resolve()?;
+            let args = dumps.args()?;
+            let xds = xds.resolve(&args.options)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(fleetgate_controller::serve::serve_files(
-                dumps.args()?,
+                args,
                 listen,
                 token,
                 Duration::from_millis(interval_ms.max(10)),
-                |addr| {
+                xds,
+                |addr, xds_addr| {
                     use std::io::Write;
                     println!("listening on {addr}");
+                    if let Some(a) = xds_addr {
+                        println!("xds listening on {a}");
+                    }
                     let _ = std::io::stdout().flush();
                 },
             ))?;
+        }
+        Command::Bootstrap {
+            xds,
+            node_id,
+            admin_port,
+            xds_token,
+            delta,
+        } => {
+            let b = xds::bootstrap::Bootstrap {
+                xds,
+                node_id,
+                admin_port,
+                token: xds_token,
+                delta,
+            };
+            print!("{}", b.to_yaml()?);
         }
         Command::Render(dumps) => {
             let args = dumps.args()?;

@@ -1,58 +1,92 @@
 //! `serve`: the controller with YAML dumps for a cluster. It re-renders the dumps on an interval
-//! and serves the result on the real config endpoint (long-poll, ETag, bearer token), so a
-//! gateway can be developed and tested against the controller with no Kubernetes at hand.
+//! and serves the result on the real config endpoint (long-poll, ETag, bearer token), and, when
+//! asked, as xDS resources on an ADS server, so a gateway can be developed and tested against
+//! the controller with no Kubernetes at hand.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cli::{self, RenderArgs};
 use crate::handoff::{self, ConfigCell, Endpoint, Published};
+use crate::xds::{self, Auth, Snapshot, XdsOptions};
 
-/// Render once and publish; a failed render keeps the last good config.
-fn refresh(args: &RenderArgs, cell: &ConfigCell) {
-    match cli::render(args) {
-        Ok(d) => {
-            for p in &d.problems {
-                warn!(ingress = %p.ingress, severity = ?p.severity, "{}", p.message);
-            }
-            let revision = d.revision.clone();
-            if cell.publish(Published {
-                revision: d.revision,
-                json: d.json,
-            }) {
-                info!(%revision, "config published");
-            }
+/// The ADS server of `serve`.
+#[derive(Debug, Clone)]
+pub struct XdsServe {
+    pub listen: SocketAddr,
+    pub auth: Auth,
+    pub options: XdsOptions,
+}
+
+type SnapshotTx = watch::Sender<Option<Arc<Snapshot>>>;
+
+/// Render once and publish; a failed render (or invalid xDS resources) keeps the last good
+/// config and snapshot.
+fn refresh(args: &RenderArgs, cell: &ConfigCell, xds: Option<(&XdsOptions, &SnapshotTx)>) {
+    let (d, members) = match cli::render_with_members(args) {
+        Ok(r) => r,
+        Err(e) => return warn!(err = %e, "render failed; keeping the last good config"),
+    };
+    for p in &d.problems {
+        warn!(ingress = %p.ingress, severity = ?p.severity, "{}", p.message);
+    }
+    if let Some((opts, tx)) = xds {
+        match xds::build(&d, &members, opts) {
+            Ok(r) if xds::publish(tx, Snapshot::new(&r)) => info!("xDS snapshot published"),
+            Ok(_) => {}
+            Err(e) => warn!(err = %e, "xDS resources invalid; keeping the last good snapshot"),
         }
-        Err(e) => warn!(err = %e, "render failed; keeping the last good config"),
+    }
+    let revision = d.revision.clone();
+    if cell.publish(Published {
+        revision: d.revision,
+        json: d.json,
+    }) {
+        info!(%revision, "config published");
     }
 }
 
-/// Bind `listen`, call `bound` with the address, then serve until the process ends.
+/// Bind `listen` (and the xDS address), call `bound` with the addresses, then serve until the
+/// process ends.
 pub async fn serve_files(
     args: RenderArgs,
     listen: SocketAddr,
     token: Option<String>,
     interval: Duration,
-    bound: impl FnOnce(SocketAddr),
+    xds: Option<XdsServe>,
+    bound: impl FnOnce(SocketAddr, Option<SocketAddr>),
 ) -> anyhow::Result<()> {
     let cell = ConfigCell::default();
-    refresh(&args, &cell);
+    let (snapshots, rx) = watch::channel(None);
+    let xds_opts = xds.as_ref().map(|x| x.options.clone());
+    refresh(&args, &cell, xds_opts.as_ref().map(|o| (o, &snapshots)));
     let endpoint = Endpoint {
         cell: cell.clone(),
         token: token.map(Arc::from),
         waiting: Gauge::default(),
     };
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    bound(listener.local_addr()?);
+    let mut xds_addr = None;
+    if let Some(x) = xds {
+        let l = tokio::net::TcpListener::bind(x.listen).await?;
+        xds_addr = Some(l.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(e) = xds::serve(l, rx, x.auth).await {
+                warn!(err = %e, "xDS server stopped");
+            }
+        });
+    }
+    bound(listener.local_addr()?, xds_addr);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
-            refresh(&args, &cell);
+            refresh(&args, &cell, xds_opts.as_ref().map(|o| (o, &snapshots)));
         }
     });
     axum::serve(listener, handoff::router(endpoint)).await?;

@@ -36,6 +36,7 @@ use crate::endpoints::{MemberIndex, SvcKey};
 pub use crate::endpoints::{PortRef, SERVICE_NAME_LABEL};
 pub use crate::settings::PluginSettings;
 pub use ingress::{is_ours, LEGACY_CLASS_ANNOTATION};
+pub use routes::render_template;
 
 /// Default Envoy cluster name of a Service in one member cluster (Istio subset = member).
 pub const DEFAULT_UPSTREAM_TEMPLATE: &str =

@@ -362,7 +362,8 @@ fn service_port_number(svc: &SvcRef, ctx: &Ctx<'_>) -> Result<u16, String> {
     }
 }
 
-pub(crate) fn render_template(t: &str, port: u16, cluster: &str, svc: &str, ns: &str) -> String {
+/// Fill an upstream name template: `{port}`, `{cluster}`, `{service}`, `{namespace}`.
+pub fn render_template(t: &str, port: u16, cluster: &str, svc: &str, ns: &str) -> String {
     t.replace("{port}", &port.to_string())
         .replace("{cluster}", cluster)
         .replace("{service}", svc)

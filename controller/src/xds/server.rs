@@ -1,0 +1,347 @@
+//! The state-of-the-world ADS server.
+//!
+//! Snapshots arrive through a `watch` channel (the latest wins; a slow stream skips the ones it
+//! missed). Per stream and type it remembers the version and nonce it last sent and the names
+//! subscribed. A request answers the last response by nonce (older nonces are ignored): with
+//! `error_detail` it is a NACK, logged and counted and *not* answered (the same resources would
+//! be NACKed again; the next snapshot is sent when it comes); otherwise it is an ACK, or a new
+//! subscription or a change of names, which is answered. On a new snapshot the changed types
+//! are pushed in [`super::TYPES`] order (make before break): clusters and endpoints before the
+//! listener, routes and plugin that use them; and clusters or endpoints the new snapshot drops
+//! are kept (under a version of their own) until the client has acknowledged the listener,
+//! routes and plugin of that snapshot, which no longer name them.
+//!
+//! Every node is served the same snapshot; its id is only logged. Delta (incremental) ADS is
+//! served too, by [`super::delta`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use super::delta::{DeltaMsg, DeltaStream};
+use super::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use super::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
+};
+use super::snapshot::{Snapshot, TypeSnapshot};
+use super::{XdsError, CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE, TYPES};
+use crate::handoff::authorized;
+
+/// The snapshots the server streams; `None` until the first one is built.
+pub type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
+
+/// Who may connect.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// Required as gRPC metadata `authorization: Bearer <token>`; `None` = anyone.
+    pub token: Option<String>,
+}
+
+impl Auth {
+    /// The policy for a server on `addr`: without a token it must be loopback, or `insecure`.
+    pub fn new(addr: SocketAddr, token: Option<String>, insecure: bool) -> Result<Auth, XdsError> {
+        let token = token.filter(|t| !t.is_empty());
+        if token.is_none() && !insecure && !addr.ip().is_loopback() {
+            return Err(XdsError::Insecure { addr });
+        }
+        Ok(Auth { token })
+    }
+}
+
+/// The server's metrics (`fleetgate_xds_*`), to be registered beside the controller's.
+#[derive(Debug, Clone, Default)]
+pub struct XdsMetrics {
+    /// Open ADS streams.
+    pub streams: Gauge,
+    /// Discovery responses sent.
+    pub responses: Counter,
+    pub acks: Counter,
+    /// Rejections by a client (`error_detail` set).
+    pub nacks: Counter,
+}
+
+impl XdsMetrics {
+    pub fn register(&self, r: &mut Registry) {
+        r.register("xds_streams", "Open ADS streams", self.streams.clone());
+        r.register(
+            "xds_responses",
+            "xDS responses sent",
+            self.responses.clone(),
+        );
+        r.register("xds_acks", "xDS responses acknowledged", self.acks.clone());
+        r.register("xds_nacks", "xDS responses rejected", self.nacks.clone());
+    }
+}
+
+/// The ADS service.
+#[derive(Debug, Clone)]
+pub struct AdsServer {
+    snapshots: Snapshots,
+    auth: Arc<Auth>,
+    metrics: XdsMetrics,
+}
+
+impl AdsServer {
+    pub fn new(snapshots: Snapshots, auth: Auth, metrics: XdsMetrics) -> Self {
+        AdsServer {
+            snapshots,
+            auth: Arc::new(auth),
+            metrics,
+        }
+    }
+
+    /// Serve gRPC on `listener` until the process ends.
+    pub async fn serve(self, listener: TcpListener) -> Result<(), XdsError> {
+        // SotW EDS responses of a large fleet exceed gRPC's 4 MiB default.
+        let service = AggregatedDiscoveryServiceServer::new(self)
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(usize::MAX);
+        tonic::transport::Server::builder()
+            .add_service(service)
+            // No Nagle delay on pushes; keepalive finds gateways that vanished.
+            .serve_with_incoming(
+                TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(std::time::Duration::from_secs(30))),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Serve ADS on `listener` with fresh metrics (see [`AdsServer`] to keep them).
+pub async fn serve(
+    listener: TcpListener,
+    snapshots: Snapshots,
+    auth: Auth,
+) -> Result<(), XdsError> {
+    AdsServer::new(snapshots, auth, XdsMetrics::default())
+        .serve(listener)
+        .await
+}
+
+type SentMsg = Result<DiscoveryResponse, Status>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = ReceiverStream<SentMsg>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<DeltaMsg>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let headers = request.metadata().clone().into_headers();
+        if !authorized(&headers, self.auth.token.as_deref()) {
+            return Err(Status::unauthenticated("missing or wrong bearer token"));
+        }
+        // Small: a client that does not read holds its stream task, not our memory.
+        let (tx, rx) = mpsc::channel(4);
+        let stream = AdsStream {
+            snapshots: self.snapshots.clone(),
+            metrics: self.metrics.clone(),
+            tx,
+            subs: BTreeMap::new(),
+            nonce: 0,
+            node: None,
+        };
+        tokio::spawn(stream.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let headers = request.metadata().clone().into_headers();
+        if !authorized(&headers, self.auth.token.as_deref()) {
+            return Err(Status::unauthenticated("missing or wrong bearer token"));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let stream = DeltaStream::new(self.snapshots.clone(), self.metrics.clone(), tx);
+        tokio::spawn(stream.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// One type's subscription on one stream.
+#[derive(Debug, Default)]
+struct Subscription {
+    names: Vec<String>,
+    /// The last response.
+    sent: Option<Sent>,
+    /// The last version the client acknowledged.
+    acked: Option<String>,
+}
+
+#[derive(Debug)]
+struct Sent {
+    version: String,
+    nonce: String,
+    resources: Arc<TypeSnapshot>,
+}
+
+/// The client went away (its response stream was dropped).
+struct Gone;
+
+/// The types that name clusters (the listener's routes read the plugin's header; the plugin
+/// names the upstreams).
+const USERS: [&str; 3] = [LISTENER, ROUTE, EXTENSION];
+
+struct AdsStream {
+    snapshots: Snapshots,
+    metrics: XdsMetrics,
+    tx: mpsc::Sender<SentMsg>,
+    subs: BTreeMap<String, Subscription>,
+    nonce: u64,
+    node: Option<String>,
+}
+
+impl AdsStream {
+    async fn run(mut self, mut incoming: Streaming<DiscoveryRequest>) {
+        self.metrics.streams.inc();
+        let end = loop {
+            let step = tokio::select! {
+                msg = incoming.message() => match msg {
+                    Ok(Some(req)) => self.on_request(req).await,
+                    Ok(None) => break "client closed the stream".to_string(),
+                    Err(e) => break format!("stream error: {e}"),
+                },
+                changed = self.snapshots.changed() => match changed {
+                    Ok(()) => {
+                        let current = self.snapshots.borrow_and_update().clone();
+                        self.push(current).await
+                    }
+                    Err(_) => break "server shutting down".to_string(),
+                },
+            };
+            if step.is_err() {
+                break "client went away mid-push".to_string();
+            }
+        };
+        self.metrics.streams.dec();
+        info!(node = ?self.node, "ADS stream ended: {end}");
+    }
+
+    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Gone> {
+        if self.node.is_none() {
+            let id = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+            info!(node = %id, "ADS stream opened");
+            self.node = Some(id);
+        }
+        if !TYPES.contains(&req.type_url.as_str()) {
+            debug!(type_url = %req.type_url, "type not served; ignored");
+            return Ok(());
+        }
+        let sub = self.subs.entry(req.type_url.clone()).or_default();
+        let sent = sub.sent.as_ref();
+        if !req.response_nonce.is_empty()
+            && sent.map(|s| s.nonce.as_str()) != Some(&req.response_nonce)
+        {
+            debug!(type_url = %req.type_url, nonce = %req.response_nonce, "stale nonce; ignored");
+            return Ok(());
+        }
+        let resend = sent.is_none() || sub.names != req.resource_names;
+        sub.names = req.resource_names;
+        if let Some(err) = req.error_detail {
+            self.metrics.nacks.inc();
+            warn!(node = ?self.node, type_url = %req.type_url, rejected = ?sent.map(|s| &s.version),
+                code = err.code, "xDS update rejected (NACK): {}; not re-sent until the next snapshot",
+                err.message);
+            return Ok(());
+        }
+        if sent.is_some_and(|s| s.version == req.version_info) {
+            self.metrics.acks.inc();
+            sub.acked = Some(req.version_info);
+        }
+        let current = self.snapshots.borrow().clone();
+        if resend {
+            if let Some(snapshot) = &current {
+                self.send(snapshot, &req.type_url).await?;
+            }
+        }
+        // An ACK may release clusters held for make-before-break.
+        self.push(current).await
+    }
+
+    /// Send every subscribed type whose wanted resources differ from what was sent, in
+    /// make-before-break order.
+    async fn push(&mut self, snapshot: Option<Arc<Snapshot>>) -> Result<(), Gone> {
+        let Some(snapshot) = snapshot else {
+            return Ok(());
+        };
+        for type_url in TYPES {
+            let sent = self.subs.get(type_url).and_then(|s| s.sent.as_ref());
+            let wanted = self.wanted(&snapshot, type_url);
+            if let (Some(sent), Some(wanted)) = (sent, wanted) {
+                if sent.version != wanted.version {
+                    self.send(&snapshot, type_url).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the stream should have of `type_url`: the snapshot's resources, except that
+    /// clusters and endpoints it would drop are kept while the listener, routes or plugin that
+    /// may still name them are not yet acknowledged at the snapshot's version.
+    fn wanted(&self, snapshot: &Snapshot, type_url: &str) -> Option<Arc<TypeSnapshot>> {
+        let next = snapshot.get(type_url)?;
+        let sent = self.subs.get(type_url)?.sent.as_ref();
+        let holds = type_url == CLUSTER || type_url == ENDPOINT;
+        match sent {
+            Some(s) if holds && next.removes_from(&s.resources) && self.users_behind(snapshot) => {
+                Some(Arc::new(next.keeping(&s.resources)))
+            }
+            _ => Some(Arc::clone(next)),
+        }
+    }
+
+    fn users_behind(&self, snapshot: &Snapshot) -> bool {
+        USERS
+            .iter()
+            .any(|t| match (self.subs.get(*t), snapshot.get(t)) {
+                (Some(sub), Some(s)) => sub.acked.as_deref() != Some(s.version.as_str()),
+                _ => false,
+            })
+    }
+
+    async fn send(&mut self, snapshot: &Snapshot, type_url: &str) -> Result<(), Gone> {
+        let Some(resources) = self.wanted(snapshot, type_url) else {
+            return Ok(());
+        };
+        let Some(sub) = self.subs.get_mut(type_url) else {
+            return Ok(());
+        };
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        let response = DiscoveryResponse {
+            version_info: resources.version.clone(),
+            resources: resources.select(&sub.names),
+            type_url: type_url.to_string(),
+            nonce: nonce.clone(),
+            ..DiscoveryResponse::default()
+        };
+        debug!(type_url, version = %resources.version, n = response.resources.len(), "push");
+        sub.sent = Some(Sent {
+            version: resources.version.clone(),
+            nonce,
+            resources,
+        });
+        self.tx.send(Ok(response)).await.map_err(|_| Gone)?;
+        self.metrics.responses.inc();
+        Ok(())
+    }
+}

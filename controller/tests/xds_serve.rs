@@ -1,0 +1,74 @@
+//! `serve --xds-listen`: the dumps on disk change, the subscribed client sees the change.
+
+mod xds_common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fleetgate_controller::serve::{serve_files, XdsServe};
+use fleetgate_controller::xds::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use fleetgate_controller::xds::{Auth, ENDPOINT, EXTENSION};
+use tokio::sync::oneshot;
+use xds_common::client::{decode, subscribe_all, Client};
+use xds_common::*;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// A scratch copy of the `hz-b` dump that the test can rewrite.
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fleetgate-xds-serve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&member_dir("hz-b"), &dir.join("hz-b"));
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_scaled_to_zero_on_disk_reaches_the_subscribed_client_within_a_second() {
+    let dir = scratch();
+    let hz_b = dir.join("hz-b");
+    let args = render_args("active-active", &member_dir("hz-a"), &hz_b);
+    let xds = XdsServe {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        auth: Auth::default(),
+        options: options(file_wasm()),
+    };
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(serve_files(
+        args,
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        Duration::from_millis(50),
+        Some(xds),
+        move |_, xds| tx.send(xds.unwrap()).unwrap(),
+    ));
+    let addr = rx.await.unwrap();
+    let mut c = Client::connect(&format!("http://{addr}"), "gateway-1").await;
+    let held = subscribe_all(&mut c).await;
+
+    copy_dir(&member_dir("hz-b-scaled-to-zero"), &hz_b);
+    let started = Instant::now();
+    let eds = c.expect(ENDPOINT).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let hz_b_direct = decode::<ClusterLoadAssignment>(&eds)
+        .into_iter()
+        .find(|c| c.cluster_name == "direct|80|hz-b|shop.default.svc.cluster.local")
+        .unwrap();
+    assert!(hz_b_direct
+        .endpoints
+        .iter()
+        .all(|l| l.lb_endpoints.is_empty()));
+    c.ack(&eds, &held.eds_names).await;
+    // Ready counts are in the plugin config: it follows by ECDS; clusters, listener and routes
+    // do not change.
+    let ecds = c.expect(EXTENSION).await;
+    c.ack(&ecds, &["fleetgate".to_string()]).await;
+    assert!(c.recv(Duration::from_millis(300)).await.is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}
