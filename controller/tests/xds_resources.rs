@@ -115,7 +115,7 @@ fn every_plugin_upstream_is_a_cluster_and_every_direct_cluster_has_its_endpoints
         let (d, r) = resources(scenario);
         let names: Vec<&str> = r.clusters.iter().map(|c| c.name.as_str()).collect();
         let mut upstreams = 0;
-        for u in plugin_upstreams(&d.config()) {
+        for u in plugin_upstreams(d.config()) {
             assert!(names.contains(&u), "{scenario}: {u} is not a cluster");
             let members = aggregate_members(cluster(&r, u));
             assert!(!members.is_empty(), "{scenario}: {u} is not an aggregate");
