@@ -14,6 +14,7 @@ use fleetgate_controller::run::RunConfig;
 use fleetgate_controller::serve::XdsServe;
 use fleetgate_controller::settings::{PluginSettings, SettingsText};
 use fleetgate_controller::xds::{self, Auth, WasmCode, XdsOptions};
+use sha2::{Digest, Sha256};
 
 #[derive(Parser)]
 #[command(
@@ -204,12 +205,17 @@ struct XdsFlags {
     /// Path of the plugin's .wasm on the gateway's host.
     #[arg(long, default_value = "/etc/envoy/fleetgate_plugin.wasm")]
     wasm_file: PathBuf,
-    /// `http://` URI the gateway fetches the .wasm from instead (with --wasm-sha256).
-    #[arg(long, requires = "wasm_sha256")]
+    /// `http://` URI the gateway fetches the .wasm from instead (with --wasm-sha256, or
+    /// --wasm-serve when the URI is this controller's `/v1/plugin.wasm`).
+    #[arg(long)]
     wasm_uri: Option<String>,
     /// SHA-256 (hex) of the .wasm at --wasm-uri.
-    #[arg(long, requires = "wasm_uri")]
+    #[arg(long, requires = "wasm_uri", conflicts_with = "wasm_serve")]
     wasm_sha256: Option<String>,
+    /// Serve this .wasm at `/v1/plugin.wasm` on the config endpoint (its SHA-256 is computed);
+    /// --wasm-uri is the URL the gateway reaches it at.
+    #[arg(long, requires = "wasm_uri")]
+    wasm_serve: Option<PathBuf>,
     /// Members each aggregate cluster lists, its own first (default: 1 + the route's retries).
     #[arg(long)]
     xds_failover_members: Option<usize>,
@@ -220,9 +226,19 @@ impl XdsFlags {
         let Some(listen) = self.xds_listen else {
             return Ok(None);
         };
-        let wasm = match (self.wasm_uri, self.wasm_sha256) {
-            (Some(uri), Some(sha256)) => WasmCode::Remote { uri, sha256 },
-            _ => WasmCode::File(self.wasm_file),
+        let mut served = None;
+        let wasm = match (self.wasm_uri, self.wasm_sha256, self.wasm_serve) {
+            (Some(uri), Some(sha256), _) => WasmCode::Remote { uri, sha256 },
+            (Some(uri), None, Some(path)) => {
+                let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
+                let sha256 = format!("{:x}", Sha256::digest(&bytes));
+                served = Some(bytes.into());
+                WasmCode::Remote { uri, sha256 }
+            }
+            (Some(_), None, None) => {
+                anyhow::bail!("--wasm-uri needs --wasm-sha256 or --wasm-serve")
+            }
+            (None, ..) => WasmCode::File(self.wasm_file),
         };
         let mut options = XdsOptions::new(derive, self.gateway_listen, wasm);
         if let Some(n) = self.xds_failover_members {
@@ -232,6 +248,7 @@ impl XdsFlags {
             listen,
             auth: Auth::new(listen, self.xds_token, self.insecure_xds)?,
             options,
+            wasm: served,
         }))
     }
 }

@@ -15,12 +15,18 @@ use crate::cli::{self, RenderArgs};
 use crate::handoff::{self, ConfigCell, Endpoint, Published};
 use crate::xds::{self, Auth, Snapshot, XdsOptions};
 
+/// Path the plugin's `.wasm` is served at (for `vm_config.code.remote`).
+pub const WASM_PATH: &str = "/v1/plugin.wasm";
+
 /// The ADS server of `serve`.
 #[derive(Debug, Clone)]
 pub struct XdsServe {
     pub listen: SocketAddr,
     pub auth: Auth,
     pub options: XdsOptions,
+    /// The `.wasm` to serve at [`WASM_PATH`] on the config endpoint (its URI and SHA-256 are
+    /// in `options.wasm`).
+    pub wasm: Option<axum::body::Bytes>,
 }
 
 type SnapshotTx = watch::Sender<Option<Arc<Snapshot>>>;
@@ -64,12 +70,13 @@ pub async fn serve_files(
     let cell = ConfigCell::default();
     let (snapshots, rx) = watch::channel(None);
     let xds_opts = xds.as_ref().map(|x| x.options.clone());
+    let mut router = handoff::router(endpoint_of(&cell, token));
+    if let Some(bytes) = xds.as_ref().and_then(|x| x.wasm.clone()) {
+        // Unauthenticated like any package download: Envoy's remote fetch sends no token, and
+        // the SHA-256 in the plugin's config is what it trusts.
+        router = router.route(WASM_PATH, axum::routing::get(move || async move { bytes }));
+    }
     refresh(&args, &cell, xds_opts.as_ref().map(|o| (o, &snapshots)));
-    let endpoint = Endpoint {
-        cell: cell.clone(),
-        token: token.map(Arc::from),
-        waiting: Gauge::default(),
-    };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let mut xds_addr = None;
     if let Some(x) = xds {
@@ -89,6 +96,14 @@ pub async fn serve_files(
             refresh(&args, &cell, xds_opts.as_ref().map(|o| (o, &snapshots)));
         }
     });
-    axum::serve(listener, handoff::router(endpoint)).await?;
+    axum::serve(listener, router).await?;
     Ok(())
+}
+
+fn endpoint_of(cell: &ConfigCell, token: Option<String>) -> Endpoint {
+    Endpoint {
+        cell: cell.clone(),
+        token: token.map(Arc::from),
+        waiting: Gauge::default(),
+    }
 }

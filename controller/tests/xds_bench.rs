@@ -123,13 +123,17 @@ async fn xds_snapshot_and_endpoint_change_latency_at_fleet_scale() {
     let resources = xds::build(&derived, &members, &xopts).unwrap();
     let build_took = t.elapsed();
     let t = Instant::now();
+    xds::validate::validate(&resources, &derived.config).unwrap();
+    let validate_took = t.elapsed();
+    let t = Instant::now();
     let snapshot = Snapshot::new(&resources);
     let encode_took = t.elapsed();
     let (clusters, cla) = (resources.clusters.len(), resources.endpoints.len());
     drop(resources);
     println!(
         "{apps} Ingresses x {n_members} members x {REPLICAS} replicas: derive {derive_took:?}; \
-         xDS build {build_took:?} + encode/version {encode_took:?} = {:?}; \
+         xDS build {build_took:?} (of which validation {validate_took:?}) + encode/version \
+         {encode_took:?} = {:?}; \
          {clusters} clusters, {cla} load assignments; snapshot {:.1} MiB encoded, \
          RSS +{:.0} MiB while built (resources and snapshot)",
         build_took + encode_took,

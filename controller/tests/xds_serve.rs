@@ -37,6 +37,7 @@ async fn a_member_scaled_to_zero_on_disk_reaches_the_subscribed_client_within_a_
         listen: "127.0.0.1:0".parse().unwrap(),
         auth: Auth::default(),
         options: options(file_wasm()),
+        wasm: None,
     };
     let (tx, rx) = oneshot::channel();
     tokio::spawn(serve_files(
@@ -71,4 +72,72 @@ async fn a_member_scaled_to_zero_on_disk_reaches_the_subscribed_client_within_a_
     c.ack(&ecds, &["fleetgate".to_string()]).await;
     assert!(c.recv(Duration::from_millis(300)).await.is_none());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `GET path` on `addr`: the response body (HTTP/1.0, so the server closes the connection).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    (head, raw[split + 4..].to_vec())
+}
+
+#[tokio::test]
+async fn the_served_wasm_is_the_one_whose_sha256_the_plugin_config_names() {
+    use fleetgate_controller::serve::WASM_PATH;
+    use fleetgate_controller::xds::pb::envoy::config::core::v3::TypedExtensionConfig;
+    use fleetgate_controller::xds::{WasmCode, EXTENSION};
+    use sha2::{Digest, Sha256};
+
+    let bytes = b"\0asm\x01\0\0\0 not really a plugin".to_vec();
+    let sha256 = format!("{:x}", Sha256::digest(&bytes));
+    let wasm = WasmCode::Remote {
+        uri: format!("http://fleetgate-controller:8080{WASM_PATH}"),
+        sha256: sha256.clone(),
+    };
+    let xds = XdsServe {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        auth: Auth::default(),
+        options: options(wasm),
+        wasm: Some(bytes.clone().into()),
+    };
+    let args = render_args("active-active", &member_dir("hz-a"), &member_dir("hz-b"));
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(serve_files(
+        args,
+        "127.0.0.1:0".parse().unwrap(),
+        Some("s3cret".into()),
+        Duration::from_secs(60),
+        Some(xds),
+        move |http, xds| tx.send((http, xds.unwrap())).unwrap(),
+    ));
+    let (http, xds_addr) = rx.await.unwrap();
+    let (head, body) = http_get(http, WASM_PATH).await;
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert_eq!(body, bytes);
+    let (head, _) = http_get(http, "/v1/config").await;
+    assert!(
+        head.contains(" 401"),
+        "the config still needs the token: {head}"
+    );
+
+    let mut c = Client::connect(&format!("http://{xds_addr}"), "gateway-1").await;
+    let name = vec!["fleetgate".to_string()];
+    c.request(EXTENSION, &name, None).await;
+    let ecds = c.expect(EXTENSION).await;
+    let json = check_strict(&decode::<TypedExtensionConfig>(&ecds)[0]).unwrap();
+    let remote = &json["typedConfig"]["config"]["vmConfig"]["code"]["remote"];
+    assert_eq!(remote["sha256"], sha256.as_str());
+    assert!(remote["httpUri"]["uri"]
+        .as_str()
+        .unwrap()
+        .ends_with(WASM_PATH));
 }
