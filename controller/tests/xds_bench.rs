@@ -123,7 +123,7 @@ async fn xds_snapshot_and_endpoint_change_latency_at_fleet_scale() {
     let resources = xds::build(&derived, &members, &xopts).unwrap();
     let build_took = t.elapsed();
     let t = Instant::now();
-    xds::validate::validate(&resources, &derived.config).unwrap();
+    xds::validate::validate(&resources, derived.config()).unwrap();
     let validate_took = t.elapsed();
     let t = Instant::now();
     let snapshot = Snapshot::new(&resources);
