@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetgate_controller::derive::{Contact, DeriveOptions, Deriver, MemberSnapshot};
-use fleetgate_controller::endpoints::MemberIndex;
+use fleetgate_controller::endpoints::{MemberIndex, Relist};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -59,16 +59,23 @@ fn slice(i: usize, m: usize, ready: usize) -> EndpointSlice {
     .expect("slice")
 }
 
+/// Members as their watches fill them: each relist reduces its objects one by one.
 fn members(n: usize, count: usize) -> Vec<MemberSnapshot> {
-    let services: Vec<Service> = (0..n).map(service).collect();
     (0..count)
         .map(|m| {
-            let slices: Vec<EndpointSlice> = (0..n).map(|i| slice(i, m, 3)).collect();
+            let (mut services, mut slices) = (Relist::default(), Relist::default());
+            for i in 0..n {
+                services.add_service(&service(i));
+                slices.add_slice(&slice(i, m, 3));
+            }
+            let mut index = MemberIndex::default();
+            index.replace_services(services);
+            index.replace_slices(slices);
             MemberSnapshot {
                 id: format!("member-{m:02}"),
                 zone: Some(format!("zone-{}", m % 3)),
                 contact: Contact::Live,
-                index: Arc::new(MemberIndex::from_objects(&services, &slices)),
+                index: Arc::new(index),
             }
         })
         .collect()
@@ -223,7 +230,7 @@ fn bad_input() {
     let t = Instant::now();
     let slices: Vec<EndpointSlice> = (0..100_000).map(|i| slice(i, 0, 3)).collect();
     let mut index = MemberIndex::default();
-    index.replace_slices(&slices);
+    index.replace_slices(Relist::of_slices(&slices));
     drop(slices);
     let built = t.elapsed();
     let mut big = members(1, 1);

@@ -180,6 +180,46 @@ pub struct MemberIndex {
     names: HashSet<Arc<str>>,
 }
 
+/// A member's objects as a relist delivers them, reduced one by one (so a member's whole list
+/// is never held as full objects), then swapped in by [`MemberIndex::replace_services`] or
+/// [`MemberIndex::replace_slices`].
+#[derive(Debug, Default)]
+pub struct Relist {
+    names: HashSet<Arc<str>>,
+    services: HashMap<SvcKey, Box<[ServicePort]>>,
+    slices: HashMap<SvcKey, Vec<(Box<str>, SliceView)>>,
+}
+
+impl Relist {
+    pub fn add_service(&mut self, s: &Service) {
+        if let (Some(ns), Some(name)) = (&s.metadata.namespace, &s.metadata.name) {
+            let ports = service_ports(s, &mut self.names);
+            self.services.insert((ns.clone(), name.clone()), ports);
+        }
+    }
+
+    pub fn add_slice(&mut self, s: &EndpointSlice) {
+        if let Some((key, name)) = slice_key(s) {
+            let view = slice_view(s, &mut self.names);
+            let slices = self.slices.entry(key).or_default();
+            slices.retain(|(n, _)| **n != *name);
+            slices.push((name.into(), view));
+        }
+    }
+
+    pub fn of_services(all: &[Service]) -> Relist {
+        let mut r = Relist::default();
+        all.iter().for_each(|s| r.add_service(s));
+        r
+    }
+
+    pub fn of_slices(all: &[EndpointSlice]) -> Relist {
+        let mut r = Relist::default();
+        all.iter().for_each(|s| r.add_slice(s));
+        r
+    }
+}
+
 /// One shared copy of a port name.
 fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
     if let Some(n) = names.get(name) {
@@ -260,30 +300,28 @@ impl MemberIndex {
         Some(key)
     }
 
-    /// Replace all Services (after a relist), keeping the slices.
-    pub fn replace_services(&mut self, all: &[Service]) {
-        let keys: Vec<SvcKey> = self.services.keys().cloned().collect();
+    /// Replace all Services with a relist's, keeping the slices; only what differs changes.
+    pub fn replace_services(&mut self, mut relist: Relist) {
+        let keys: BTreeSet<SvcKey> = (self.services.keys())
+            .chain(relist.services.keys())
+            .cloned()
+            .collect();
         for k in keys {
-            self.update(&k, |e| e.ports = None);
-        }
-        for s in all {
-            self.apply_service(s);
+            let ports = relist.services.remove(&k);
+            if self.services.get(&k).map(|e| &e.ports) != Some(&ports) {
+                self.update(&k, |e| e.ports = ports);
+            }
         }
     }
 
-    /// Replace all slices (after a relist), keeping the Services.
-    pub fn replace_slices(&mut self, all: &[EndpointSlice]) {
-        let mut fresh: HashMap<SvcKey, Vec<(Box<str>, SliceView)>> = HashMap::new();
-        for s in all {
-            if let Some((key, name)) = slice_key(s) {
-                let slices = fresh.entry(key).or_default();
-                slices.retain(|(n, _)| **n != *name);
-                slices.push((name.into(), slice_view(s, &mut self.names)));
-            }
-        }
-        let keys: BTreeSet<SvcKey> = self.services.keys().chain(fresh.keys()).cloned().collect();
+    /// Replace all slices with a relist's, keeping the Services; only what differs changes.
+    pub fn replace_slices(&mut self, mut relist: Relist) {
+        let keys: BTreeSet<SvcKey> = (self.services.keys())
+            .chain(relist.slices.keys())
+            .cloned()
+            .collect();
         for k in keys {
-            let slices = fresh.remove(&k).unwrap_or_default();
+            let slices = relist.slices.remove(&k).unwrap_or_default();
             if self.services.get(&k).is_none_or(|e| e.slices != slices) {
                 self.update(&k, |e| e.slices = slices);
             }
@@ -574,15 +612,15 @@ mod tests {
         let cursor = idx.cursor();
         assert_eq!(idx.changed_since(cursor).map(|c| c.count()), Some(0));
         // The same slices again: nothing changes.
-        idx.replace_slices(&[slice("s1", "IPv4", "http", &eps)]);
+        idx.replace_slices(Relist::of_slices(&[slice("s1", "IPv4", "http", &eps)]));
         assert_eq!(idx.count(&key(), &PortRef::Number(80)).ready, 1);
         assert_eq!(idx.changed_since(cursor).map(|c| c.count()), Some(0));
         // One more ready pod in a second slice.
         let more = [("10.0.0.2", "b", Some(true), false)];
-        idx.replace_slices(&[
+        idx.replace_slices(Relist::of_slices(&[
             slice("s1", "IPv4", "http", &eps),
             slice("s2", "IPv4", "http", &more),
-        ]);
+        ]));
         assert_eq!(idx.count(&key(), &PortRef::Number(80)).ready, 2);
         let changed: Vec<u64> = idx.changed_since(cursor).unwrap().collect();
         assert_eq!(changed, vec![svc_hash(&key())]);

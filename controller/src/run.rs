@@ -721,6 +721,7 @@ mod tests {
 
     use super::*;
     use crate::cli::{self, RenderArgs};
+    use crate::endpoints::Relist;
 
     fn fixtures() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet")
@@ -759,8 +760,8 @@ mod tests {
         let members = cli::load_dir(&f.join("members/hz-a")).unwrap();
         let store = Store::default();
         store.upsert_member("hz-a", None);
-        store.replace_services("hz-a", members.services);
-        store.replace_slices("hz-a", members.endpoint_slices);
+        store.replace_services("hz-a", Relist::of_services(&members.services));
+        store.replace_slices("hz-a", Relist::of_slices(&members.endpoint_slices));
         store.replace_ingresses(dump.ingresses);
         let metrics = Metrics::default();
         let mut p = Publisher::new(

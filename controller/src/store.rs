@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::derive::{Contact, MemberSnapshot};
-use crate::endpoints::MemberIndex;
+use crate::endpoints::{MemberIndex, Relist};
 use crate::health::MemberHealth;
 
 /// `namespace/name`.
@@ -149,9 +149,9 @@ impl Store {
     }
     /// Replace a member's slices after a (re)list. The member counts as synced once its
     /// slices are listed (a Service-less member simply has nothing to route).
-    pub fn replace_slices(&self, member: &str, all: Vec<EndpointSlice>) {
+    pub fn replace_slices(&self, member: &str, all: Relist) {
         self.with_member(member, |m| {
-            Arc::make_mut(&mut m.index).replace_slices(&all);
+            Arc::make_mut(&mut m.index).replace_slices(all);
             m.health.on_synced();
         });
     }
@@ -167,10 +167,10 @@ impl Store {
             Arc::make_mut(&mut m.index).delete_service(s);
         });
     }
-    pub fn replace_services(&self, member: &str, all: Vec<Service>) {
+    pub fn replace_services(&self, member: &str, all: Relist) {
         self.with_member(member, |m| {
             m.health.on_event();
-            Arc::make_mut(&mut m.index).replace_services(&all);
+            Arc::make_mut(&mut m.index).replace_services(all);
         });
     }
     /// A member's watch made progress without a change (e.g. a relist started).

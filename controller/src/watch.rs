@@ -35,6 +35,7 @@ use kube::{Api, Client};
 use tracing::{debug, warn};
 
 use crate::derive::SERVICE_NAME_LABEL;
+use crate::endpoints;
 use crate::store::Store;
 
 /// Apply one watcher event stream to the store. `init` buffers a (re)list until `InitDone`, so
@@ -134,7 +135,9 @@ pub async fn watch_classes(client: Client, store: Store, errors: impl Fn(&str) +
 /// What the store does with one kind of member object.
 struct MemberSink<K> {
     what: &'static str,
-    replace: fn(&Store, &str, Vec<K>),
+    /// Reduce one object of a relist as it arrives.
+    add: fn(&mut endpoints::Relist, &K),
+    replace: fn(&Store, &str, endpoints::Relist),
     apply: fn(&Store, &str, K),
     delete: fn(&Store, &str, &K),
 }
@@ -154,17 +157,17 @@ async fn watch_member_kind<K>(
 {
     let api: Api<K> = Api::all(client);
     let stream = watcher::watcher(api, cfg).default_backoff();
-    let mut relist = Relist::new();
+    let mut relist = endpoints::Relist::default();
     drive(
         stream,
         |ev| match ev {
             // Init comes before the list request: it is not evidence of contact.
             Event::Init => {
                 debug!(%member, what = sink.what, "member relist started");
-                relist.buf.clear();
+                relist = endpoints::Relist::default();
             }
-            Event::InitApply(o) => relist.buf.push(o),
-            Event::InitDone => (sink.replace)(store, member, std::mem::take(&mut relist.buf)),
+            Event::InitApply(o) => (sink.add)(&mut relist, &o),
+            Event::InitDone => (sink.replace)(store, member, std::mem::take(&mut relist)),
             Event::Apply(o) => (sink.apply)(store, member, o),
             Event::Delete(o) => (sink.delete)(store, member, &o),
         },
@@ -187,12 +190,14 @@ pub async fn watch_member(
 ) {
     let slices = MemberSink::<EndpointSlice> {
         what: "EndpointSlice",
+        add: endpoints::Relist::add_slice,
         replace: |s, m, v| s.replace_slices(m, v),
         apply: |s, m, o| s.apply_slice(m, o),
         delete: |s, m, o| s.delete_slice(m, o),
     };
     let services = MemberSink::<Service> {
         what: "Service",
+        add: endpoints::Relist::add_service,
         replace: |s, m, v| s.replace_services(m, v),
         apply: |s, m, o| s.apply_service(m, o),
         delete: |s, m, o| s.delete_service(m, o),

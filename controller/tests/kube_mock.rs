@@ -13,6 +13,7 @@ use common::{mock_client, ApiHandle};
 
 use fleetgate_controller::admin::Metrics;
 use fleetgate_controller::derive::{self, Contact, DeriveOptions};
+use fleetgate_controller::endpoints::Relist;
 use fleetgate_controller::handoff::ConfigCell;
 use fleetgate_controller::run::Publisher;
 use fleetgate_controller::store::Store;
@@ -224,11 +225,10 @@ fn hz_a_live_hz_b_mocked() -> (Store, tokio::task::JoinHandle<()>, ApiHandle) {
     let store = Store::default();
     store.upsert_member("hz-a", None);
     store.upsert_member("hz-b", None);
-    store.replace_services("hz-a", vec![serde_json::from_value(service()).unwrap()]);
-    store.replace_slices(
-        "hz-a",
-        vec![serde_json::from_value(slice("shop-a", "shop", "1", &[true])).unwrap()],
-    );
+    let svc = serde_json::from_value(service()).unwrap();
+    store.replace_services("hz-a", Relist::of_services(&[svc]));
+    let slice = serde_json::from_value(slice("shop-a", "shop", "1", &[true])).unwrap();
+    store.replace_slices("hz-a", Relist::of_slices(&[slice]));
     let task = tokio::spawn(watch::watch_member(
         "hz-b".into(),
         client,
