@@ -359,6 +359,8 @@ impl MemberIndex {
         self.changes.push_back((self.version, svc_hash(key)));
         let e = self.services.entry(key.clone()).or_default();
         f(e);
+        // Most Services have one slice: keep the list exactly that long.
+        e.slices.shrink_to_fit();
         e.recount();
         e.version = self.version;
         if e.ports.is_none() && e.slices.is_empty() {
