@@ -12,13 +12,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
-use tracing::{debug, info, warn};
+use tonic::Status;
+use tracing::{debug, warn};
 
 use super::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
-use super::server::{Snapshots, XdsMetrics};
+use super::server::{note_node, Gone, Protocol, Snapshots, XdsMetrics};
 use super::snapshot::{Entry, Snapshot, TypeSnapshot};
 use super::{CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE, TYPES};
 
@@ -45,8 +45,6 @@ impl Subscription {
         self.wildcard || self.names.contains(name)
     }
 }
-
-struct Gone;
 
 /// Entries of `new` that are not in `old` as they are, and names of `old` not in `new`; both
 /// lists are sorted by name, and unchanged entries are the same allocation (cheap to compare).
@@ -95,6 +93,28 @@ pub(crate) struct DeltaStream {
     last: Option<Arc<Snapshot>>,
 }
 
+impl Protocol for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    const NAME: &'static str = "delta ADS";
+
+    fn snapshots(&mut self) -> &mut Snapshots {
+        &mut self.snapshots
+    }
+
+    fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Gone> {
+        DeltaStream::on_request(self, req).await
+    }
+
+    async fn on_snapshot(&mut self) -> Result<(), Gone> {
+        self.snapshots.borrow_and_update();
+        self.push().await
+    }
+}
+
 impl DeltaStream {
     pub fn new(snapshots: Snapshots, metrics: XdsMetrics, tx: mpsc::Sender<DeltaMsg>) -> Self {
         DeltaStream {
@@ -108,37 +128,8 @@ impl DeltaStream {
         }
     }
 
-    pub async fn run(mut self, mut incoming: Streaming<DeltaDiscoveryRequest>) {
-        self.metrics.streams.inc();
-        let end = loop {
-            let step = tokio::select! {
-                msg = incoming.message() => match msg {
-                    Ok(Some(req)) => self.on_request(req).await,
-                    Ok(None) => break "client closed the stream".to_string(),
-                    Err(e) => break format!("stream error: {e}"),
-                },
-                changed = self.snapshots.changed() => match changed {
-                    Ok(()) => {
-                        self.snapshots.borrow_and_update();
-                        self.push().await
-                    }
-                    Err(_) => break "server shutting down".to_string(),
-                },
-            };
-            if step.is_err() {
-                break "client went away mid-push".to_string();
-            }
-        };
-        self.metrics.streams.dec();
-        info!(node = ?self.node, "delta ADS stream ended: {end}");
-    }
-
     async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Gone> {
-        if self.node.is_none() {
-            let id = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
-            info!(node = %id, "delta ADS stream opened");
-            self.node = Some(id);
-        }
+        note_node(&mut self.node, req.node.as_ref(), "delta ADS");
         if !TYPES.contains(&req.type_url.as_str()) {
             debug!(type_url = %req.type_url, "type not served; ignored");
             return Ok(());

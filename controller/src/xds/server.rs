@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::delta::{DeltaMsg, DeltaStream};
+use super::pb::envoy::config::core::v3::Node;
 use super::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -157,7 +158,7 @@ impl AggregatedDiscoveryService for AdsServer {
             nonce: 0,
             node: None,
         };
-        tokio::spawn(stream.run(request.into_inner()));
+        tokio::spawn(drive(stream, request.into_inner(), self.metrics.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -171,7 +172,7 @@ impl AggregatedDiscoveryService for AdsServer {
         }
         let (tx, rx) = mpsc::channel(4);
         let stream = DeltaStream::new(self.snapshots.clone(), self.metrics.clone(), tx);
-        tokio::spawn(stream.run(request.into_inner()));
+        tokio::spawn(drive(stream, request.into_inner(), self.metrics.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -194,7 +195,7 @@ struct Sent {
 }
 
 /// The client went away (its response stream was dropped).
-struct Gone;
+pub(crate) struct Gone;
 
 /// The types that name clusters (the listener's routes read the plugin's header; the plugin
 /// names the upstreams).
@@ -209,38 +210,88 @@ struct AdsStream {
     node: Option<String>,
 }
 
-impl AdsStream {
-    async fn run(mut self, mut incoming: Streaming<DiscoveryRequest>) {
-        self.metrics.streams.inc();
-        let end = loop {
-            let step = tokio::select! {
-                msg = incoming.message() => match msg {
-                    Ok(Some(req)) => self.on_request(req).await,
-                    Ok(None) => break "client closed the stream".to_string(),
-                    Err(e) => break format!("stream error: {e}"),
-                },
-                changed = self.snapshots.changed() => match changed {
-                    Ok(()) => {
-                        let current = self.snapshots.borrow_and_update().clone();
-                        self.push(current).await
-                    }
-                    Err(_) => break "server shutting down".to_string(),
-                },
-            };
-            if step.is_err() {
-                break "client went away mid-push".to_string();
-            }
+/// What the state-of-the-world and the delta protocol do differently; [`drive`] is the rest.
+pub(crate) trait Protocol {
+    type Request;
+    /// For logs: `ADS` or `delta ADS`.
+    const NAME: &'static str;
+    fn snapshots(&mut self) -> &mut Snapshots;
+    fn node(&self) -> Option<&str>;
+    async fn on_request(&mut self, req: Self::Request) -> Result<(), Gone>;
+    /// A new snapshot was published.
+    async fn on_snapshot(&mut self) -> Result<(), Gone>;
+}
+
+/// One ADS stream: requests and published snapshots, until the client or the server goes.
+pub(crate) async fn drive<P: Protocol>(
+    mut p: P,
+    mut incoming: Streaming<P::Request>,
+    metrics: XdsMetrics,
+) {
+    metrics.streams.inc();
+    let end = loop {
+        let step = tokio::select! {
+            msg = incoming.message() => match msg {
+                Ok(Some(req)) => Step::Request(req),
+                Ok(None) => break "client closed the stream".to_string(),
+                Err(e) => break format!("stream error: {e}"),
+            },
+            changed = p.snapshots().changed() => match changed {
+                Ok(()) => Step::Snapshot,
+                Err(_) => break "server shutting down".to_string(),
+            },
         };
-        self.metrics.streams.dec();
-        info!(node = ?self.node, "ADS stream ended: {end}");
+        let done = match step {
+            Step::Request(req) => p.on_request(req).await,
+            Step::Snapshot => p.on_snapshot().await,
+        };
+        if done.is_err() {
+            break "client went away mid-push".to_string();
+        }
+    };
+    metrics.streams.dec();
+    info!(node = ?p.node(), "{} stream ended: {end}", P::NAME);
+}
+
+enum Step<R> {
+    Request(R),
+    Snapshot,
+}
+
+/// The node id of a stream, from its first request.
+pub(crate) fn note_node(node: &mut Option<String>, from: Option<&Node>, what: &str) {
+    if node.is_none() {
+        let id = from.map(|n| n.id.clone()).unwrap_or_default();
+        info!(node = %id, "{what} stream opened");
+        *node = Some(id);
+    }
+}
+
+impl Protocol for AdsStream {
+    type Request = DiscoveryRequest;
+    const NAME: &'static str = "ADS";
+
+    fn snapshots(&mut self) -> &mut Snapshots {
+        &mut self.snapshots
+    }
+
+    fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 
     async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Gone> {
-        if self.node.is_none() {
-            let id = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
-            info!(node = %id, "ADS stream opened");
-            self.node = Some(id);
-        }
+        AdsStream::on_request(self, req).await
+    }
+
+    async fn on_snapshot(&mut self) -> Result<(), Gone> {
+        let current = self.snapshots.borrow_and_update().clone();
+        self.push(current).await
+    }
+}
+
+impl AdsStream {
+    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Gone> {
+        note_node(&mut self.node, req.node.as_ref(), "ADS");
         if !TYPES.contains(&req.type_url.as_str()) {
             debug!(type_url = %req.type_url, "type not served; ignored");
             return Ok(());
