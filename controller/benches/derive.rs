@@ -11,36 +11,16 @@ use std::time::{Duration, Instant};
 
 use fleetgate_controller::derive::{Contact, DeriveOptions, Deriver, MemberSnapshot};
 use fleetgate_controller::endpoints::{MemberIndex, Relist};
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::json;
 
+#[path = "../tests/synthetic/mod.rs"]
+mod synthetic;
+use synthetic::{ingress, service};
+
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn ingress(i: usize) -> Ingress {
-    serde_json::from_value(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-        "metadata": {"name": format!("app{i}"), "namespace": format!("ns{}", i % 50),
-                     "uid": format!("u{i}"), "creationTimestamp": "2025-01-01T00:00:00Z"},
-        "spec": {"ingressClassName": "fleetgate", "rules": [{"host": format!("app{i}.example.com"),
-            "http": {"paths": [{"path": "/", "pathType": "Prefix",
-                "backend": {"service": {"name": format!("app{i}"), "port": {"number": 80}}}}]}}]}
-    }))
-    .expect("ingress")
-}
-
-fn service(i: usize) -> Service {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": format!("app{i}"), "namespace": format!("ns{}", i % 50)},
-        "spec": {"ports": [
-            {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"},
-            {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]}
-    }))
-    .expect("service")
-}
 
 fn slice(i: usize, m: usize, ready: usize) -> EndpointSlice {
     let ns = format!("ns{}", i % 50);

@@ -5,7 +5,10 @@
 //! cargo test -p fleetgate-controller --profile fast --test xds_bench -- --ignored --nocapture
 //! (`XDS_BENCH_INGRESSES`, `XDS_BENCH_MEMBERS` scale it down.)
 
+mod synthetic;
 mod xds_common;
+
+use synthetic::{ingress, service};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,28 +33,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn ingress(i: usize) -> Ingress {
-    serde_json::from_value(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-        "metadata": {"name": format!("app{i}"), "namespace": format!("ns{}", i % 50),
-                     "uid": format!("u{i}"), "creationTimestamp": "2025-01-01T00:00:00Z"},
-        "spec": {"ingressClassName": "fleetgate", "rules": [{"host": format!("app{i}.example.com"),
-            "http": {"paths": [{"path": "/", "pathType": "Prefix",
-                "backend": {"service": {"name": format!("app{i}"), "port": {"number": 80}}}}]}}]}
-    }))
-    .unwrap()
-}
-
-fn service(i: usize) -> Service {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": format!("app{i}"), "namespace": format!("ns{}", i % 50)},
-        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080},
-                           {"name": "metrics", "port": 9090, "targetPort": "metrics"}]}
-    }))
-    .unwrap()
 }
 
 /// The slice of app `i` in member `m`; `generation` moves the first pod (a pod replaced).
