@@ -18,7 +18,7 @@ use fleetgate_controller::xds::{
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use xds_common::client::{decode, plugin_config, subscribe_all, Client};
+use xds_common::client::{decode, eds_names, plugin_config, subscribe_all, Client};
 use xds_common::*;
 
 type Publisher = watch::Sender<Option<Arc<Snapshot>>>;
@@ -138,14 +138,7 @@ async fn a_change_is_pushed_clusters_and_endpoints_first() {
     publisher.send_replace(Some(snapshot("canary-by-header", "hz-b")));
     let cds = c.expect(CLUSTER).await;
     c.ack(&cds, &[]).await;
-    let names: Vec<String> = decode::<Cluster>(&cds)
-        .iter()
-        .filter_map(|c| {
-            c.eds_cluster_config
-                .as_ref()
-                .map(|e| e.service_name.clone())
-        })
-        .collect();
+    let names = eds_names(&cds);
     assert!(names.len() > held.eds_names.len());
     let mut order = vec![cds.type_url.clone()];
     let mut endpoints = 0;
@@ -166,19 +159,10 @@ async fn a_change_is_pushed_clusters_and_endpoints_first() {
 
 #[tokio::test]
 async fn a_pod_replaced_in_place_pushes_only_endpoints() {
-    let (d, mut members) = fixture("active-active", "hz-a", "hz-b");
     let (addr, publisher, _) = server(Auth::default()).await;
     let mut c = Client::connect(&addr, "gateway-1").await;
     let held = subscribe_all(&mut c).await;
-    let dump = fleetgate_controller::cli::load_dir(&member_dir("hz-b")).unwrap();
-    let mut slice = dump.endpoint_slices[0].clone();
-    slice.endpoints[0].addresses = vec!["10.2.9.99".into()];
-    let hz_b = members.iter_mut().find(|m| m.id == "hz-b").unwrap();
-    let mut index = (*hz_b.index).clone();
-    index.apply_slice(&slice);
-    hz_b.index = Arc::new(index);
-    let r = xds::build(&d, &members, &options(file_wasm())).unwrap();
-    publisher.send_replace(Some(Arc::new(Snapshot::new(&r))));
+    publisher.send_replace(Some(pod_replaced()));
     let eds = c.expect(ENDPOINT).await;
     let json = serde_json::to_string(
         &decode::<ClusterLoadAssignment>(&eds)

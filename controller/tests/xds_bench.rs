@@ -15,14 +15,13 @@ use std::time::{Duration, Instant};
 
 use fleetgate_controller::derive::{self, Contact, DeriveOptions, MemberSnapshot};
 use fleetgate_controller::endpoints::MemberIndex;
-use fleetgate_controller::xds::pb::envoy::config::cluster::v3::Cluster;
 use fleetgate_controller::xds::{self, AdsServer, Auth, Snapshot, XdsMetrics, CLUSTER, ENDPOINT};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::json;
 use tokio::sync::watch;
-use xds_common::client::{decode, Client};
+use xds_common::client::{eds_names, Client};
 use xds_common::delta_client::Delta;
 use xds_common::{file_wasm, options};
 
@@ -129,14 +128,7 @@ async fn xds_snapshot_and_endpoint_change_latency_at_fleet_scale() {
     let mut c = Client::connect(&addr, "bench").await;
     c.request(CLUSTER, &[], None).await;
     let cds = c.expect(CLUSTER).await;
-    let names: Vec<String> = decode::<Cluster>(&cds)
-        .iter()
-        .filter_map(|c| {
-            c.eds_cluster_config
-                .as_ref()
-                .map(|e| e.service_name.clone())
-        })
-        .collect();
+    let names = eds_names(&cds);
     c.ack(&cds, &[]).await;
     c.request(ENDPOINT, &names, None).await;
     let mut eds = c.expect(ENDPOINT).await;

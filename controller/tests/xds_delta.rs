@@ -17,18 +17,9 @@ fn snapshot(scenario: &str) -> Arc<Snapshot> {
 
 #[tokio::test]
 async fn a_pod_replaced_sends_one_load_assignment() {
-    let (d, mut members) = fixture("active-active", "hz-a", "hz-b");
     let (mut c, publisher, metrics) = Delta::start(snapshot("active-active")).await;
     assert!(c.subscribe_all().await >= 2);
-    let dump = fleetgate_controller::cli::load_dir(&member_dir("hz-b")).unwrap();
-    let mut slice = dump.endpoint_slices[0].clone();
-    slice.endpoints[0].addresses = vec!["10.2.9.99".into()];
-    let hz_b = members.iter_mut().find(|m| m.id == "hz-b").unwrap();
-    let mut index = (*hz_b.index).clone();
-    index.apply_slice(&slice);
-    hz_b.index = Arc::new(index);
-    let r = xds::build(&d, &members, &options(file_wasm())).unwrap();
-    publisher.send_replace(Some(Arc::new(Snapshot::new(&r))));
+    publisher.send_replace(Some(pod_replaced()));
     let eds = c.expect(ENDPOINT).await;
     let names: Vec<&str> = eds.resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["direct|80|hz-b|shop.default.svc.cluster.local"]);

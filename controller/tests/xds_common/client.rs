@@ -111,6 +111,18 @@ pub fn decode<M: Message + Default>(r: &DiscoveryResponse) -> Vec<M> {
         .collect()
 }
 
+/// The EDS names the clusters of a CDS response ask for.
+pub fn eds_names(cds: &DiscoveryResponse) -> Vec<String> {
+    decode::<Cluster>(cds)
+        .iter()
+        .filter_map(|c| {
+            c.eds_cluster_config
+                .as_ref()
+                .map(|e| e.service_name.clone())
+        })
+        .collect()
+}
+
 /// What a subscribed Envoy holds after the initial exchange.
 pub struct Held {
     pub cds: DiscoveryResponse,
@@ -124,14 +136,7 @@ pub async fn subscribe_all(c: &mut Client) -> Held {
     c.request(CLUSTER, &[], None).await;
     let cds = c.expect(CLUSTER).await;
     let clusters: Vec<Cluster> = decode(&cds);
-    let eds_names: Vec<String> = clusters
-        .iter()
-        .filter_map(|c| {
-            c.eds_cluster_config
-                .as_ref()
-                .map(|e| e.service_name.clone())
-        })
-        .collect();
+    let eds_names = eds_names(&cds);
     c.ack(&cds, &[]).await;
     c.request(ENDPOINT, &eds_names, None).await;
     let eds = c.expect(ENDPOINT).await;

@@ -41,6 +41,21 @@ pub fn fixture(scenario: &str, hz_a: &str, hz_b: &str) -> (Derived, Vec<MemberSn
     cli::render_with_members(&args).unwrap_or_else(|e| panic!("{scenario}: {e}"))
 }
 
+/// The `active-active` fixture after hz-b's first pod is replaced in place (a new address,
+/// the same ready count): only that member's `shop` endpoints differ.
+pub fn pod_replaced() -> std::sync::Arc<xds::Snapshot> {
+    let (d, mut members) = fixture("active-active", "hz-a", "hz-b");
+    let dump = cli::load_dir(&member_dir("hz-b")).unwrap();
+    let mut slice = dump.endpoint_slices[0].clone();
+    slice.endpoints[0].addresses = vec!["10.2.9.99".into()];
+    let hz_b = members.iter_mut().find(|m| m.id == "hz-b").unwrap();
+    let mut index = (*hz_b.index).clone();
+    index.apply_slice(&slice);
+    hz_b.index = std::sync::Arc::new(index);
+    let r = xds::build(&d, &members, &options(file_wasm())).unwrap();
+    std::sync::Arc::new(xds::Snapshot::new(&r))
+}
+
 pub fn options(wasm: WasmCode) -> XdsOptions {
     XdsOptions::new(
         &DeriveOptions::default(),
