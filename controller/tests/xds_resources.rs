@@ -327,13 +327,7 @@ fn an_incremental_endpoint_update_equals_a_full_rebuild() {
     let opts = options(file_wasm());
     let before = xds::build(&d, &members, &opts).unwrap();
     let snapshot = Snapshot::new(&before);
-    let dump = fleetgate_controller::cli::load_dir(&member_dir("hz-b")).unwrap();
-    let mut slice = dump.endpoint_slices[0].clone();
-    slice.endpoints[0].addresses = vec!["10.2.9.99".into()];
-    let hz_b = members.iter_mut().find(|m| m.id == "hz-b").unwrap();
-    let mut index = (*hz_b.index).clone();
-    index.apply_slice(&slice);
-    hz_b.index = std::sync::Arc::new(index);
+    let hz_b = replace_hz_b_pod(&mut members);
     let key = ("default".to_string(), "shop".to_string());
     let changed = xds::endpoint_entries(&before.direct, hz_b, &[key]);
     assert_eq!(changed.len(), 1, "one Service port of one member");

@@ -41,10 +41,9 @@ pub fn fixture(scenario: &str, hz_a: &str, hz_b: &str) -> (Derived, Vec<MemberSn
     cli::render_with_members(&args).unwrap_or_else(|e| panic!("{scenario}: {e}"))
 }
 
-/// The `active-active` fixture after hz-b's first pod is replaced in place (a new address,
-/// the same ready count): only that member's `shop` endpoints differ.
-pub fn pod_replaced() -> std::sync::Arc<xds::Snapshot> {
-    let (d, mut members) = fixture("active-active", "hz-a", "hz-b");
+/// Replace hz-b's first pod in place (a new address, the same ready count): only that
+/// member's `shop` endpoints differ. Returns hz-b.
+pub fn replace_hz_b_pod(members: &mut [MemberSnapshot]) -> &MemberSnapshot {
     let dump = cli::load_dir(&member_dir("hz-b")).unwrap();
     let mut slice = dump.endpoint_slices[0].clone();
     slice.endpoints[0].addresses = vec!["10.2.9.99".into()];
@@ -52,6 +51,13 @@ pub fn pod_replaced() -> std::sync::Arc<xds::Snapshot> {
     let mut index = (*hz_b.index).clone();
     index.apply_slice(&slice);
     hz_b.index = std::sync::Arc::new(index);
+    hz_b
+}
+
+/// The `active-active` snapshot after [`replace_hz_b_pod`].
+pub fn pod_replaced() -> std::sync::Arc<xds::Snapshot> {
+    let (d, mut members) = fixture("active-active", "hz-a", "hz-b");
+    replace_hz_b_pod(&mut members);
     let r = xds::build(&d, &members, &options(file_wasm())).unwrap();
     std::sync::Arc::new(xds::Snapshot::new(&r))
 }
