@@ -139,8 +139,6 @@ pub struct ServiceEntry {
     /// Endpoint counts per entry of `ports`, kept up to date on every change (derive reads
     /// them for every route and every member).
     counts: Box<[EndpointCount]>,
-    /// Changes whenever this entry changes; never repeats within one index.
-    pub version: u64,
 }
 
 impl ServiceEntry {
@@ -350,7 +348,7 @@ impl MemberIndex {
         known.then(|| self.changes.range(first..).map(|(_, k)| *k))
     }
 
-    /// Change one entry: recount, give it a new version, drop it once empty.
+    /// Change one entry: recount, log the change, drop the entry once empty.
     fn update(&mut self, key: &SvcKey, f: impl FnOnce(&mut ServiceEntry)) {
         self.version += 1;
         if self.changes.len() == CHANGE_LOG {
@@ -362,15 +360,9 @@ impl MemberIndex {
         // Most Services have one slice: keep the list exactly that long.
         e.slices.shrink_to_fit();
         e.recount();
-        e.version = self.version;
         if e.ports.is_none() && e.slices.is_empty() {
             self.services.remove(key);
         }
-    }
-
-    /// The version of a Service's entry (0: this member knows nothing of it).
-    pub fn version(&self, key: &SvcKey) -> u64 {
-        self.services.get(key).map_or(0, |e| e.version)
     }
 
     /// The Service port an Ingress backend names, if this member has the Service and the port.
