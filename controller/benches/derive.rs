@@ -9,60 +9,17 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleetgate_controller::derive::{Contact, DeriveOptions, Deriver, MemberSnapshot};
+use fleetgate_controller::derive::{DeriveOptions, Deriver};
 use fleetgate_controller::endpoints::{MemberIndex, Relist};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
-use serde_json::json;
 
 #[path = "../tests/synthetic/mod.rs"]
 mod synthetic;
-use synthetic::{ingress, service};
+use synthetic::{ingress, members, slice, Shape};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn slice(i: usize, m: usize, ready: usize) -> EndpointSlice {
-    let ns = format!("ns{}", i % 50);
-    let endpoints: Vec<_> = (0..3)
-        .map(|j| {
-            json!({"addresses": [format!("10.{m}.{}.{}", i / 250 % 250, i % 250 + j)],
-                   "conditions": {"ready": j < ready},
-                   "targetRef": {"kind": "Pod", "namespace": ns, "name": format!("app{i}-{j}")}})
-        })
-        .collect();
-    serde_json::from_value(json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-        "metadata": {"name": format!("app{i}-x"), "namespace": ns,
-                     "labels": {"kubernetes.io/service-name": format!("app{i}")}},
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
-                  {"name": "metrics", "port": 9102, "protocol": "TCP"}],
-        "endpoints": endpoints,
-    }))
-    .expect("slice")
-}
-
-/// Members as their watches fill them: each relist reduces its objects one by one.
-fn members(n: usize, count: usize) -> Vec<MemberSnapshot> {
-    (0..count)
-        .map(|m| {
-            let (mut services, mut slices) = (Relist::default(), Relist::default());
-            for i in 0..n {
-                services.add_service(&service(i));
-                slices.add_slice(&slice(i, m, 3));
-            }
-            let mut index = MemberIndex::default();
-            index.replace_services(services);
-            index.replace_slices(slices);
-            MemberSnapshot {
-                id: format!("member-{m:02}"),
-                zone: Some(format!("zone-{}", m % 3)),
-                contact: Contact::Live,
-                index: Arc::new(index),
-            }
-        })
-        .collect()
-}
 
 fn peak_rss_mib() -> f64 {
     status_mib("VmHWM:")
@@ -117,7 +74,7 @@ fn one(n: usize, count: usize) {
     let mut change = Vec::new();
     for k in 0..changes {
         let i = (k * 7919) % n;
-        Arc::make_mut(&mut members[0].index).apply_slice(&slice(i, 0, 2));
+        Arc::make_mut(&mut members[0].index).apply_slice(&slice(i, 0, Shape { ready: 2, generation: 0 }));
         let t = Instant::now();
         let d = deriver.derive(&ingresses, &members, &opts).expect("derive");
         change.push(t.elapsed());
@@ -211,7 +168,7 @@ fn bad_input() {
     );
     // A member sending 100,000 EndpointSlices (one Service each).
     let t = Instant::now();
-    let slices: Vec<EndpointSlice> = (0..100_000).map(|i| slice(i, 0, 3)).collect();
+    let slices: Vec<EndpointSlice> = (0..100_000).map(|i| slice(i, 0, Shape::default())).collect();
     let mut index = MemberIndex::default();
     index.replace_slices(Relist::of_slices(&slices));
     drop(slices);

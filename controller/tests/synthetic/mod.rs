@@ -1,10 +1,20 @@
-//! The synthetic fleet of the scale benchmarks (`benches/derive.rs`, `tests/xds_bench.rs`):
-//! app `i` is Ingress `ns{i % 50}/app{i}` (host `app{i}.example.com`) to Service port 80 of a
-//! two-port Service (`http: 80 -> 8080`, `metrics: 9090 -> metrics`).
+//! The synthetic fleet of the scale benchmarks (`benches/derive.rs`, `benches/xds.rs`) and of
+//! the bounded xDS scale test: app `i` is Ingress `ns{i % 50}/app{i}` (host
+//! `app{i}.example.com`) to Service port 80 of a two-port Service (`http: 80 -> 8080`,
+//! `metrics: 9090 -> metrics`); each member has one EndpointSlice of 3 endpoints per app.
+#![allow(dead_code)]
 
+use std::sync::Arc;
+
+use fleetgate_controller::derive::{Contact, MemberSnapshot};
+use fleetgate_controller::endpoints::{MemberIndex, Relist};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::json;
+
+/// Endpoints per app and member.
+pub const REPLICAS: usize = 3;
 
 pub fn ingress(i: usize) -> Ingress {
     serde_json::from_value(json!({
@@ -27,4 +37,69 @@ pub fn service(i: usize) -> Service {
             {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]}
     }))
     .expect("service")
+}
+
+/// How an app's slice looks in one member.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// The first `ready` endpoints are ready.
+    pub ready: usize,
+    /// Moves the first pod (a pod replaced in place: new name and address, same ready count).
+    pub generation: usize,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Shape {
+            ready: REPLICAS,
+            generation: 0,
+        }
+    }
+}
+
+/// The EndpointSlice of app `i` in member `m` (zone `zone-{m % 3}`).
+pub fn slice(i: usize, m: usize, shape: Shape) -> EndpointSlice {
+    let ns = format!("ns{}", i % 50);
+    let endpoints: Vec<_> = (0..REPLICAS)
+        .map(|j| {
+            let moved = if j == 0 { shape.generation } else { 0 };
+            let ip = format!("10.{m}.{}.{}", (i / 250 + j * 40) % 250, (i + moved) % 250);
+            json!({"addresses": [ip], "conditions": {"ready": j < shape.ready},
+                   "zone": format!("zone-{}", m % 3),
+                   "targetRef": {"kind": "Pod", "namespace": ns,
+                                 "name": format!("app{i}-{j}-{moved}")}})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        "metadata": {"name": format!("app{i}-x"), "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": format!("app{i}")}},
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                  {"name": "metrics", "port": 9102, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }))
+    .expect("slice")
+}
+
+/// `count` members with apps `0..n`, as their watches fill them: each relist reduces its
+/// objects one by one.
+pub fn members(n: usize, count: usize) -> Vec<MemberSnapshot> {
+    (0..count)
+        .map(|m| {
+            let (mut services, mut slices) = (Relist::default(), Relist::default());
+            for i in 0..n {
+                services.add_service(&service(i));
+                slices.add_slice(&slice(i, m, Shape::default()));
+            }
+            let mut index = MemberIndex::default();
+            index.replace_services(services);
+            index.replace_slices(slices);
+            MemberSnapshot {
+                id: format!("member-{m:02}"),
+                zone: Some(format!("zone-{}", m % 3)),
+                contact: Contact::Live,
+                index: Arc::new(index),
+            }
+        })
+        .collect()
 }

@@ -1,0 +1,250 @@
+//! xDS at fleet scale, figures printed (not asserted): 10,000 Ingresses x 20 members x 3
+//! replicas -> the full snapshot (build + validate + encode) and its size; one EndpointSlice
+//! change (a pod replaced in place) -> the time until a subscribed state-of-the-world client,
+//! then a delta client, has the new endpoints (p50/p99); the process's peak RSS.
+//!
+//! `cargo bench -p fleetgate-controller --bench xds [-- INGRESSES MEMBERS]`
+//! (`FLEETGATE_BENCH_CHANGES`: changes per client, default 100).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleetgate_controller::derive::{DeriveOptions, Derived, Deriver, MemberSnapshot};
+use fleetgate_controller::xds::{self, AdsServer, Auth, Snapshot, XdsMetrics, CLUSTER, ENDPOINT};
+use k8s_openapi::api::networking::v1::Ingress;
+use tokio::sync::watch;
+
+#[path = "../tests/synthetic/mod.rs"]
+mod synthetic;
+#[path = "../tests/xds_common/mod.rs"]
+mod xds_common;
+use synthetic::{ingress, members, slice, Shape, REPLICAS};
+use xds_common::client::{eds_names, Client};
+use xds_common::delta_client::{Delta, QUIET};
+use xds_common::{file_wasm, options};
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Fleet {
+    apps: usize,
+    ingresses: Vec<Arc<Ingress>>,
+    members: Vec<MemberSnapshot>,
+    opts: DeriveOptions,
+    xopts: xds::XdsOptions,
+}
+
+impl Fleet {
+    fn new(apps: usize, count: usize) -> Fleet {
+        Fleet {
+            apps,
+            ingresses: (0..apps).map(|i| Arc::new(ingress(i))).collect(),
+            members: members(apps, count),
+            opts: DeriveOptions::default(),
+            xopts: options(file_wasm()),
+        }
+    }
+
+    /// A fresh derivation (its lazily parsed config not yet built, as after a real derive).
+    fn derive(&self) -> Derived {
+        let d = Deriver::default().derive(&self.ingresses, &self.members, &self.opts);
+        d.expect("derive")
+    }
+
+    /// Change number `k`: one app's first pod replaced in one member. Returns that member's
+    /// index and the Service changed.
+    fn replace_pod(&mut self, k: usize) -> (usize, (String, String)) {
+        let (m, i) = (k % self.members.len(), (k * 7919) % self.apps);
+        let shape = Shape {
+            generation: k,
+            ..Shape::default()
+        };
+        Arc::make_mut(&mut self.members[m].index).apply_slice(&slice(i, m, shape));
+        (m, (format!("ns{}", i % 50), format!("app{i}")))
+    }
+
+    /// The snapshot after change `k`, by the incremental path (only its EDS entries rebuilt).
+    fn changed(&mut self, k: usize, current: &Snapshot, direct: &Direct) -> Snapshot {
+        let (m, svc) = self.replace_pod(k);
+        let entries = xds::endpoint_entries(direct, &self.members[m], &[svc]);
+        current.with(ENDPOINT, entries)
+    }
+}
+
+type Direct = std::collections::BTreeMap<String, xds::DirectTarget>;
+
+fn status_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    ms(sorted[((sorted.len() as f64 - 1.0) * p).round() as usize])
+}
+
+/// The full snapshot, three times from fresh derivations: median time, the last snapshot and
+/// its direct clusters.
+fn full_snapshot(fleet: &Fleet) -> (Snapshot, Direct) {
+    let mut took = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let derived = fleet.derive();
+        let t = Instant::now();
+        let r = xds::build(&derived, &fleet.members, &fleet.xopts).expect("valid");
+        let snapshot = Snapshot::new(&r);
+        took.push(t.elapsed());
+        let t = Instant::now();
+        xds::validate::validate(&r, derived.config()).expect("valid");
+        let validate = t.elapsed();
+        println!(
+            "  {} clusters, {} load assignments; of which validation {:.0} ms",
+            r.clusters.len(),
+            r.endpoints.len(),
+            ms(validate)
+        );
+        last = Some((snapshot, r.direct));
+    }
+    took.sort();
+    let (snapshot, direct) = last.expect("three runs");
+    println!(
+        "full snapshot (build + validate + encode): median {:.0} ms (min {:.0}, max {:.0}); \
+         encoded {:.1} MiB",
+        ms(took[1]),
+        ms(took[0]),
+        ms(took[2]),
+        snapshot.encoded_bytes() as f64 / (1 << 20) as f64
+    );
+    (snapshot, direct)
+}
+
+struct Changes {
+    fleet: Fleet,
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    direct: Direct,
+    next: usize,
+}
+
+impl Changes {
+    /// Publish the next change; returns when it was started.
+    fn publish(&mut self) -> Instant {
+        self.next += 1;
+        let current = self.tx.borrow().clone().expect("a snapshot");
+        let t = Instant::now();
+        let next = self.fleet.changed(self.next, &current, &self.direct);
+        assert!(xds::publish(&self.tx, next), "a changed EDS version");
+        t
+    }
+}
+
+/// A state-of-the-world client subscribed to clusters and (by name) their endpoints: each
+/// change's time until its EDS response is decoded.
+async fn sotw(addr: &str, changes: &mut Changes, n: usize) -> Vec<Duration> {
+    let mut c = Client::connect(addr, "bench-sotw").await;
+    c.request(CLUSTER, &[], None).await;
+    let cds = c.expect(CLUSTER).await;
+    let names = eds_names(&cds);
+    c.ack(&cds, &[]).await;
+    c.request(ENDPOINT, &names, None).await;
+    let eds = c.expect(ENDPOINT).await;
+    c.ack(&eds, &names).await;
+    let mut took = Vec::new();
+    for _ in 0..n {
+        let t = changes.publish();
+        let eds = c.expect(ENDPOINT).await;
+        took.push(t.elapsed());
+        assert_eq!(eds.resources.len(), names.len(), "SotW sends the whole type");
+        c.ack(&eds, &names).await;
+    }
+    assert!(c.recv(QUIET).await.is_none(), "only EDS was pushed");
+    took
+}
+
+/// A delta client subscribed to every cluster and load assignment: each change's time until
+/// its one resource arrives.
+async fn delta(addr: &str, changes: &mut Changes, n: usize) -> Vec<Duration> {
+    let mut d = Delta::connect(addr).await;
+    let initial = Duration::from_secs(120);
+    for type_url in [CLUSTER, ENDPOINT] {
+        d.subscribe(type_url, &["*"]).await;
+        let r = d.expect_within(type_url, initial).await;
+        d.answer(&r, None).await;
+    }
+    let mut took = Vec::new();
+    for _ in 0..n {
+        let t = changes.publish();
+        let r = d.expect(ENDPOINT).await;
+        took.push(t.elapsed());
+        assert_eq!(r.resources.len(), 1, "one load assignment changed");
+        d.answer(&r, None).await;
+    }
+    assert!(d.recv(QUIET).await.is_none(), "only EDS was pushed");
+    took
+}
+
+fn report(what: &str, mut took: Vec<Duration>) {
+    took.sort();
+    println!(
+        "one EndpointSlice change -> {what}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} changes)",
+        percentile(&took, 0.5),
+        percentile(&took, 0.99),
+        ms(took[took.len() - 1]),
+        took.len()
+    );
+}
+
+async fn latency(fleet: Fleet, snapshot: Snapshot, direct: Direct, n: usize) {
+    let (tx, rx) = watch::channel(Some(Arc::new(snapshot)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(AdsServer::new(rx, Auth::default(), XdsMetrics::default()).serve(listener));
+    let mut changes = Changes {
+        fleet,
+        tx,
+        direct,
+        next: 0,
+    };
+    // One client at a time, so that the two do not compete for the CPU.
+    report("SotW client", sotw(&addr, &mut changes, n).await);
+    report("delta client", delta(&addr, &mut changes, n).await);
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .map(|a| a.parse().expect("usage: xds [INGRESSES MEMBERS]"))
+        .collect();
+    let (apps, count) = match args.as_slice() {
+        [n, m] => (*n, *m),
+        _ => (10_000, 20),
+    };
+    let changes = std::env::var("FLEETGATE_BENCH_CHANGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
+    println!("{apps} Ingresses x {count} members x {REPLICAS} replicas");
+    let fleet = Fleet::new(apps, count);
+    let before = status_mib("VmRSS:");
+    let (snapshot, direct) = full_snapshot(&fleet);
+    println!(
+        "resident: {:.0} MiB before the snapshots (fleet, indexes), {:.0} MiB now",
+        before,
+        status_mib("VmRSS:")
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(latency(fleet, snapshot, direct, changes));
+    println!("peak RSS {:.0} MiB", status_mib("VmHWM:"));
+}
