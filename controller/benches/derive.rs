@@ -74,7 +74,14 @@ fn one(n: usize, count: usize) {
     let mut change = Vec::new();
     for k in 0..changes {
         let i = (k * 7919) % n;
-        Arc::make_mut(&mut members[0].index).apply_slice(&slice(i, 0, Shape { ready: 2, generation: 0 }));
+        Arc::make_mut(&mut members[0].index).apply_slice(&slice(
+            i,
+            0,
+            Shape {
+                ready: 2,
+                generation: 0,
+            },
+        ));
         let t = Instant::now();
         let d = deriver.derive(&ingresses, &members, &opts).expect("derive");
         change.push(t.elapsed());
@@ -168,7 +175,9 @@ fn bad_input() {
     );
     // A member sending 100,000 EndpointSlices (one Service each).
     let t = Instant::now();
-    let slices: Vec<EndpointSlice> = (0..100_000).map(|i| slice(i, 0, Shape::default())).collect();
+    let slices: Vec<EndpointSlice> = (0..100_000)
+        .map(|i| slice(i, 0, Shape::default()))
+        .collect();
     let mut index = MemberIndex::default();
     index.replace_slices(Relist::of_slices(&slices));
     drop(slices);

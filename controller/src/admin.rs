@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use crate::derive::{Problem, Severity};
+use crate::xds::XdsMetrics;
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
@@ -43,6 +44,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Derivations run, and how long each took (seconds).
     pub derive_seconds: Histogram,
+    /// The ADS server's and the xDS snapshot builder's (`fleetgate_xds_*`).
+    pub xds: XdsMetrics,
 }
 
 impl Default for Metrics {
@@ -59,7 +62,9 @@ impl Default for Metrics {
             errors: Family::default(),
             leader: Gauge::default(),
             derive_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            xds: XdsMetrics::default(),
         };
+        m.xds.register(&mut r);
         r.register(
             "derive_seconds",
             "Derivations run and their duration",
@@ -219,5 +224,25 @@ mod tests {
             text.contains("fleetgate_handoff_waiting_clients 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn xds_metrics_are_in_the_registry() {
+        let m = Metrics::default();
+        m.xds.pushed(crate::xds::ENDPOINT);
+        m.xds.nacked(crate::xds::CLUSTER);
+        m.xds.streams.inc();
+        m.xds.build_seconds.observe(0.25);
+        let text = m.render();
+        for want in [
+            "fleetgate_xds_pushes_total{type=\"ClusterLoadAssignment\"} 1",
+            "fleetgate_xds_type_nacks_total{type=\"Cluster\"} 1",
+            "fleetgate_xds_nacks_total 1",
+            "fleetgate_xds_streams 1",
+            "fleetgate_xds_snapshot_build_seconds_count 1",
+            "fleetgate_xds_invalid_snapshots_total 0",
+        ] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fleetgate_plugin::config::{self as pcfg, ConfigError};
 use fleetgate_plugin::decide::{select, Decision};
@@ -16,7 +17,7 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::derive::{self, Contact, DeriveOptions, Derived, MemberSnapshot};
-use crate::endpoints::MemberIndex;
+use crate::endpoints::{MemberIndex, Relist};
 use crate::members::{self, MemberSpec};
 use crate::settings;
 
@@ -195,6 +196,16 @@ pub fn render(args: &RenderArgs) -> Result<Derived, CliError> {
 /// [`render`], also returning the member snapshots it derived from (xDS builds the members'
 /// endpoints from them).
 pub fn render_with_members(args: &RenderArgs) -> Result<(Derived, Vec<MemberSnapshot>), CliError> {
+    render_onto(args, &mut BTreeMap::new())
+}
+
+/// [`render_with_members`] onto the member indexes of the last call: each member's dump is
+/// applied as a relist, so only what differs changes and each index's change log says what
+/// (xDS then rebuilds only those endpoints). Members no longer named are dropped.
+pub fn render_onto(
+    args: &RenderArgs,
+    indexes: &mut BTreeMap<String, Arc<MemberIndex>>,
+) -> Result<(Derived, Vec<MemberSnapshot>), CliError> {
     let mut fleet = Dump::default();
     for dir in &args.fleet {
         let d = load_dir(dir)?;
@@ -204,17 +215,24 @@ pub fn render_with_members(args: &RenderArgs) -> Result<(Derived, Vec<MemberSnap
         fleet.config_maps.extend(d.config_maps);
     }
     let mut snaps: BTreeMap<String, MemberSnapshot> = BTreeMap::new();
-    for m in secret_members(&fleet.secrets) {
-        snaps.insert(
-            m.id.clone(),
-            snapshot(&m.id, m.zone, Contact::Never, MemberIndex::default()),
-        );
+    let secrets = secret_members(&fleet.secrets);
+    indexes.retain(|id, _| {
+        let named = args.members.iter().any(|(name, _)| name == id);
+        named || secrets.iter().any(|m| m.id == *id)
+    });
+    for m in secrets {
+        let index = Arc::clone(indexes.entry(m.id.clone()).or_default());
+        snaps.insert(m.id.clone(), snapshot(&m.id, m.zone, Contact::Never, index));
     }
     for (name, dir) in &args.members {
         members::check_member_id(name).map_err(|e| CliError::Usage(format!("--member {e}")))?;
         let dump = load_dir(dir)?;
         let zone = snaps.get(name).and_then(|s| s.zone.clone());
-        let index = MemberIndex::from_objects(&dump.services, &dump.endpoint_slices);
+        let index = indexes.entry(name.clone()).or_default();
+        let i = Arc::make_mut(index);
+        i.replace_services(Relist::of_services(&dump.services));
+        i.replace_slices(Relist::of_slices(&dump.endpoint_slices));
+        let index = Arc::clone(index);
         snaps.insert(name.clone(), snapshot(name, zone, Contact::Live, index));
     }
     for (name, zone) in &args.zones {
@@ -237,13 +255,13 @@ fn snapshot(
     id: &str,
     zone: Option<String>,
     contact: Contact,
-    index: MemberIndex,
+    index: Arc<MemberIndex>,
 ) -> MemberSnapshot {
     MemberSnapshot {
         id: id.to_string(),
         zone,
         contact,
-        index: std::sync::Arc::new(index),
+        index,
     }
 }
 

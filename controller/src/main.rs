@@ -18,7 +18,8 @@ use fleetgate_controller::run::RunConfig;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fleetgate_controller::serve::XdsServe;
 use fleetgate_controller::settings::{PluginSettings, SettingsText};
-use fleetgate_controller::xds::{self, Auth, WasmCode, XdsOptions};
+use fleetgate_controller::xds::bootstrap::BootstrapTls;
+use fleetgate_controller::xds::{self, Auth, Tls, WasmCode, XdsOptions};
 use sha2::{Digest, Sha256};
 
 #[derive(Parser)]
@@ -114,6 +115,16 @@ enum Command {
         /// Incremental (delta) ADS: only changed resources are sent (large fleets).
         #[arg(long)]
         delta: bool,
+        /// Reach the xDS server over TLS, its certificate checked against this CA (PEM file
+        /// on the gateway's host) for the host of --xds.
+        #[arg(long)]
+        xds_ca: Option<String>,
+        /// The gateway's client certificate (PEM file), for a server with --xds-client-ca.
+        #[arg(long, requires_all = ["xds_ca", "xds_client_key"])]
+        xds_client_cert: Option<String>,
+        /// The key of --xds-client-cert (PEM file).
+        #[arg(long, requires = "xds_client_cert")]
+        xds_client_key: Option<String>,
     },
     /// Show what the plugin would do with a request (the plugin's own engine).
     Explain {
@@ -201,9 +212,18 @@ struct XdsFlags {
     /// Bearer token the gateway must send (gRPC metadata `authorization: Bearer ...`).
     #[arg(long, env = "FLEETGATE_XDS_TOKEN", hide_env_values = true)]
     xds_token: Option<String>,
-    /// Serve xDS without a token on a non-loopback address.
+    /// Serve xDS without a token or client certificates on a non-loopback address.
     #[arg(long)]
     insecure_xds: bool,
+    /// Serve xDS over TLS with this certificate chain (PEM; with --xds-tls-key).
+    #[arg(long, env = "FLEETGATE_XDS_TLS_CERT", requires = "xds_tls_key")]
+    xds_tls_cert: Option<PathBuf>,
+    /// The private key of --xds-tls-cert (PEM).
+    #[arg(long, env = "FLEETGATE_XDS_TLS_KEY", requires = "xds_tls_cert")]
+    xds_tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "FLEETGATE_XDS_CLIENT_CA", requires = "xds_tls_cert")]
+    xds_client_ca: Option<PathBuf>,
     /// Address of the gateway listener the xDS resources describe.
     #[arg(long, default_value = "0.0.0.0:8080")]
     gateway_listen: SocketAddr,
@@ -235,7 +255,7 @@ impl XdsFlags {
         let wasm = match (self.wasm_uri, self.wasm_sha256, self.wasm_serve) {
             (Some(uri), Some(sha256), _) => WasmCode::Remote { uri, sha256 },
             (Some(uri), None, Some(path)) => {
-                let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
+                let bytes = read(&path)?;
                 let sha256 = format!("{:x}", Sha256::digest(&bytes));
                 served = Some(bytes.into());
                 WasmCode::Remote { uri, sha256 }
@@ -249,13 +269,25 @@ impl XdsFlags {
         if let Some(n) = self.xds_failover_members {
             options.failover_members = n;
         }
+        let tls = match (self.xds_tls_cert, self.xds_tls_key) {
+            (Some(cert), Some(key)) => Some(Tls {
+                cert_pem: read(&cert)?,
+                key_pem: read(&key)?,
+                client_ca_pem: self.xds_client_ca.as_deref().map(read).transpose()?,
+            }),
+            _ => None,
+        };
         Ok(Some(XdsServe {
             listen,
-            auth: Auth::new(listen, self.xds_token, self.insecure_xds)?,
+            auth: Auth::with_tls(listen, self.xds_token, tls, self.insecure_xds)?,
             options,
             wasm: served,
         }))
     }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{}", path.display()))
 }
 
 /// The config endpoint's bearer token.
@@ -329,6 +361,8 @@ struct RunFlags {
     /// This replica's identity in the Lease (defaults to the hostname / pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    #[command(flatten)]
+    xds: XdsFlags,
 }
 
 fn parse_ns_name(s: &str) -> Result<(String, String), String> {
@@ -344,8 +378,10 @@ fn run_config(f: RunFlags) -> Result<RunConfig> {
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("fleetgate-{}", std::process::id()));
+    let derive = f.derive.options()?;
     Ok(RunConfig {
-        derive: f.derive.options()?,
+        xds: f.xds.resolve(&derive)?,
+        derive,
         members_file: f.members_file,
         secrets_namespace: Some(f.secrets_namespace).filter(|s| !s.is_empty()),
         grace: Duration::from_secs(f.grace_seconds),
@@ -414,13 +450,21 @@ fn main() -> Result<()> {
             admin_port,
             xds_token,
             delta,
+            xds_ca,
+            xds_client_cert,
+            xds_client_key,
         } => {
+            let tls = xds_ca.map(|ca_file| BootstrapTls {
+                ca_file,
+                client_cert: xds_client_cert.zip(xds_client_key),
+            });
             let b = xds::bootstrap::Bootstrap {
                 xds,
                 node_id,
                 admin_port,
                 token: xds_token,
                 delta,
+                tls,
             };
             print!("{}", b.to_yaml()?);
         }

@@ -29,8 +29,10 @@ use crate::derive::{DeriveError, DeriveOptions, Derived, Deriver, IngressKey, Se
 use crate::handoff::{self, ConfigCell, Endpoint, Published};
 use crate::leader::Elector;
 use crate::members::{self, MemberSpec};
+use crate::serve::{self, XdsServe};
 use crate::store::{Snapshot, Store};
 use crate::watch;
+use crate::xds::{self, feed, feed::Feed};
 
 /// Settings of `run`.
 #[derive(Debug, Clone)]
@@ -51,6 +53,8 @@ pub struct RunConfig {
     pub lease_namespace: String,
     pub lease_name: String,
     pub identity: String,
+    /// The ADS server, when serving xDS.
+    pub xds: Option<XdsServe>,
 }
 
 #[derive(Debug, Error)]
@@ -81,18 +85,12 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         None => Vec::new(),
     };
 
-    let config_listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
-    let admin_listener = tokio::net::TcpListener::bind(cfg.admin_listen)
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: cfg.admin_listen,
-            source,
-        })?;
+    let config_listener = bind(cfg.listen).await?;
+    let admin_listener = bind(cfg.admin_listen).await?;
+    let feed = match &cfg.xds {
+        Some(x) => Some(start_xds(x, &metrics).await?),
+        None => None,
+    };
     let endpoint = Endpoint {
         cell: cell.clone(),
         token: cfg.token.as_deref().map(Into::into),
@@ -135,17 +133,19 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         leader.clone(),
         metrics.clone(),
     ));
-    tokio::spawn(derive_loop(
-        fleet.clone(),
-        cfg.clone(),
+    let publisher = Publisher::new(
+        cfg.derive.clone(),
+        cfg.grace,
         store,
         cell,
-        metrics,
+        metrics.clone(),
         ready,
-        leader,
-    ));
+    )
+    .with_xds(feed);
+    tokio::spawn(derive_loop(fleet.clone(), cfg.clone(), publisher, leader));
 
-    let config_srv = axum::serve(config_listener, handoff::router(endpoint));
+    let router = serve::wasm_route(handoff::router(endpoint), cfg.xds.as_ref());
+    let config_srv = axum::serve(config_listener, router);
     let admin_srv = axum::serve(admin_listener, admin::router(admin_state));
     tokio::select! {
         r = config_srv => if let Err(e) = r { error!(err = %e, "config server stopped") },
@@ -153,6 +153,25 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         _ = tokio::signal::ctrl_c() => info!("interrupted"),
     }
     Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, RunError> {
+    let listener = tokio::net::TcpListener::bind(addr).await;
+    listener.map_err(|source| RunError::Listen { addr, source })
+}
+
+/// Bind the ADS server and start it and the snapshot builder; returns where derivations go.
+async fn start_xds(x: &XdsServe, metrics: &Metrics) -> Result<Feed, RunError> {
+    let listener = bind(x.listen).await?;
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let server = xds::AdsServer::new(rx, x.auth.clone(), metrics.xds.clone());
+    tokio::spawn(async move {
+        if let Err(e) = server.serve(listener).await {
+            error!(err = %e, "xDS server stopped");
+        }
+    });
+    info!(listen = %x.listen, "serving xDS");
+    Ok(feed::spawn(x.options.clone(), tx, metrics.xds.clone()))
 }
 
 /// Keep one EndpointSlice watch per member: members from the file plus Argo CD cluster Secrets.
@@ -394,6 +413,8 @@ pub struct Publisher {
     started: tokio::time::Instant,
     /// The last IngressClass parameters warning (logged once while it stands).
     class_warning: Option<String>,
+    /// Where derivations go to become xDS snapshots.
+    xds: Option<Feed>,
 }
 
 /// One published derivation.
@@ -422,7 +443,14 @@ impl Publisher {
             deriver: Deriver::default(),
             started: tokio::time::Instant::now(),
             class_warning: None,
+            xds: None,
         }
+    }
+
+    /// Offer every published derivation to the xDS snapshot builder too.
+    pub fn with_xds(mut self, feed: Option<Feed>) -> Self {
+        self.xds = feed;
+        self
     }
 
     /// When a derivation is due without any event: the end of the start-up wait for members,
@@ -491,6 +519,9 @@ impl Publisher {
         );
         self.metrics.observe_problems(&derived.problems);
         self.ready.store(true, Ordering::Relaxed);
+        if let Some(feed) = &self.xds {
+            feed.offer(derived.clone(), snap.members.clone());
+        }
         if changed {
             self.metrics.config_generation.inc();
             info!(revision = %derived.revision, routes = derived.route_count(), problems = derived.problems.len(), "config published");
@@ -514,14 +545,10 @@ async fn sleep_until(t: Option<tokio::time::Instant>) {
 }
 
 /// Derive on every change (debounced), and when a member's grace period ends.
-#[allow(clippy::too_many_arguments)]
 async fn derive_loop(
     fleet: Client,
     cfg: RunConfig,
-    store: Store,
-    cell: ConfigCell,
-    metrics: Metrics,
-    ready: Arc<AtomicBool>,
+    mut publisher: Publisher,
     leader: Arc<AtomicBool>,
 ) {
     let recorder = Recorder::new(
@@ -531,14 +558,7 @@ async fn derive_loop(
             instance: Some(cfg.identity.clone()),
         },
     );
-    let mut publisher = Publisher::new(
-        cfg.derive.clone(),
-        cfg.grace,
-        store.clone(),
-        cell,
-        metrics.clone(),
-        ready,
-    );
+    let (store, metrics) = (publisher.store.clone(), publisher.metrics.clone());
     let mut reported: BTreeSet<(IngressKey, String)> = BTreeSet::new();
     let mut prev_unavailable: BTreeMap<IngressKey, BTreeSet<(String, String)>> = BTreeMap::new();
     let mut last_revision = String::new();

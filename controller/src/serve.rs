@@ -3,6 +3,7 @@
 //! asked, as xDS resources on an ADS server, so a gateway can be developed and tested against
 //! the controller with no Kubernetes at hand.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +13,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cli::{self, RenderArgs};
+use crate::endpoints::MemberIndex;
 use crate::handoff::{self, ConfigCell, Endpoint, Published};
-use crate::xds::{self, Auth, Snapshot, XdsOptions};
+use crate::xds::feed::{self, Feed};
+use crate::xds::{AdsServer, Auth, XdsMetrics, XdsOptions};
 
 /// Path the plugin's `.wasm` is served at (for `vm_config.code.remote`).
 pub const WASM_PATH: &str = "/v1/plugin.wasm";
@@ -29,30 +32,42 @@ pub struct XdsServe {
     pub wasm: Option<axum::body::Bytes>,
 }
 
-type SnapshotTx = watch::Sender<Option<Arc<Snapshot>>>;
+/// `router` serving the `.wasm` at [`WASM_PATH`] when `xds` has one to serve.
+pub fn wasm_route(router: axum::Router, xds: Option<&XdsServe>) -> axum::Router {
+    match xds.and_then(|x| x.wasm.clone()) {
+        // Unauthenticated like any package download: Envoy's remote fetch sends no token, and
+        // the SHA-256 in the plugin's config is what it trusts.
+        Some(bytes) => router.route(WASM_PATH, axum::routing::get(move || async move { bytes })),
+        None => router,
+    }
+}
 
-/// Render once and publish; a failed render (or invalid xDS resources) keeps the last good
-/// config and snapshot.
-fn refresh(args: &RenderArgs, cell: &ConfigCell, xds: Option<(&XdsOptions, &SnapshotTx)>) {
-    let (d, members) = match cli::render_with_members(args) {
+/// What [`refresh`] keeps between renders.
+#[derive(Default)]
+struct Rendered {
+    /// Member indexes, updated in place by each render (their change logs say what moved).
+    indexes: BTreeMap<String, Arc<MemberIndex>>,
+}
+
+/// Render once and publish; the xDS snapshot follows on the builder task. A failed render (or
+/// invalid xDS resources) keeps the last good config and snapshot.
+fn refresh(args: &RenderArgs, cell: &ConfigCell, xds: Option<&Feed>, state: &mut Rendered) {
+    let (d, members) = match cli::render_onto(args, &mut state.indexes) {
         Ok(r) => r,
         Err(e) => return warn!(err = %e, "render failed; keeping the last good config"),
     };
     for p in &d.problems {
         warn!(ingress = %p.ingress, severity = ?p.severity, "{}", p.message);
     }
-    if let Some((opts, tx)) = xds {
-        match xds::build(&d, &members, opts) {
-            Ok(r) if xds::publish(tx, Snapshot::new(&r)) => info!("xDS snapshot published"),
-            Ok(_) => {}
-            Err(e) => warn!(err = %e, "xDS resources invalid; keeping the last good snapshot"),
-        }
-    }
     let revision = d.revision.clone();
-    if cell.publish(Published {
-        revision: d.revision,
-        json: d.json,
-    }) {
+    let published = Published {
+        revision: d.revision.clone(),
+        json: d.json.clone(),
+    };
+    if let Some(feed) = xds {
+        feed.offer(d, members);
+    }
+    if cell.publish(published) {
         info!(%revision, "config published");
     }
 }
@@ -69,21 +84,18 @@ pub async fn serve_files(
 ) -> anyhow::Result<()> {
     let cell = ConfigCell::default();
     let (snapshots, rx) = watch::channel(None);
-    let xds_opts = xds.as_ref().map(|x| x.options.clone());
-    let mut router = handoff::router(endpoint_of(&cell, token));
-    if let Some(bytes) = xds.as_ref().and_then(|x| x.wasm.clone()) {
-        // Unauthenticated like any package download: Envoy's remote fetch sends no token, and
-        // the SHA-256 in the plugin's config is what it trusts.
-        router = router.route(WASM_PATH, axum::routing::get(move || async move { bytes }));
-    }
-    refresh(&args, &cell, xds_opts.as_ref().map(|o| (o, &snapshots)));
+    let metrics = XdsMetrics::default();
+    let feed = (xds.as_ref()).map(|x| feed::spawn(x.options.clone(), snapshots, metrics.clone()));
+    let router = wasm_route(handoff::router(endpoint_of(&cell, token)), xds.as_ref());
+    let mut state = Rendered::default();
+    refresh(&args, &cell, feed.as_ref(), &mut state);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let mut xds_addr = None;
     if let Some(x) = xds {
         let l = tokio::net::TcpListener::bind(x.listen).await?;
         xds_addr = Some(l.local_addr()?);
         tokio::spawn(async move {
-            if let Err(e) = xds::serve(l, rx, x.auth).await {
+            if let Err(e) = AdsServer::new(rx, x.auth, metrics).serve(l).await {
                 warn!(err = %e, "xDS server stopped");
             }
         });
@@ -93,7 +105,7 @@ pub async fn serve_files(
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
-            refresh(&args, &cell, xds_opts.as_ref().map(|o| (o, &snapshots)));
+            refresh(&args, &cell, feed.as_ref(), &mut state);
         }
     });
     axum::serve(listener, router).await?;

@@ -3,7 +3,7 @@
 
 mod xds_common;
 
-use fleetgate_controller::xds::bootstrap::{Bootstrap, XDS_CLUSTER};
+use fleetgate_controller::xds::bootstrap::{Bootstrap, BootstrapTls, XDS_CLUSTER};
 use fleetgate_examples::{check_bootstrap, check_bootstrap_yaml};
 use xds_common::root;
 
@@ -14,6 +14,7 @@ fn example() -> Bootstrap {
         admin_port: 9901,
         token: None,
         delta: false,
+        tls: None,
     }
 }
 
@@ -41,6 +42,50 @@ fn the_bootstrap_is_strictly_valid_and_takes_clusters_and_listeners_from_ads() {
         v["dynamic_resources"]["ads_config"]["api_type"],
         "DELTA_GRPC"
     );
+}
+
+#[test]
+fn tls_to_the_server_is_a_strictly_valid_upstream_tls_socket() {
+    let mut b = example();
+    b.tls = Some(BootstrapTls {
+        ca_file: "/etc/fleetgate/xds-ca.pem".into(),
+        client_cert: Some((
+            "/etc/fleetgate/gw.pem".into(),
+            "/etc/fleetgate/gw-key.pem".into(),
+        )),
+    });
+    let v = check_bootstrap(&b.to_json().unwrap()).unwrap();
+    let socket = &v["static_resources"]["clusters"][0]["transport_socket"];
+    assert_eq!(socket["name"], "envoy.transport_sockets.tls");
+    let tls = &socket["typed_config"];
+    let host = "fleetgate-controller.fleetgate-system.svc.cluster.local";
+    assert_eq!(tls["sni"], host);
+    let common = &tls["common_tls_context"];
+    let validation = &common["validation_context"];
+    assert_eq!(
+        validation["trusted_ca"]["filename"],
+        "/etc/fleetgate/xds-ca.pem"
+    );
+    let san = &validation["match_typed_subject_alt_names"][0];
+    assert_eq!(
+        (&san["san_type"], &san["matcher"]["exact"]),
+        (&"DNS".into(), &host.into())
+    );
+    let cert = &common["tls_certificates"][0];
+    assert_eq!(
+        cert["certificate_chain"]["filename"],
+        "/etc/fleetgate/gw.pem"
+    );
+    assert_eq!(cert["private_key"]["filename"], "/etc/fleetgate/gw-key.pem");
+    // By IP: the name is checked as an IP SAN and no SNI is sent.
+    b.xds = "10.0.0.7:18000".into();
+    b.tls.as_mut().unwrap().client_cert = None;
+    let v = check_bootstrap(&b.to_json().unwrap()).unwrap();
+    let tls = &v["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+    assert!(tls.get("sni").is_none());
+    assert!(tls["common_tls_context"].get("tls_certificates").is_none());
+    let san = &tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0];
+    assert_eq!(san["san_type"], "IP_ADDRESS");
 }
 
 #[test]

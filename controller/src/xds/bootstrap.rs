@@ -19,6 +19,19 @@ pub struct Bootstrap {
     pub token: Option<String>,
     /// Incremental ADS (`DELTA_GRPC`): only changed resources are sent; for large fleets.
     pub delta: bool,
+    /// Reach the server over TLS (its `--xds-tls-cert`).
+    pub tls: Option<BootstrapTls>,
+}
+
+/// Files on the gateway's host for TLS to the xDS server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapTls {
+    /// CA (PEM) the server's certificate must chain to; it must name the host of `xds` (sent
+    /// as SNI when a DNS name).
+    pub ca_file: String,
+    /// The gateway's client certificate and key (PEM), for a server that requires them
+    /// (`--xds-client-ca`).
+    pub client_cert: Option<(String, String)>,
 }
 
 /// Why no bootstrap could be printed.
@@ -57,7 +70,7 @@ impl Bootstrap {
                 "cds_config": ads,
                 "lds_config": ads,
             },
-            "static_resources": { "clusters": [xds_cluster(host, port)] },
+            "static_resources": { "clusters": [xds_cluster(host, port, self.tls.as_ref())] },
         }))
     }
 
@@ -70,10 +83,10 @@ fn socket(address: &str, port: u16) -> Value {
     json!({ "socket_address": { "address": address, "port_value": port } })
 }
 
-/// The controller, over HTTP/2 (gRPC), resolved by DNS.
-fn xds_cluster(host: &str, port: u16) -> Value {
+/// The controller, over HTTP/2 (gRPC), resolved by DNS; over TLS when `tls` is set.
+fn xds_cluster(host: &str, port: u16, tls: Option<&BootstrapTls>) -> Value {
     const HTTP: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-    json!({
+    let mut cluster = json!({
         "name": XDS_CLUSTER,
         "type": "STRICT_DNS",
         "connect_timeout": "2s",
@@ -87,5 +100,47 @@ fn xds_cluster(host: &str, port: u16) -> Value {
             "cluster_name": XDS_CLUSTER,
             "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket(host, port) } }] }],
         },
-    })
+    });
+    if let Some(tls) = tls {
+        cluster["transport_socket"] = transport_socket(host, tls);
+    }
+    cluster
+}
+
+/// Envoy's upstream TLS socket: the server verified against `ca_file` by name (`host`), and
+/// the client certificate when there is one.
+fn transport_socket(host: &str, tls: &BootstrapTls) -> Value {
+    const TLS: &str = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+    let file = |path: &str| json!({ "filename": path });
+    let mut common = json!({
+        "alpn_protocols": ["h2"],
+        "validation_context": {
+            "trusted_ca": file(&tls.ca_file),
+            "match_typed_subject_alt_names": [
+                { "san_type": san_type(host), "matcher": { "exact": host } },
+            ],
+        },
+    });
+    if let Some((cert, key)) = &tls.client_cert {
+        common["tls_certificates"] =
+            json!([{ "certificate_chain": file(cert), "private_key": file(key) }]);
+    }
+    let mut config = json!({
+        "@type": format!("type.googleapis.com/{TLS}"),
+        "common_tls_context": common,
+    });
+    // SNI carries names only, never an IP address (RFC 6066).
+    if san_type(host) == "DNS" {
+        config["sni"] = json!(host);
+    }
+    json!({ "name": "envoy.transport_sockets.tls", "typed_config": config })
+}
+
+/// The subject alternative name type `host` is checked as.
+fn san_type(host: &str) -> &'static str {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        "IP_ADDRESS"
+    } else {
+        "DNS"
+    }
 }

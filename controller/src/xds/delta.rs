@@ -52,6 +52,13 @@ fn diff<'a>(old: &TypeSnapshot, new: &'a TypeSnapshot) -> (Vec<&'a Entry>, Vec<A
     if std::ptr::eq(old, new) {
         return (Vec::new(), Vec::new());
     }
+    if new.same_names(old) {
+        let pairs = old.entries.iter().zip(&new.entries);
+        let changed = pairs
+            .filter(|(o, n)| o.digest() != n.digest())
+            .map(|(_, n)| n);
+        return (changed.collect(), Vec::new());
+    }
     let (mut changed, mut gone) = (Vec::new(), Vec::new());
     let (old, new) = (&old.entries, &new.entries);
     let (mut i, mut j) = (0, 0);
@@ -143,7 +150,7 @@ impl DeltaStream {
             sub.pending = None;
             match &req.error_detail {
                 Some(err) => {
-                    self.metrics.nacks.inc();
+                    self.metrics.nacked(&req.type_url);
                     warn!(node = ?self.node, type_url = %req.type_url, code = err.code,
                         "delta xDS update rejected (NACK): {}; not re-sent until it changes",
                         err.message);
@@ -284,8 +291,9 @@ impl DeltaStream {
     async fn send(&mut self, response: DeltaDiscoveryResponse) -> Result<(), Gone> {
         debug!(type_url = %response.type_url, n = response.resources.len(),
             removed = response.removed_resources.len(), "delta push");
+        let type_url = response.type_url.clone();
         self.tx.send(Ok(response)).await.map_err(|_| Gone)?;
-        self.metrics.responses.inc();
+        self.metrics.pushed(&type_url);
         Ok(())
     }
 }

@@ -6,22 +6,29 @@
 //! - [`resources`]: the pure `(Derived, members, options) -> Resources` builder;
 //! - [`clusters`], [`listener`]: the Envoy messages themselves;
 //! - [`validate`]: cross-reference checks run before anything is sent;
+//! - [`encode`]: build, check and encode in one pass (what the server publishes);
 //! - [`snapshot`]: resources encoded once per type, with a content version per type;
+//! - [`feed`]: the snapshot kept up to date off the derive loop (endpoint-only updates);
 //! - [`server`]: the ADS server (tonic), state of the world, and [`delta`] (incremental);
+//! - [`metrics`]: the server's Prometheus metrics;
 //! - [`bootstrap`]: the minimal Envoy bootstrap that points at the server.
 
 pub mod bootstrap;
 pub mod clusters;
 pub mod delta;
+pub mod encode;
+pub mod feed;
 pub mod listener;
+pub mod metrics;
 pub mod resources;
 pub mod server;
 pub mod snapshot;
 pub mod validate;
 
+pub use encode::{build_snapshot, Encoded};
 pub use envoy_types::pb;
 pub use resources::{build, endpoint_entries, DirectTarget, Resources, WasmCode, XdsOptions};
-pub use server::{serve, AdsServer, Auth, Snapshots, XdsMetrics};
+pub use server::{serve, AdsServer, Auth, Snapshots, Tls, XdsMetrics};
 pub use snapshot::{publish, Snapshot};
 
 /// Type URLs of the resource types we serve, in make-before-break push order: clusters and
@@ -42,7 +49,10 @@ pub enum XdsError {
     Invalid(Vec<String>),
     #[error("wasm uri {uri:?}: {reason}")]
     WasmUri { uri: String, reason: String },
-    #[error("xDS on {addr} is open to the network: set a token or --insecure-xds")]
+    #[error(
+        "xDS on {addr} is open to the network: set a token, client certificates \
+         (--xds-client-ca) or --insecure-xds"
+    )]
     Insecure { addr: std::net::SocketAddr },
     #[error("xDS server: {0}")]
     Transport(#[from] tonic::transport::Error),

@@ -97,14 +97,22 @@ pub fn endpoint_entries(
     member: &MemberSnapshot,
     services: &[SvcKey],
 ) -> Vec<Entry> {
-    let wanted = |svc: &SvcRef| {
+    changed_endpoint_entries(direct, member, |svc| {
         services
             .iter()
             .any(|(ns, name)| *ns == svc.namespace && *name == svc.name)
-    };
+    })
+}
+
+/// [`endpoint_entries`] for the Services `changed` picks.
+pub fn changed_endpoint_entries(
+    direct: &BTreeMap<String, DirectTarget>,
+    member: &MemberSnapshot,
+    changed: impl Fn(&SvcRef) -> bool,
+) -> Vec<Entry> {
     direct
         .iter()
-        .filter(|(_, t)| t.member == member.id && wanted(&t.svc))
+        .filter(|(_, t)| t.member == member.id && changed(&t.svc))
         .map(|(name, t)| Entry::new(name, clusters::load_assignment(name, &member.index, &t.svc)))
         .collect()
 }
@@ -130,6 +138,56 @@ pub fn build(
     members: &[MemberSnapshot],
     opts: &XdsOptions,
 ) -> Result<Resources, XdsError> {
+    let mut r = Resources::default();
+    let emitted = emit(derived, members, opts, &mut r)?;
+    r.direct = emitted.direct;
+    r.unresolved_mirrors = emitted.unresolved_mirrors;
+    r.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    validate::validate(&r, derived.config())?;
+    Ok(r)
+}
+
+/// Where [`emit`] puts each resource as soon as it is built.
+pub(crate) trait Sink {
+    fn cluster(&mut self, c: Cluster);
+    fn assignment(&mut self, a: ClusterLoadAssignment);
+    fn listener(&mut self, l: Listener);
+    fn route(&mut self, r: RouteConfiguration);
+    fn extension(&mut self, e: TypedExtensionConfig);
+}
+
+impl Sink for Resources {
+    fn cluster(&mut self, c: Cluster) {
+        self.clusters.push(c);
+    }
+    fn assignment(&mut self, a: ClusterLoadAssignment) {
+        self.endpoints.push(a);
+    }
+    fn listener(&mut self, l: Listener) {
+        self.listeners.push(l);
+    }
+    fn route(&mut self, r: RouteConfiguration) {
+        self.routes.push(r);
+    }
+    fn extension(&mut self, e: TypedExtensionConfig) {
+        self.extensions.push(e);
+    }
+}
+
+/// What [`emit`] tells besides the resources.
+pub(crate) struct Emitted {
+    pub direct: BTreeMap<String, DirectTarget>,
+    pub unresolved_mirrors: Vec<String>,
+}
+
+/// Build every resource into `sink` (unvalidated): direct clusters (by name) each followed by
+/// its load assignment, then the aggregates (by name), then the `.wasm` source.
+pub(crate) fn emit(
+    derived: &Derived,
+    members: &[MemberSnapshot],
+    opts: &XdsOptions,
+    sink: &mut impl Sink,
+) -> Result<Emitted, XdsError> {
     let mut sorted: Vec<&MemberSnapshot> = members.iter().collect();
     sorted.sort_by(|a, b| a.id.cmp(&b.id));
     sorted.dedup_by(|a, b| a.id == b.id);
@@ -142,38 +200,29 @@ pub fn build(
         }
     }
     let unresolved_mirrors = plan.add_mirrors(&config.routes, &sorted, opts);
-    let mut r = Resources {
-        listeners: vec![listener::listener(opts.listener)],
-        routes: vec![listener::route_config(
-            &config.cluster_header,
-            &config.mirror_header,
-        )],
-        extensions: vec![listener::plugin(
-            &String::from_utf8_lossy(&derived.json),
-            &opts.wasm,
-        )],
-        unresolved_mirrors,
-        ..Resources::default()
-    };
+    sink.listener(listener::listener(opts.listener));
+    let (cluster_header, mirror_header) = (&config.cluster_header, &config.mirror_header);
+    sink.route(listener::route_config(cluster_header, mirror_header));
+    let json = String::from_utf8_lossy(&derived.json);
+    sink.extension(listener::plugin(&json, &opts.wasm));
+    let mut direct = Vec::with_capacity(plan.direct.len());
     for (name, d) in plan.direct {
-        r.clusters.push(clusters::direct(&name));
-        r.endpoints
-            .push(clusters::load_assignment(&name, &d.member.index, &d.svc));
-        let target = DirectTarget {
-            member: d.member.id.clone(),
-            svc: d.svc,
-        };
-        r.direct.insert(name, target);
+        sink.cluster(clusters::direct(&name));
+        sink.assignment(clusters::load_assignment(&name, &d.member.index, &d.svc));
+        let member = d.member.id.clone();
+        direct.push((name, DirectTarget { member, svc: d.svc }));
     }
     for (name, members) in &plan.aggregates {
-        r.clusters.push(clusters::aggregate(name, members));
+        sink.cluster(clusters::aggregate(name, members));
     }
     if let Some(c) = clusters::wasm_source(&opts.wasm)? {
-        r.clusters.push(c);
+        sink.cluster(c);
     }
-    r.clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    validate::validate(&r, config)?;
-    Ok(r)
+    Ok(Emitted {
+        // In name order already: built in bulk, not searched for each insert.
+        direct: direct.into_iter().collect(),
+        unresolved_mirrors,
+    })
 }
 
 /// The route's failover order: its `order` (active-standby), then the other members by id.

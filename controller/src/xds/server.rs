@@ -18,13 +18,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{ServerTlsConfig, TcpIncoming};
+use tonic::transport::{Certificate, Identity};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -36,7 +34,7 @@ use super::pb::envoy::service::discovery::v3::aggregated_discovery_service_serve
 use super::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
 };
-use super::snapshot::{Snapshot, TypeSnapshot};
+use super::snapshot::{Selection, Snapshot, TypeSnapshot};
 use super::{XdsError, CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE, TYPES};
 use crate::handoff::authorized;
 
@@ -48,43 +46,60 @@ pub type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
 pub struct Auth {
     /// Required as gRPC metadata `authorization: Bearer <token>`; `None` = anyone.
     pub token: Option<String>,
+    /// Serve TLS, with client certificates when it has a client CA.
+    pub tls: Option<Tls>,
+}
+
+/// The server's TLS identity and, for mutual TLS, the CA client certificates must chain to.
+#[derive(Clone)]
+pub struct Tls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Tls {
+    /// Without the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Auth {
     /// The policy for a server on `addr`: without a token it must be loopback, or `insecure`.
     pub fn new(addr: SocketAddr, token: Option<String>, insecure: bool) -> Result<Auth, XdsError> {
+        Auth::with_tls(addr, token, None, insecure)
+    }
+
+    /// [`Auth::new`] with TLS: client certificates (a client CA) close the server as a token
+    /// does; TLS alone only encrypts.
+    pub fn with_tls(
+        addr: SocketAddr,
+        token: Option<String>,
+        tls: Option<Tls>,
+        insecure: bool,
+    ) -> Result<Auth, XdsError> {
         let token = token.filter(|t| !t.is_empty());
-        if token.is_none() && !insecure && !addr.ip().is_loopback() {
+        let mutual = tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some());
+        if token.is_none() && !mutual && !insecure && !addr.ip().is_loopback() {
             return Err(XdsError::Insecure { addr });
         }
-        Ok(Auth { token })
+        Ok(Auth { token, tls })
+    }
+
+    fn server_tls(&self) -> Option<ServerTlsConfig> {
+        let t = self.tls.as_ref()?;
+        let config = ServerTlsConfig::new().identity(Identity::from_pem(&t.cert_pem, &t.key_pem));
+        Some(match &t.client_ca_pem {
+            Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
+            None => config,
+        })
     }
 }
 
-/// The server's metrics (`fleetgate_xds_*`), to be registered beside the controller's.
-#[derive(Debug, Clone, Default)]
-pub struct XdsMetrics {
-    /// Open ADS streams.
-    pub streams: Gauge,
-    /// Discovery responses sent.
-    pub responses: Counter,
-    pub acks: Counter,
-    /// Rejections by a client (`error_detail` set).
-    pub nacks: Counter,
-}
-
-impl XdsMetrics {
-    pub fn register(&self, r: &mut Registry) {
-        r.register("xds_streams", "Open ADS streams", self.streams.clone());
-        r.register(
-            "xds_responses",
-            "xDS responses sent",
-            self.responses.clone(),
-        );
-        r.register("xds_acks", "xDS responses acknowledged", self.acks.clone());
-        r.register("xds_nacks", "xDS responses rejected", self.nacks.clone());
-    }
-}
+pub use super::metrics::XdsMetrics;
 
 /// The ADS service.
 #[derive(Debug, Clone)]
@@ -105,11 +120,16 @@ impl AdsServer {
 
     /// Serve gRPC on `listener` until the process ends.
     pub async fn serve(self, listener: TcpListener) -> Result<(), XdsError> {
+        let tls = self.auth.server_tls();
         // SotW EDS responses of a large fleet exceed gRPC's 4 MiB default.
         let service = AggregatedDiscoveryServiceServer::new(self)
             .max_decoding_message_size(16 << 20)
             .max_encoding_message_size(usize::MAX);
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
             .add_service(service)
             // No Nagle delay on pushes; keepalive finds gateways that vanished.
             .serve_with_incoming(
@@ -185,6 +205,8 @@ struct Subscription {
     sent: Option<Sent>,
     /// The last version the client acknowledged.
     acked: Option<String>,
+    /// Where `names` are in the resources last sent.
+    selection: Selection,
 }
 
 #[derive(Debug)]
@@ -305,9 +327,12 @@ impl AdsStream {
             return Ok(());
         }
         let resend = sent.is_none() || sub.names != req.resource_names;
+        if sub.names != req.resource_names {
+            sub.selection = Selection::default();
+        }
         sub.names = req.resource_names;
         if let Some(err) = req.error_detail {
-            self.metrics.nacks.inc();
+            self.metrics.nacked(&req.type_url);
             warn!(node = ?self.node, type_url = %req.type_url, rejected = ?sent.map(|s| &s.version),
                 code = err.code, "xDS update rejected (NACK): {}; not re-sent until the next snapshot",
                 err.message);
@@ -380,7 +405,7 @@ impl AdsStream {
         let nonce = self.nonce.to_string();
         let response = DiscoveryResponse {
             version_info: resources.version.clone(),
-            resources: resources.select(&sub.names),
+            resources: resources.select_cached(&sub.names, &mut sub.selection),
             type_url: type_url.to_string(),
             nonce: nonce.clone(),
             ..DiscoveryResponse::default()
@@ -392,7 +417,7 @@ impl AdsStream {
             resources,
         });
         self.tx.send(Ok(response)).await.map_err(|_| Gone)?;
-        self.metrics.responses.inc();
+        self.metrics.pushed(type_url);
         Ok(())
     }
 }

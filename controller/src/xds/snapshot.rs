@@ -5,16 +5,16 @@
 //! A type's version is the wrapping sum of a 64-bit digest per resource (of its name and
 //! bytes): replacing a few resources updates it without rehashing the others.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use envoy_types::util::pack_any;
 use prost::{Message, Name};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::pb::google::protobuf::Any;
 use super::resources::Resources;
-use super::{CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE};
+use super::TYPES;
 
 /// Suffix of the version of a type sent with its removed resources still in it.
 pub const HELD: &str = "+held";
@@ -29,7 +29,15 @@ pub struct Entry {
 
 impl Entry {
     pub fn new<M: Message + Name>(name: &str, message: M) -> Entry {
-        let resource = pack_any(message);
+        Entry::encode(name, &message)
+    }
+
+    /// Encode `message` (borrowed: a snapshot's resources are encoded without a copy).
+    pub fn encode<M: Message + Name>(name: &str, message: &M) -> Entry {
+        let resource = Any {
+            type_url: M::type_url(),
+            value: message.encode_to_vec(),
+        };
         let mut h = Sha256::new();
         h.update((name.len() as u64).to_be_bytes());
         h.update(name.as_bytes());
@@ -55,12 +63,30 @@ impl Entry {
 }
 
 /// The resources of one type.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct TypeSnapshot {
     /// 16 hex digits.
     pub version: String,
     /// Sorted by name, names unique.
     pub entries: Vec<Entry>,
+    /// Equal in two snapshots of a type when they have the same names at the same positions
+    /// (one made from the other by replacing resources): lets a stream skip looking for
+    /// removed names and reuse where its subscribed names are.
+    names: NamesId,
+}
+
+/// See [`TypeSnapshot`]; 0 is "unknown".
+type NamesId = u64;
+
+fn new_names_id() -> NamesId {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl PartialEq for TypeSnapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version && self.entries == other.entries
+    }
 }
 
 impl TypeSnapshot {
@@ -70,6 +96,7 @@ impl TypeSnapshot {
         TypeSnapshot {
             version: version(&entries),
             entries,
+            names: new_names_id(),
         }
     }
 
@@ -87,6 +114,7 @@ impl TypeSnapshot {
             return TypeSnapshot {
                 version: version(&entries),
                 entries,
+                names: self.names,
             };
         }
         entries.extend(added);
@@ -111,6 +139,9 @@ impl TypeSnapshot {
 
     /// Whether some resource of `old` is not among these.
     pub fn removes_from(&self, old: &TypeSnapshot) -> bool {
+        if self.same_names(old) {
+            return false;
+        }
         old.entries.iter().any(|e| {
             self.entries
                 .binary_search_by(|x| x.name.cmp(&e.name))
@@ -118,20 +149,49 @@ impl TypeSnapshot {
         })
     }
 
+    /// Whether `other` has the same names at the same positions (known without comparing them).
+    pub fn same_names(&self, other: &TypeSnapshot) -> bool {
+        self.names != 0 && self.names == other.names
+    }
+
     /// The resources a request names; all of them for a wildcard request (no names, or `*`).
     /// Unknown names are left out (the client is told nothing about them, as SotW does).
     pub fn select(&self, names: &[String]) -> Vec<Any> {
-        if names.is_empty() || names.iter().any(|n| n == "*") {
-            return self.entries.iter().map(|e| (*e.resource).clone()).collect();
-        }
-        let mut out = Vec::with_capacity(names.len());
-        for n in names {
-            if let Ok(i) = self.entries.binary_search_by(|e| (*e.name).cmp(n.as_str())) {
-                out.push((*self.entries[i].resource).clone());
-            }
-        }
-        out
+        self.select_cached(names, &mut Selection::default())
     }
+
+    /// [`TypeSnapshot::select`], with where the names are kept in `cache` for the next
+    /// snapshot of the same names (the caller resets it when its names change).
+    pub fn select_cached(&self, names: &[String], cache: &mut Selection) -> Vec<Any> {
+        if self.names == 0 || cache.of != self.names {
+            *cache = Selection {
+                of: self.names,
+                at: self.positions(names),
+            };
+        }
+        let any = |e: &Entry| (*e.resource).clone();
+        match &cache.at {
+            None => self.entries.iter().map(any).collect(),
+            Some(at) => at.iter().map(|i| any(&self.entries[*i])).collect(),
+        }
+    }
+
+    /// Positions of the named entries (`None`: all of them).
+    fn positions(&self, names: &[String]) -> Option<Vec<usize>> {
+        if names.is_empty() || names.iter().any(|n| n == "*") {
+            return None;
+        }
+        let find = |n: &String| self.entries.binary_search_by(|e| (*e.name).cmp(n.as_str()));
+        Some(names.iter().filter_map(|n| find(n).ok()).collect())
+    }
+}
+
+/// Where a subscription's names are in a type snapshot, kept across snapshots that have the
+/// same names at the same positions.
+#[derive(Debug, Default)]
+pub struct Selection {
+    of: NamesId,
+    at: Option<Vec<usize>>,
 }
 
 fn version(entries: &[Entry]) -> String {
@@ -147,21 +207,25 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn new(r: &Resources) -> Self {
-        fn entries<M: Message + Name + Clone>(
-            items: &[M],
-            name: fn(&M) -> &str,
-        ) -> Arc<TypeSnapshot> {
-            let all = items.iter().map(|m| Entry::new(name(m), m.clone()));
-            Arc::new(TypeSnapshot::new(all.collect()))
+        fn entries<M: Message + Name>(items: &[M], name: fn(&M) -> &str) -> Vec<Entry> {
+            items.iter().map(|m| Entry::encode(name(m), m)).collect()
         }
+        Snapshot::from_entries([
+            entries(&r.clusters, |c| &c.name),
+            entries(&r.endpoints, |e| &e.cluster_name),
+            entries(&r.listeners, |l| &l.name),
+            entries(&r.routes, |x| &x.name),
+            entries(&r.extensions, |x| &x.name),
+        ])
+    }
+
+    /// Encoded resources, per type in [`super::TYPES`] order.
+    pub(crate) fn from_entries(types: [Vec<Entry>; 5]) -> Self {
+        let all = TYPES.into_iter().zip(types);
         Snapshot {
-            types: vec![
-                (CLUSTER, entries(&r.clusters, |c| &c.name)),
-                (ENDPOINT, entries(&r.endpoints, |e| &e.cluster_name)),
-                (LISTENER, entries(&r.listeners, |l| &l.name)),
-                (ROUTE, entries(&r.routes, |x| &x.name)),
-                (EXTENSION, entries(&r.extensions, |x| &x.name)),
-            ],
+            types: all
+                .map(|(t, e)| (t, Arc::new(TypeSnapshot::new(e))))
+                .collect(),
         }
     }
 

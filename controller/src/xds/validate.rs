@@ -2,7 +2,9 @@
 //! Envoy would only find out as a 404 (`NR`), a cluster stuck warming or a listener that never
 //! becomes active. The typed protos already rule out unknown fields.
 
-use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use foldhash::HashSet;
 
 use fleetgate_plugin::config::{BackendV1, ConfigV1};
 use prost::Message;
@@ -10,9 +12,13 @@ use prost::Message;
 use super::listener::WASM_TYPE_URL;
 use super::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use super::pb::envoy::config::cluster::v3::Cluster;
+use super::pb::envoy::config::core::v3::TypedExtensionConfig;
+use super::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use super::pb::envoy::config::listener::v3::filter;
+use super::pb::envoy::config::listener::v3::Listener;
 use super::pb::envoy::config::route::v3::route::Action;
 use super::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use super::pb::envoy::config::route::v3::RouteConfiguration;
 use super::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig as AggregateConfig;
 use super::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager,
@@ -26,64 +32,120 @@ const MAX_LISTED: usize = 20;
 /// Check that every name one resource gives another resolves, and that the routes read the
 /// headers the plugin writes.
 pub fn validate(r: &Resources, plugin: &ConfigV1) -> Result<(), XdsError> {
-    let mut errors = Vec::new();
-    let clusters: BTreeSet<&str> = r.clusters.iter().map(|c| c.name.as_str()).collect();
-    if clusters.len() != r.clusters.len() {
-        errors.push("duplicate cluster names".to_string());
-    }
-    check_clusters(r, &clusters, &mut errors);
-    for upstream in plugin_upstreams(plugin) {
-        if !clusters.contains(upstream) {
-            errors.push(format!("plugin upstream {upstream:?} is not a cluster"));
-        }
-    }
-    check_listeners(r, plugin, &mut errors);
-    if errors.is_empty() {
-        return Ok(());
-    }
-    let more = errors.len().saturating_sub(MAX_LISTED);
-    errors.truncate(MAX_LISTED);
-    if more > 0 {
-        errors.push(format!("and {more} more"));
-    }
-    Err(XdsError::Invalid(errors))
+    let mut c = Checker::default();
+    r.clusters
+        .iter()
+        .for_each(|x| c.cluster(x, &Arc::from(x.name.as_str())));
+    let name = |e: &ClusterLoadAssignment| Arc::from(e.cluster_name.as_str());
+    r.endpoints.iter().for_each(|e| c.assignment(&name(e)));
+    r.listeners.iter().for_each(|l| c.listener(l));
+    r.routes.iter().for_each(|x| c.route(x));
+    r.extensions.iter().for_each(|x| c.extension(x));
+    c.finish(plugin)
 }
 
-/// Aggregates name existing, non-aggregate clusters; each EDS cluster has exactly its
-/// endpoints.
-fn check_clusters(r: &Resources, clusters: &BTreeSet<&str>, errors: &mut Vec<String>) {
-    let assignments: BTreeSet<&str> = r
-        .endpoints
-        .iter()
-        .map(|e| e.cluster_name.as_str())
-        .collect();
-    let mut eds = BTreeSet::new();
-    for c in &r.clusters {
-        if is_eds(c) {
-            let service = c
-                .eds_cluster_config
-                .as_ref()
-                .map(|e| e.service_name.as_str());
-            let service = service.filter(|s| !s.is_empty()).unwrap_or(&c.name);
-            if !assignments.contains(service) {
-                errors.push(format!(
-                    "EDS cluster {:?} has no endpoints resource",
-                    c.name
-                ));
-            }
-            eds.insert(service);
+/// The checks of [`validate`], fed one resource at a time (so a snapshot can be checked while
+/// it is encoded, without holding every message): names are kept, messages are not.
+#[derive(Default)]
+pub struct Checker {
+    clusters: HashSet<Arc<str>>,
+    /// Service names of EDS clusters, and the load assignments there are.
+    eds: HashSet<Arc<str>>,
+    assignments: HashSet<Arc<str>>,
+    /// Aggregates naming clusters not seen yet: checked at the end.
+    pending: Vec<(Arc<str>, Vec<String>)>,
+    hcms: Vec<HttpConnectionManager>,
+    routes: Vec<RouteConfiguration>,
+    extensions: HashSet<String>,
+    errors: Vec<String>,
+}
+
+impl Checker {
+    /// A cluster named `name` (its own name, shared).
+    pub fn cluster(&mut self, c: &Cluster, name: &Arc<str>) {
+        if !self.clusters.insert(Arc::clone(name)) {
+            self.errors.push(format!("duplicate cluster name {name:?}"));
         }
-        for member in aggregate_members(c) {
-            if !clusters.contains(member.as_str()) || member == c.name {
-                errors.push(format!(
-                    "aggregate {:?} names unknown cluster {member:?}",
-                    c.name
-                ));
+        if is_eds(c) {
+            let service = c.eds_cluster_config.as_ref().map(|e| &e.service_name);
+            match service.filter(|s| !s.is_empty() && **s != **name) {
+                Some(s) => self.eds.insert(Arc::from(s.as_str())),
+                None => self.eds.insert(Arc::clone(name)),
+            };
+        }
+        let members = aggregate_members(c);
+        if members.iter().any(|m| !self.clusters.contains(m.as_str())) {
+            self.pending.push((Arc::clone(name), members));
+        } else {
+            self.check_aggregate(name, &members);
+        }
+    }
+
+    fn check_aggregate(&mut self, name: &str, members: &[String]) {
+        for member in members {
+            if !self.clusters.contains(member.as_str()) || member == name {
+                let e = format!("aggregate {name:?} names unknown cluster {member:?}");
+                self.errors.push(e);
             }
         }
     }
-    for a in assignments.difference(&eds) {
-        errors.push(format!("endpoints {a:?} belong to no EDS cluster"));
+
+    /// The load assignment of the EDS service `name`.
+    pub fn assignment(&mut self, name: &Arc<str>) {
+        self.assignments.insert(Arc::clone(name));
+    }
+
+    pub fn listener(&mut self, l: &Listener) {
+        self.hcms.extend(http_connection_managers(l));
+    }
+
+    pub fn route(&mut self, r: &RouteConfiguration) {
+        self.routes.push(r.clone());
+    }
+
+    pub fn extension(&mut self, e: &TypedExtensionConfig) {
+        self.extensions.insert(e.name.clone());
+    }
+
+    /// Run the checks that need every resource.
+    pub fn finish(mut self, plugin: &ConfigV1) -> Result<(), XdsError> {
+        for (name, members) in std::mem::take(&mut self.pending) {
+            self.check_aggregate(&name, &members);
+        }
+        self.check_eds();
+        for upstream in plugin_upstreams(plugin) {
+            if !self.clusters.contains(upstream) {
+                let e = format!("plugin upstream {upstream:?} is not a cluster");
+                self.errors.push(e);
+            }
+        }
+        self.check_listeners(plugin);
+        let mut errors = self.errors;
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let more = errors.len().saturating_sub(MAX_LISTED);
+        errors.truncate(MAX_LISTED);
+        if more > 0 {
+            errors.push(format!("and {more} more"));
+        }
+        Err(XdsError::Invalid(errors))
+    }
+
+    /// Each EDS cluster has exactly its endpoints.
+    fn check_eds(&mut self) {
+        let mut missing: Vec<&Arc<str>> = self.eds.difference(&self.assignments).collect();
+        let mut orphans: Vec<&Arc<str>> = self.assignments.difference(&self.eds).collect();
+        missing.sort();
+        orphans.sort();
+        for m in missing {
+            let e = format!("EDS cluster {m:?} has no endpoints resource");
+            self.errors.push(e);
+        }
+        for a in orphans {
+            self.errors
+                .push(format!("endpoints {a:?} belong to no EDS cluster"));
+        }
     }
 }
 
@@ -119,53 +181,57 @@ pub fn plugin_upstreams(c: &ConfigV1) -> impl Iterator<Item = &str> {
 
 /// Each listener's HCM names a served route configuration and plugin, and every route reads
 /// the plugin's headers.
-fn check_listeners(r: &Resources, plugin: &ConfigV1, errors: &mut Vec<String>) {
-    let routes: BTreeSet<&str> = r.routes.iter().map(|x| x.name.as_str()).collect();
-    let extensions: BTreeSet<&str> = r.extensions.iter().map(|x| x.name.as_str()).collect();
-    for hcm in r.listeners.iter().flat_map(http_connection_managers) {
-        match &hcm.route_specifier {
-            Some(RouteSpecifier::Rds(rds)) if routes.contains(rds.route_config_name.as_str()) => {}
-            _ => errors.push(format!(
-                "listener {:?}: no served route configuration",
-                hcm.stat_prefix
-            )),
-        }
-        for f in &hcm.http_filters {
-            if let Some(http_filter::ConfigType::ConfigDiscovery(d)) = &f.config_type {
-                if !extensions.contains(f.name.as_str()) || d.type_urls != [WASM_TYPE_URL] {
-                    errors.push(format!(
-                        "http filter {:?}: no served extension config",
-                        f.name
-                    ));
+impl Checker {
+    fn check_listeners(&mut self, plugin: &ConfigV1) {
+        let (errors, extensions) = (&mut self.errors, &self.extensions);
+        let routes: std::collections::HashSet<&str> =
+            self.routes.iter().map(|x| x.name.as_str()).collect();
+        for hcm in &self.hcms {
+            match &hcm.route_specifier {
+                Some(RouteSpecifier::Rds(rds))
+                    if routes.contains(rds.route_config_name.as_str()) => {}
+                _ => errors.push(format!(
+                    "listener {:?}: no served route configuration",
+                    hcm.stat_prefix
+                )),
+            }
+            for f in &hcm.http_filters {
+                if let Some(http_filter::ConfigType::ConfigDiscovery(d)) = &f.config_type {
+                    if !extensions.contains(&f.name) || d.type_urls != [WASM_TYPE_URL] {
+                        errors.push(format!(
+                            "http filter {:?}: no served extension config",
+                            f.name
+                        ));
+                    }
                 }
             }
         }
-    }
-    for (route, action) in r.routes.iter().flat_map(|rc| {
-        let routes = rc.virtual_hosts.iter().flat_map(|vh| &vh.routes);
-        routes.filter_map(|rt| match &rt.action {
-            Some(Action::Route(a)) => Some((rt.name.as_str(), a)),
-            _ => None,
-        })
-    }) {
-        let header = match &action.cluster_specifier {
-            Some(ClusterSpecifier::ClusterHeader(h)) => h.as_str(),
-            _ => "",
-        };
-        if header != plugin.cluster_header {
-            errors.push(format!(
-                "route {route:?} reads cluster header {header:?}, the plugin sets {:?}",
-                plugin.cluster_header
-            ));
-        }
-        if action
-            .request_mirror_policies
-            .iter()
-            .any(|m| m.cluster_header != plugin.mirror_header)
-        {
-            errors.push(format!(
-                "route {route:?} mirrors by another header than the plugin's"
-            ));
+        for (route, action) in self.routes.iter().flat_map(|rc| {
+            let routes = rc.virtual_hosts.iter().flat_map(|vh| &vh.routes);
+            routes.filter_map(|rt| match &rt.action {
+                Some(Action::Route(a)) => Some((rt.name.as_str(), a)),
+                _ => None,
+            })
+        }) {
+            let header = match &action.cluster_specifier {
+                Some(ClusterSpecifier::ClusterHeader(h)) => h.as_str(),
+                _ => "",
+            };
+            if header != plugin.cluster_header {
+                errors.push(format!(
+                    "route {route:?} reads cluster header {header:?}, the plugin sets {:?}",
+                    plugin.cluster_header
+                ));
+            }
+            if action
+                .request_mirror_policies
+                .iter()
+                .any(|m| m.cluster_header != plugin.mirror_header)
+            {
+                errors.push(format!(
+                    "route {route:?} mirrors by another header than the plugin's"
+                ));
+            }
         }
     }
 }
