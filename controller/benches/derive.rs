@@ -16,7 +16,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 
 #[path = "../tests/synthetic/mod.rs"]
 mod synthetic;
-use synthetic::{ingress, members, slice, Shape};
+use synthetic::{ingress, members, slice, status_mib, Shape};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -32,16 +32,6 @@ fn rss_mib() -> f64 {
         libc::malloc_trim(0);
     }
     status_mib("VmRSS:")
-}
-
-fn status_mib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
 }
 
 fn ms(d: Duration) -> f64 {

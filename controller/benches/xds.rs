@@ -18,7 +18,7 @@ use tokio::sync::watch;
 mod synthetic;
 #[path = "../tests/xds_common/mod.rs"]
 mod xds_common;
-use synthetic::{ingress, members, slice, Shape, REPLICAS};
+use synthetic::{ingress, members, slice, status_mib, Shape, REPLICAS};
 use xds_common::client::{eds_names, Client};
 use xds_common::delta_client::{Delta, QUIET};
 use xds_common::{file_wasm, options};
@@ -72,16 +72,6 @@ impl Fleet {
 }
 
 type Direct = std::collections::BTreeMap<String, xds::DirectTarget>;
-
-fn status_mib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
 
 /// CPU time of this thread: the build's own work, whatever else the machine runs.
 fn thread_cpu() -> Duration {

@@ -772,9 +772,8 @@ mod tests {
         assert_eq!(gone, vec![("hz-b".to_string(), "down".to_string())]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn no_derive_is_due_while_nothing_changes_except_a_grace_period_ending() {
-        let grace = Duration::from_secs(30);
+    /// A listed store with the `active-active` Ingress and member hz-a.
+    fn hz_a_store() -> Store {
         let f = fixtures();
         let dump = cli::load_dir(&f.join("active-active")).unwrap();
         let members = cli::load_dir(&f.join("members/hz-a")).unwrap();
@@ -783,15 +782,22 @@ mod tests {
         store.replace_services("hz-a", Relist::of_services(&members.services));
         store.replace_slices("hz-a", Relist::of_slices(&members.endpoint_slices));
         store.replace_ingresses(dump.ingresses);
+        store
+    }
+
+    fn publisher(store: &Store, grace: Duration, metrics: &Metrics) -> Publisher {
+        let cell = ConfigCell::default();
+        let ready = Arc::new(AtomicBool::new(false));
+        let opts = DeriveOptions::default();
+        Publisher::new(opts, grace, store.clone(), cell, metrics.clone(), ready)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_derive_is_due_while_nothing_changes_except_a_grace_period_ending() {
+        let grace = Duration::from_secs(30);
+        let store = hz_a_store();
         let metrics = Metrics::default();
-        let mut p = Publisher::new(
-            DeriveOptions::default(),
-            grace,
-            store.clone(),
-            ConfigCell::default(),
-            metrics.clone(),
-            Arc::new(AtomicBool::new(false)),
-        );
+        let mut p = publisher(&store, grace, &metrics);
         assert!(p.step().expect("published").changed);
         assert_eq!(
             p.next_deadline(),
@@ -808,6 +814,48 @@ mod tests {
             ClusterState::Unknown
         );
         assert_eq!(p.next_deadline(), None);
+    }
+
+    #[tokio::test]
+    async fn each_derivation_reaches_xds_and_a_pod_replaced_only_changes_endpoints() {
+        let (store, metrics) = (hz_a_store(), Metrics::default());
+        let (tx, mut rx) = tokio::sync::watch::channel(None);
+        let wasm = xds::WasmCode::File("/plugin.wasm".into());
+        let opts = xds::XdsOptions::new(&DeriveOptions::default(), ([0, 0, 0, 0], 80).into(), wasm);
+        let feed = feed::spawn(opts, tx, metrics.xds.clone());
+        let mut p = publisher(&store, Duration::ZERO, &metrics).with_xds(Some(feed));
+        p.step().expect("published");
+        let wait = Duration::from_secs(10);
+        let first = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await;
+        let first = first.unwrap().unwrap().clone().unwrap();
+        let cds = first.get(xds::CLUSTER).unwrap();
+        let shop = "outbound|80|hz-a|shop.default.svc.cluster.local";
+        assert!(cds.entries.iter().any(|e| &*e.name == shop));
+
+        let dump = cli::load_dir(&fixtures().join("members/hz-a")).unwrap();
+        let mut slice = dump.endpoint_slices[0].clone();
+        slice.endpoints[0].addresses = vec!["10.1.9.99".into()];
+        store.apply_slice("hz-a", slice);
+        p.step().expect("derived again");
+        let next = tokio::time::timeout(wait, rx.wait_for(|s| s.as_ref() != Some(&first))).await;
+        let next = next.unwrap().unwrap().clone().unwrap();
+        let version = |s: &xds::Snapshot, t| s.get(t).unwrap().version.clone();
+        assert_ne!(
+            version(&next, xds::ENDPOINT),
+            version(&first, xds::ENDPOINT)
+        );
+        for t in [xds::CLUSTER, xds::LISTENER, xds::ROUTE, xds::EXTENSION] {
+            assert_eq!(version(&next, t), version(&first, t), "{t}");
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains("fleetgate_xds_snapshot_build_seconds_count 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fleetgate_xds_endpoint_update_seconds_count 1\n"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

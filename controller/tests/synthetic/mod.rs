@@ -103,3 +103,14 @@ pub fn members(n: usize, count: usize) -> Vec<MemberSnapshot> {
         })
         .collect()
 }
+
+/// A `/proc/self/status` memory field (`VmRSS:`, `VmHWM:`), in MiB (the benchmarks' figures).
+pub fn status_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
