@@ -76,19 +76,29 @@ pub struct Route {
 }
 
 impl Route {
-    /// Every upstream a decision on this route may pick (base, canaries, fallback).
-    pub fn upstreams(&self) -> impl Iterator<Item = UpstreamId> + '_ {
+    /// The route's services in a fixed order: base, canaries, fallback.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
         std::iter::once(&self.base)
             .chain(&self.canaries)
             .chain(&self.fallback)
+    }
+
+    /// [`Route::services`], mutable, in the same order.
+    pub fn services_mut(&mut self) -> impl Iterator<Item = &mut Service> {
+        std::iter::once(&mut self.base)
+            .chain(&mut self.canaries)
+            .chain(&mut self.fallback)
+    }
+
+    /// Every upstream a decision on this route may pick (base, canaries, fallback).
+    pub fn upstreams(&self) -> impl Iterator<Item = UpstreamId> + '_ {
+        self.services()
             .flat_map(|s| s.backends.iter().map(|b| b.upstream))
     }
 
     /// Is a backend in its failback hold or ramp (so decisions depend on the time)?
     pub fn has_failback_timers(&self) -> bool {
-        std::iter::once(&self.base)
-            .chain(&self.canaries)
-            .chain(&self.fallback)
+        self.services()
             .flat_map(|s| &s.backends)
             .any(|b| b.recovered_at_ms.is_some())
     }
@@ -111,7 +121,7 @@ pub struct Backend {
     /// An explicit weight of 0: drained on purpose, so its absence is not a failover.
     pub drained: bool,
     /// When this backend last became usable again after being unusable (failback hold + ramp);
-    /// `None` = usable since before this VM knew it.
+    /// `None` = no failback timer (usable since before the plugin knew it).
     pub recovered_at_ms: Option<u64>,
 }
 
