@@ -25,7 +25,7 @@ const MAX_WEIGHT: u32 = 1_000_000;
 pub const MAX_ORDER: usize = 16;
 
 /// A validated config. Immutable once built, except [`Backend::recovered_at_ms`], which
-/// [`crate::failover::carry_over`] sets before the config is put in service.
+/// [`crate::failback::carry_over`] sets before the config is put in service.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub revision: Option<String>,
