@@ -2,6 +2,7 @@
 //! ([`Config`]) the routing engine runs on. Parsing never panics; a rejected config names the
 //! JSON path and the reason.
 
+mod at;
 pub mod validate;
 pub mod wire;
 
