@@ -63,9 +63,13 @@ pub fn carried(
 
 /// Set every backend's failback timer in `new` (see [`carried`]).
 pub fn carry_over(mine: Option<&Ledger>, shared: &Ledger, new: &mut Config, now_ms: u64) {
+    let nothing_to_carry = mine.is_none() && shared.is_empty();
     let timers: Vec<Option<u64>> = backends(new)
-        .map(|(_, k, prior)| {
-            let usable = prior != Prior::Unusable;
+        .map(|b| {
+            if nothing_to_carry {
+                return None;
+            }
+            let (k, usable) = (b.key(), b.prior != Prior::Unusable);
             carried(mine.and_then(|m| m.get(k)), shared.get(k), usable, now_ms)
         })
         .collect();
@@ -77,19 +81,33 @@ pub fn carry_over(mine: Option<&Ledger>, shared: &Ledger, new: &mut Config, now_
     }
 }
 
-/// Every backend of `cfg` in a fixed order (routes, then [`Route::services`]), with its route,
-/// key and state.
-fn backends(cfg: &Config) -> impl Iterator<Item = (&Route, Key, Prior)> {
+/// One backend of a config as the ledger sees it.
+struct Seen<'c> {
+    route: &'c Route,
+    service: &'c str,
+    cluster: &'c str,
+    prior: Prior,
+}
+
+impl Seen<'_> {
+    fn key(&self) -> Key {
+        key(&self.route.name, self.service, self.cluster)
+    }
+}
+
+/// Every backend of `cfg` in a fixed order (routes, then [`Route::services`]).
+fn backends(cfg: &Config) -> impl Iterator<Item = Seen<'_>> {
     cfg.routes.iter().flat_map(move |r| {
         r.services().flat_map(move |svc| {
-            svc.backends.iter().map(move |b| {
-                let cluster = cfg.clusters.get(b.cluster).map_or("", |c| c.id.as_str());
-                let prior = if controller_allows(cfg, r, b) {
+            svc.backends.iter().map(move |b| Seen {
+                route: r,
+                service: &svc.name,
+                cluster: cfg.clusters.get(b.cluster).map_or("", |c| c.id.as_str()),
+                prior: if controller_allows(cfg, r, b) {
                     Prior::Usable(b.recovered_at_ms)
                 } else {
                     Prior::Unusable
-                };
-                (r, key(&r.name, &svc.name, cluster), prior)
+                },
             })
         })
     })
@@ -109,7 +127,7 @@ const UNUSABLE: u64 = u64::MAX;
 impl Ledger {
     /// Every backend of `cfg`: what an instance that ran it knows.
     pub fn of(cfg: &Config) -> Ledger {
-        Ledger::collect(backends(cfg).map(|(_, k, p)| (k, p)))
+        Ledger::collect(backends(cfg).map(|b| (b.key(), b.prior)))
     }
 
     /// What a later instance needs of `cfg` at `now_ms`: its unusable backends and those still
@@ -125,8 +143,8 @@ impl Ledger {
         };
         Ledger::collect(
             backends(cfg)
-                .filter(|&(r, _, p)| needed(r, p))
-                .map(|(_, k, p)| (k, p)),
+                .filter(|b| needed(b.route, b.prior))
+                .map(|b| (b.key(), b.prior)),
         )
     }
 
