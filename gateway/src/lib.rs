@@ -29,9 +29,12 @@
 //! shared-data store, as Envoy workers do.
 
 mod forward;
+pub mod plugin;
 pub mod retry;
+pub mod routes;
 pub mod upstreams;
 mod worker;
+pub mod xds;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -41,15 +44,18 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
-use fleetgate_wasm_tests::{Host, LogLevel, Module};
+use fleetgate_wasm_tests::{LogLevel, Module};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
+pub use plugin::{PluginFeed, PluginSpec};
 pub use retry::RetryPolicy;
+pub use routes::{RouteRule, RouteTable, Routes};
 pub use upstreams::Upstreams;
 pub use worker::{ATTEMPT_COUNT_HEADER, SERVED_BY_HEADER};
+pub use xds::{XdsGateway, XdsGatewayConfig, XdsStatus};
 
 /// A log line a worker's VM wrote (level Info and above).
 #[derive(Debug, Clone)]
@@ -133,15 +139,25 @@ pub struct GatewayStats {
 
 /// What the workers share.
 pub(crate) struct Shared {
-    pub(crate) cluster_header: String,
+    pub(crate) routes: Routes,
     pub(crate) upstreams: Upstreams,
-    pub(crate) retry: RetryPolicy,
     pub(crate) timer_resolution: Duration,
     pub(crate) stats: Arc<GatewayStats>,
     pub(crate) log_sink: Option<mpsc::Sender<GatewayLog>>,
     /// One shared-data store for every worker's VM, as in one Envoy process: one worker's
     /// passive-health evidence protects all, and one worker holds the config-pull lease.
     pub(crate) data: fleetgate_wasm_tests::SharedData,
+}
+
+/// What a gateway runs, whoever configured it (the direct constructor or xDS).
+pub(crate) struct Parts {
+    pub(crate) listen: SocketAddr,
+    pub(crate) workers: usize,
+    pub(crate) routes: Routes,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) plugin: PluginFeed,
+    pub(crate) timer_resolution: Duration,
+    pub(crate) log_sink: Option<mpsc::Sender<GatewayLog>>,
 }
 
 /// A running gateway; stops when shut down or dropped.
@@ -155,45 +171,51 @@ pub struct Gateway {
 impl Gateway {
     /// Binds the listener and starts the workers; returns once every VM accepted its config.
     pub fn start(config: GatewayConfig) -> anyhow::Result<Gateway> {
+        let spec = PluginSpec::new(config.module, config.plugin_config);
+        // The sender may go: workers keep the last spec.
+        let (_, plugin) = watch::channel(Arc::new(spec));
+        Gateway::launch(Parts {
+            listen: config.listen,
+            workers: config.workers,
+            routes: Routes::new(RouteTable::single(&config.cluster_header, config.retry)),
+            upstreams: config.upstreams,
+            plugin,
+            timer_resolution: config.timer_resolution,
+            log_sink: config.log_sink,
+        })
+    }
+
+    pub(crate) fn launch(parts: Parts) -> anyhow::Result<Gateway> {
         // One listening socket per worker on the same port (SO_REUSEPORT): the kernel spreads
         // connections across workers, as Envoy's per-worker listeners do.
-        let workers = config.workers.max(1);
-        let mut listeners = vec![reuseport_listener(config.listen)?];
+        let workers = parts.workers.max(1);
+        let mut listeners = vec![reuseport_listener(parts.listen)?];
         let addr = listeners[0].local_addr()?;
         for _ in 1..workers {
             listeners.push(reuseport_listener(addr)?);
         }
         let stats = Arc::new(GatewayStats::default());
         let shared = Arc::new(Shared {
-            cluster_header: config.cluster_header.to_ascii_lowercase(),
-            upstreams: config.upstreams,
-            retry: config.retry,
-            timer_resolution: config.timer_resolution,
+            routes: parts.routes,
+            upstreams: parts.upstreams,
+            timer_resolution: parts.timer_resolution,
             stats: Arc::clone(&stats),
-            log_sink: config.log_sink,
+            log_sink: parts.log_sink,
             data: fleetgate_wasm_tests::SharedData::new(),
         });
         let (shutdown, _) = watch::channel(false);
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
         let mut threads = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
-            let module = config.module.clone();
-            let plugin_config = config.plugin_config.clone();
+            let feed = parts.plugin.clone();
             let shared = Arc::clone(&shared);
             let shutdown = shutdown.subscribe();
             let ready = ready_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("gateway-worker-{index}"))
                 .spawn(move || {
-                    if let Err(error) = run_worker(
-                        index,
-                        listener,
-                        module,
-                        plugin_config,
-                        shared,
-                        shutdown,
-                        &ready,
-                    ) {
+                    if let Err(error) = run_worker(index, listener, feed, shared, shutdown, &ready)
+                    {
                         let _ = ready.send(Err(error));
                     }
                 })?;
@@ -264,8 +286,7 @@ fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener>
 fn run_worker(
     index: usize,
     listener: std::net::TcpListener,
-    module: Module,
-    plugin_config: String,
+    feed: PluginFeed,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     ready: &mpsc::Sender<anyhow::Result<()>>,
@@ -275,21 +296,11 @@ fn run_worker(
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let host = Host::builder(&module)
-            .config(plugin_config)
-            .shared_data(shared.data.clone())
-            .log_level(LogLevel::Info)
-            .build()
-            .with_context(|| format!("starting the VM of worker {index}"))?;
-        if !host.configured() {
-            let why: Vec<String> = host.logs().into_iter().map(|l| l.message).collect();
-            return Err(anyhow!(
-                "worker {index}: the plugin refused its configuration: {}",
-                why.join("; ")
-            ));
-        }
+        let spec = Arc::clone(&feed.borrow());
+        let host = plugin::instantiate(&spec, shared.data.clone())
+            .with_context(|| format!("worker {index}"))?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let worker = worker::Worker::new(index, host, shared);
+        let worker = worker::Worker::new(index, host, feed, shared);
         tokio::task::spawn_local(Rc::clone(&worker).run_timer(shutdown.clone()));
         let _ = ready.send(Ok(()));
         loop {
