@@ -281,28 +281,28 @@ pub fn listener(
 /// The HTTP filters: exactly the Wasm filter by ECDS, then the router. Answers the Wasm
 /// filter's name.
 fn http_filters(filters: &[HttpFilter]) -> Result<String, String> {
-    let [wasm, router] = filters else {
-        return Err(format!(
-            "{} HTTP filters (the Wasm filter by ECDS, then the router, are supported)",
-            filters.len()
-        ));
-    };
-    match &wasm.config_type {
-        Some(http_filter::ConfigType::ConfigDiscovery(ecds))
-            if ecds.type_urls.iter().any(|u| *u == Wasm::type_url()) =>
-        {
-            check_ads(
-                ecds.config_source.as_ref(),
-                "config_discovery.config_source",
-            )?;
+    let mut wasm = Vec::new();
+    for f in filters {
+        match &f.config_type {
+            Some(http_filter::ConfigType::ConfigDiscovery(ecds))
+                if ecds.type_urls.iter().any(|u| *u == Wasm::type_url()) =>
+            {
+                check_ads(
+                    ecds.config_source.as_ref(),
+                    "config_discovery.config_source",
+                )?;
+                wasm.push(f.name.clone());
+            }
+            Some(http_filter::ConfigType::TypedConfig(any))
+                if any.type_url == Router::type_url() => {}
+            _ => return Err(unsupported_filter(f)),
         }
-        _ => return Err(unsupported_filter(wasm)),
     }
-    match &router.config_type {
-        Some(http_filter::ConfigType::TypedConfig(any)) if any.type_url == Router::type_url() => {}
-        _ => return Err(unsupported_filter(router)),
+    let router_last = filters.last().is_some_and(|f| wasm.last() != Some(&f.name));
+    match wasm.as_slice() {
+        [name] if filters.len() == 2 && router_last => Ok(name.clone()),
+        _ => Err("HTTP filters must be one Wasm filter by ECDS, then the router".into()),
     }
-    Ok(wasm.name.clone())
 }
 
 fn unsupported_filter(f: &HttpFilter) -> String {
