@@ -5,6 +5,7 @@
 //! requests in flight finish, and that EDS moves traffic. Bounded: at most 100 requests/s for
 //! a couple of seconds per test.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,12 +18,18 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_filter, HttpConnectionManager, HttpFilter,
 };
 use envoy_types::util::pack_any;
-use fleetgate_controller::xds::Resources;
-use fleetgate_local_fleet::fleet::{direct_name, upstream_name};
+use fleetgate_controller::xds::{clusters, listener, Resources, WasmCode};
+use fleetgate_local_fleet::fleet::{direct_name, upstream_name, wasm_path};
 use fleetgate_local_fleet::load::{self, LoadSpec, Sample, Tally};
 use fleetgate_local_fleet::{Fleet, FleetSpec};
 use fleetgate_local_gateway::xds::{CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE};
+use fleetgate_wasm_tests::Module;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use prost::Message;
+use sha2::{Digest, Sha256};
 
 /// Timed tests run one at a time on the shared cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -311,5 +318,81 @@ fn an_eds_change_moves_traffic_and_draining_endpoints_get_no_new_requests() {
         .await;
         let samples = gets(&fleet, 40).await;
         assert!(served_by(&samples, "hz-b") > 5, "traffic back on hz-b");
+    });
+}
+
+/// Serves `body` for every GET on a loopback port; counts the requests.
+async fn serve_bytes(body: Vec<u8>) -> (std::net::SocketAddr, std::sync::Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let body = bytes::Bytes::from(body);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let body = body.clone();
+            let counter = counter.clone();
+            let service = service_fn(move |_request| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let response = http::Response::new(Full::new(body.clone()));
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(tcp), service));
+        }
+    });
+    (addr, hits)
+}
+
+/// `r` with the plugin's code fetched from `uri` (through the wasm source cluster).
+fn with_remote_code(mut r: Resources, config: &str, uri: &str, sha256: &str) -> Resources {
+    let code = WasmCode::Remote {
+        uri: uri.to_owned(),
+        sha256: sha256.to_owned(),
+    };
+    r.clusters
+        .push(clusters::wasm_source(&code).unwrap().unwrap());
+    r.extensions = vec![listener::plugin(config, &code)];
+    r
+}
+
+#[test]
+fn remote_code_is_fetched_through_its_cluster_and_a_wrong_sha256_is_nacked() {
+    let _serial = serial();
+    runtime().block_on(async {
+        let fleet = fleet(Duration::ZERO).await;
+        let status = fleet.gateway.status();
+        let wasm = std::fs::read(wasm_path(&Module::plugin_wasip1())).unwrap();
+        let sha256: String = Sha256::digest(&wasm)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let (addr, fetches) = serve_bytes(wasm).await;
+        let uri = format!("http://{addr}/fleetgate.wasm");
+        let config = fleet.control.config_json().unwrap();
+        let good = fleet.control.resources().unwrap();
+        let before = status.accepted_version(EXTENSION);
+
+        fleet
+            .control
+            .publish_resources(&with_remote_code(good.clone(), &config, &uri, &sha256));
+        eventually("the remote plugin accepted", || {
+            status.accepted_version(EXTENSION) != before
+        })
+        .await;
+        assert_eq!(status.nacks.get(), 0, "{:?}", status.last_nack());
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        let samples = gets(&fleet, 20).await;
+        assert!(samples.iter().all(|s| s.ok() && s.decided.is_some()));
+
+        let wrong = "0".repeat(64);
+        fleet
+            .control
+            .publish_resources(&with_remote_code(good, &config, &uri, &wrong));
+        eventually("a NACK", || status.nacks.get() == 1).await;
+        let nack = status.last_nack().unwrap();
+        assert!(nack.contains("does not match the expected"), "{nack}");
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        let samples = gets(&fleet, 20).await;
+        assert!(samples.iter().all(|s| s.ok() && s.decided.is_some()));
     });
 }
