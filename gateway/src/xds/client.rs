@@ -142,14 +142,7 @@ impl AdsClient {
         let follow = match applied {
             Ok(follow) => {
                 sub.version = r.version_info.clone();
-                self.status.acks.inc();
-                let mut accepted = self
-                    .status
-                    .accepted
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                accepted.insert(type_url.to_owned(), r.version_info.clone());
-                drop(accepted);
+                self.record_ack(type_url, &r.version_info);
                 self.request(tx, type_url, None).await?;
                 follow
             }
@@ -245,6 +238,16 @@ impl AdsClient {
             }),
             ..DiscoveryRequest::default()
         }
+    }
+
+    fn record_ack(&self, type_url: &str, version: &str) {
+        self.status.acks.inc();
+        let mut accepted = self
+            .status
+            .accepted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        accepted.insert(type_url.to_owned(), version.to_owned());
     }
 
     fn record_nack(&self, why: &str) {
