@@ -6,7 +6,6 @@
 //! a couple of seconds per test.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::HealthStatus;
@@ -21,8 +20,9 @@ use envoy_types::util::pack_any;
 use fleetgate_controller::xds::{clusters, listener, Resources, WasmCode};
 use fleetgate_local_fleet::fleet::{direct_name, upstream_name, wasm_path};
 use fleetgate_local_fleet::load::{self, LoadSpec, Sample, Tally};
+use fleetgate_local_fleet::timed::{runtime, serial};
 use fleetgate_local_fleet::{Fleet, FleetSpec};
-use fleetgate_local_gateway::xds::{CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE};
+use fleetgate_local_gateway::xds::Kind;
 use fleetgate_wasm_tests::Module;
 use http_body_util::Full;
 use hyper::server::conn::http1;
@@ -31,25 +31,16 @@ use hyper_util::rt::TokioIo;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-/// Timed tests run one at a time on the shared cores.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
 async fn fleet(delay: Duration) -> Fleet {
     let mut spec = FleetSpec::new(&["hz-a", "hz-b"]);
     spec.service_delay = delay;
     Fleet::start(spec).await.expect("fleet starts through xDS")
+}
+
+/// Runs `test` alone on a fresh fleet whose replicas answer after `delay`.
+fn with_fleet<F: std::future::Future<Output = ()>>(delay: Duration, test: impl FnOnce(Fleet) -> F) {
+    let _serial = serial();
+    runtime().block_on(async { test(fleet(delay).await).await });
 }
 
 /// Polls `done` every 10 ms for up to 5 s.
@@ -81,12 +72,10 @@ fn served_by(samples: &[Sample], member: &str) -> usize {
 
 #[test]
 fn a_valid_snapshot_is_acked_and_becomes_clusters_endpoints_routes_and_the_plugin() {
-    let _serial = serial();
-    runtime().block_on(async {
-        let fleet = fleet(Duration::ZERO).await;
+    with_fleet(Duration::ZERO, |fleet| async move {
         let status = fleet.gateway.status();
-        for t in [CLUSTER, ENDPOINT, LISTENER, ROUTE, EXTENSION] {
-            assert!(status.accepted_version(t).is_some(), "{t} not accepted");
+        for t in Kind::ALL {
+            assert!(status.accepted_version(t).is_some(), "{t:?} not accepted");
         }
         assert_eq!(status.nacks.get(), 0, "{:?}", status.last_nack());
         assert_eq!(fleet.control.xds_metrics().nacks.get(), 0);
@@ -174,12 +163,10 @@ fn without_cluster_header(mut r: Resources) -> Resources {
 
 #[test]
 fn unsupported_resources_are_nacked_with_the_reason_and_the_last_good_state_keeps_serving() {
-    let _serial = serial();
-    runtime().block_on(async {
-        let fleet = fleet(Duration::ZERO).await;
+    with_fleet(Duration::ZERO, |fleet| async move {
         let status = fleet.gateway.status();
         let good = fleet.control.resources().unwrap();
-        let listener_version = status.accepted_version(LISTENER);
+        let listener_version = status.accepted_version(Kind::Listener);
         let cases: [(Resources, &str); 2] = [
             (
                 with_lua_filter(good.clone()),
@@ -206,7 +193,7 @@ fn unsupported_resources_are_nacked_with_the_reason_and_the_last_good_state_keep
             assert!(samples.iter().all(|s| s.decided.is_some()));
             fleet.control.publish_resources(&good);
         }
-        assert_eq!(status.accepted_version(LISTENER), listener_version);
+        assert_eq!(status.accepted_version(Kind::Listener), listener_version);
         assert_eq!(
             fleet.gateway.routes().current().cluster_header,
             "x-fleetgate-upstream"
@@ -216,11 +203,9 @@ fn unsupported_resources_are_nacked_with_the_reason_and_the_last_good_state_keep
 
 #[test]
 fn an_ecds_update_starts_a_new_plugin_instance_and_requests_in_flight_finish() {
-    let _serial = serial();
-    runtime().block_on(async {
+    with_fleet(Duration::from_millis(300), |fleet| async move {
         // Slow replicas: about 30 requests are in flight at any time.
-        let fleet = fleet(Duration::from_millis(300)).await;
-        let before = fleet.gateway.status().accepted_version(EXTENSION);
+        let before = fleet.gateway.status().accepted_version(Kind::Extension);
         let origin = Instant::now();
         let load = load::spawn_collect(
             fleet.addr(),
@@ -232,7 +217,10 @@ fn an_ecds_update_starts_a_new_plugin_instance_and_requests_in_flight_finish() {
         // hz-b's readiness changes: its EDS cluster and the plugin config (ECDS) change.
         fleet.control.set_ready("hz-b", 0).unwrap();
         let samples = load.await.unwrap();
-        assert_ne!(fleet.gateway.status().accepted_version(EXTENSION), before);
+        assert_ne!(
+            fleet.gateway.status().accepted_version(Kind::Extension),
+            before
+        );
 
         assert_eq!(Tally::of(&samples).failed, 0, "no request is dropped");
         // Decided by the old instance, sent to hz-b, answered after the change.
@@ -275,11 +263,9 @@ fn with_health(mut r: Resources, cluster: &str, health: HealthStatus) -> Resourc
 
 #[test]
 fn an_eds_change_moves_traffic_and_draining_endpoints_get_no_new_requests() {
-    let _serial = serial();
-    runtime().block_on(async {
-        let fleet = fleet(Duration::ZERO).await;
+    with_fleet(Duration::ZERO, |fleet| async move {
         let good = fleet.control.resources().unwrap();
-        let plugin_version = fleet.gateway.status().accepted_version(EXTENSION);
+        let plugin_version = fleet.gateway.status().accepted_version(Kind::Extension);
         let drained = with_health(good.clone(), &direct_name("hz-b"), HealthStatus::Draining);
         fleet.control.publish_resources(&drained);
         let upstreams = fleet.gateway.upstreams().clone();
@@ -294,7 +280,7 @@ fn an_eds_change_moves_traffic_and_draining_endpoints_get_no_new_requests() {
         // Only EDS changed: the plugin still picks hz-b for about half, the aggregate spills
         // those to hz-a.
         assert_eq!(
-            fleet.gateway.status().accepted_version(EXTENSION),
+            fleet.gateway.status().accepted_version(Kind::Extension),
             plugin_version
         );
         let samples = gets(&fleet, 40).await;
@@ -357,9 +343,7 @@ fn with_remote_code(mut r: Resources, config: &str, uri: &str, sha256: &str) -> 
 
 #[test]
 fn remote_code_is_fetched_through_its_cluster_and_a_wrong_sha256_is_nacked() {
-    let _serial = serial();
-    runtime().block_on(async {
-        let fleet = fleet(Duration::ZERO).await;
+    with_fleet(Duration::ZERO, |fleet| async move {
         let status = fleet.gateway.status();
         let wasm = std::fs::read(wasm_path(&Module::plugin_wasip1())).unwrap();
         let sha256: String = Sha256::digest(&wasm)
@@ -370,13 +354,13 @@ fn remote_code_is_fetched_through_its_cluster_and_a_wrong_sha256_is_nacked() {
         let uri = format!("http://{addr}/fleetgate.wasm");
         let config = fleet.control.config_json().unwrap();
         let good = fleet.control.resources().unwrap();
-        let before = status.accepted_version(EXTENSION);
+        let before = status.accepted_version(Kind::Extension);
 
         fleet
             .control
             .publish_resources(&with_remote_code(good.clone(), &config, &uri, &sha256));
         eventually("the remote plugin accepted", || {
-            status.accepted_version(EXTENSION) != before
+            status.accepted_version(Kind::Extension) != before
         })
         .await;
         assert_eq!(status.nacks.get(), 0, "{:?}", status.last_nack());

@@ -7,5 +7,6 @@ pub mod control;
 pub mod fleet;
 pub mod load;
 pub mod member;
+pub mod timed;
 
 pub use fleet::{Fleet, FleetSpec};

@@ -5,28 +5,13 @@
 //! a few seconds per test), 127.0.0.1 only. Tolerances are for a noisy 2-core machine running a
 //! debug build.
 
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use fleetgate_local_fleet::fleet::upstream_name;
 use fleetgate_local_fleet::load::{self, LoadSpec, Sample, Tally};
+use fleetgate_local_fleet::timed::{runtime, serial};
 use fleetgate_local_fleet::{Fleet, FleetSpec};
 use http::Method;
-
-/// Load tests measure time: run them one at a time so they do not share the two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 fn start_load(
     fleet: &Fleet,

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::apply::{Applied, Ready};
-use super::{CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE};
+use super::Kind;
 use crate::Counter;
 
 /// What the ADS client did, for tests and operators.
@@ -26,7 +26,7 @@ pub struct XdsStatus {
     /// Streams opened (1 + reconnects).
     pub streams: Counter,
     last_nack: Mutex<Option<String>>,
-    accepted: Mutex<BTreeMap<String, String>>,
+    accepted: Mutex<BTreeMap<Kind, String>>,
 }
 
 impl XdsStatus {
@@ -38,10 +38,10 @@ impl XdsStatus {
             .clone()
     }
 
-    /// The last accepted version of `type_url`.
-    pub fn accepted_version(&self, type_url: &str) -> Option<String> {
+    /// The last accepted version of `kind`.
+    pub fn accepted_version(&self, kind: Kind) -> Option<String> {
         let accepted = self.accepted.lock().unwrap_or_else(PoisonError::into_inner);
-        accepted.get(type_url).cloned()
+        accepted.get(&kind).cloned()
     }
 }
 
@@ -62,15 +62,18 @@ pub(crate) struct AdsClient {
     pub(crate) applied: Applied,
     /// Gets the workers' parts once listener, routes and plugin arrived.
     pub(crate) on_ready: Option<std::sync::mpsc::Sender<Ready>>,
-    subs: BTreeMap<&'static str, Sub>,
+    subs: BTreeMap<Kind, Sub>,
 }
 
 /// What applying one response asks for next: new names for a dependent type.
-type Follow = Vec<(&'static str, Vec<String>)>;
+type Follow = Vec<(Kind, Vec<String>)>;
 
 impl AdsClient {
     pub(crate) fn new(endpoint: String, node: Node, applied: Applied) -> Self {
-        let wildcard = [(CLUSTER, Sub::default()), (LISTENER, Sub::default())];
+        let wildcard = [
+            (Kind::Cluster, Sub::default()),
+            (Kind::Listener, Sub::default()),
+        ];
         AdsClient {
             endpoint,
             node,
@@ -110,9 +113,9 @@ impl AdsClient {
             sub.nonce.clear();
         }
         // Envoy's start: CDS and LDS (wildcard), and what the held state already names.
-        let types: Vec<&'static str> = self.subs.keys().copied().collect();
-        for type_url in types {
-            self.request(&tx, type_url, None).await?;
+        let kinds: Vec<Kind> = self.subs.keys().copied().collect();
+        for kind in kinds {
+            self.request(&tx, kind, None).await?;
         }
         let mut responses = client
             .stream_aggregated_resources(ReceiverStream::new(rx))
@@ -132,24 +135,24 @@ impl AdsClient {
         tx: &mpsc::Sender<DiscoveryRequest>,
         r: DiscoveryResponse,
     ) -> Result<(), String> {
-        let Some(type_url) = super::TYPES.iter().copied().find(|t| *t == r.type_url) else {
+        let Some(kind) = Kind::of(&r.type_url) else {
             let why = format!("type {} is not supported", r.type_url);
             return self.nack_unknown(tx, &r, why).await;
         };
-        let applied = self.apply(type_url, &r.resources).await;
-        let sub = self.subs.entry(type_url).or_default();
+        let applied = self.apply(kind, &r.resources).await;
+        let sub = self.subs.entry(kind).or_default();
         sub.nonce = r.nonce.clone();
         let follow = match applied {
             Ok(follow) => {
                 sub.version = r.version_info.clone();
-                self.record_ack(type_url, &r.version_info);
-                self.request(tx, type_url, None).await?;
+                self.record_ack(kind, &r.version_info);
+                self.request(tx, kind, None).await?;
                 follow
             }
             Err(why) => {
-                tracing::warn!(type_url, version = r.version_info, "NACK: {why}");
+                tracing::warn!(?kind, version = r.version_info, "NACK: {why}");
                 self.record_nack(&why);
-                self.request(tx, type_url, Some(why)).await?;
+                self.request(tx, kind, Some(why)).await?;
                 Vec::new()
             }
         };
@@ -166,40 +169,43 @@ impl AdsClient {
 
     async fn apply(
         &mut self,
-        type_url: &str,
+        kind: Kind,
         resources: &[envoy_types::pb::google::protobuf::Any],
     ) -> Result<Follow, String> {
         let a = &mut self.applied;
-        match type_url {
-            CLUSTER => Ok(vec![(ENDPOINT, a.clusters(resources).await?)]),
-            ENDPOINT => a.endpoints(resources).map(|()| Vec::new()),
-            LISTENER => {
+        match kind {
+            Kind::Cluster => Ok(vec![(Kind::Endpoint, a.clusters(resources).await?)]),
+            Kind::Endpoint => a.endpoints(resources).map(|()| Vec::new()),
+            Kind::Listener => {
                 let (route, plugin) = a.listeners(resources)?;
-                Ok(vec![(ROUTE, vec![route]), (EXTENSION, vec![plugin])])
+                Ok(vec![
+                    (Kind::Route, vec![route]),
+                    (Kind::Extension, vec![plugin]),
+                ])
             }
-            ROUTE => a.routes(resources).map(|()| Vec::new()),
-            _ => a.extensions(resources).await.map(|()| Vec::new()),
+            Kind::Route => a.routes(resources).map(|()| Vec::new()),
+            Kind::Extension => a.extensions(resources).await.map(|()| Vec::new()),
         }
     }
 
-    /// Sends `type_url`'s subscription with its last accepted version (a NACK if `error`).
+    /// Sends `kind`'s subscription with its last accepted version (a NACK if `error`).
     /// A dependent type with no names yet is not requested (an empty list is a wildcard).
     async fn request(
         &mut self,
         tx: &mpsc::Sender<DiscoveryRequest>,
-        type_url: &'static str,
+        kind: Kind,
         error: Option<String>,
     ) -> Result<(), String> {
-        let Some(sub) = self.subs.get_mut(type_url) else {
+        let Some(sub) = self.subs.get_mut(&kind) else {
             return Ok(());
         };
-        let wildcard = type_url == CLUSTER || type_url == LISTENER;
+        let wildcard = matches!(kind, Kind::Cluster | Kind::Listener);
         if sub.names.is_empty() && !wildcard {
             return Ok(());
         }
         sub.sent = true;
         let request = DiscoveryRequest {
-            type_url: type_url.to_owned(),
+            type_url: kind.type_url(),
             resource_names: sub.names.clone(),
             version_info: sub.version.clone(),
             response_nonce: sub.nonce.clone(),
@@ -240,14 +246,14 @@ impl AdsClient {
         }
     }
 
-    fn record_ack(&self, type_url: &str, version: &str) {
+    fn record_ack(&self, kind: Kind, version: &str) {
         self.status.acks.inc();
         let mut accepted = self
             .status
             .accepted
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        accepted.insert(type_url.to_owned(), version.to_owned());
+        accepted.insert(kind, version.to_owned());
     }
 
     fn record_nack(&self, why: &str) {

@@ -19,20 +19,49 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
+use envoy_types::pb::envoy::config as pb;
 use envoy_types::pb::envoy::config::core::v3::Node;
+use prost::Name;
 use tokio::sync::watch;
 
 pub use client::XdsStatus;
 
 use crate::{Gateway, GatewayLog, GatewayStats, Parts, Routes, Upstreams};
 
-pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-pub const EXTENSION: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
-/// The types the client subscribes to.
-pub const TYPES: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, EXTENSION];
+/// The resource types the client subscribes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Cluster,
+    Endpoint,
+    Listener,
+    Route,
+    Extension,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Cluster,
+        Kind::Endpoint,
+        Kind::Listener,
+        Kind::Route,
+        Kind::Extension,
+    ];
+
+    pub fn type_url(self) -> String {
+        match self {
+            Kind::Cluster => pb::cluster::v3::Cluster::type_url(),
+            Kind::Endpoint => pb::endpoint::v3::ClusterLoadAssignment::type_url(),
+            Kind::Listener => pb::listener::v3::Listener::type_url(),
+            Kind::Route => pb::route::v3::RouteConfiguration::type_url(),
+            Kind::Extension => pb::core::v3::TypedExtensionConfig::type_url(),
+        }
+    }
+
+    /// The kind of `type_url`, if the client knows it.
+    pub fn of(type_url: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.type_url() == type_url)
+    }
+}
 
 /// How to run an xDS-configured gateway.
 pub struct XdsGatewayConfig {

@@ -164,9 +164,12 @@ fn plain_kind(c: &Cluster, discovery: i32) -> Result<ClusterKind, String> {
                 all.into_iter().map(|(h, p, _)| (h, p)).collect(),
             ))
         }
-        _ => Err(format!(
-            "discovery type {discovery} is not supported (EDS, STATIC, STRICT_DNS)"
-        )),
+        other => {
+            let name = other.map_or("unknown", |t| t.as_str_name());
+            Err(format!(
+                "discovery type {name} is not supported (EDS, STATIC, STRICT_DNS)"
+            ))
+        }
     }
 }
 
