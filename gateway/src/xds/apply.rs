@@ -95,8 +95,11 @@ impl Applied {
         }
         let new: BTreeMap<String, ClusterKind> =
             specs.into_iter().map(|s| (s.name, s.kind)).collect();
-        for gone in self.clusters.keys().filter(|n| !new.contains_key(*n)) {
-            self.upstreams.remove(gone);
+        // Gone, or of another kind now (an aggregate would shadow a plain cluster).
+        for (name, old) in &self.clusters {
+            if new.get(name) != Some(old) {
+                self.upstreams.remove(name);
+            }
         }
         for (name, kind) in &new {
             match kind {
