@@ -222,7 +222,10 @@ fn an_ecds_update_starts_a_new_plugin_instance_and_requests_in_flight_finish() {
             before
         );
         let hz_b = fleet.gateway.upstreams().cluster(&direct_name("hz-b"));
-        assert!(hz_b.unwrap().endpoints().is_empty(), "scaled to 0: EDS empty");
+        assert!(
+            hz_b.unwrap().endpoints().is_empty(),
+            "scaled to 0: EDS empty"
+        );
 
         assert_eq!(Tally::of(&samples).failed, 0, "no request is dropped");
         // Decided by the old instance, sent to hz-b, answered after the change.

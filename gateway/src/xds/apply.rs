@@ -3,6 +3,7 @@
 //! shared [`Upstreams`] table, the route table to [`Routes`], the plugin to the workers' feed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::mem::discriminant;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -95,9 +96,11 @@ impl Applied {
         }
         let new: BTreeMap<String, ClusterKind> =
             specs.into_iter().map(|s| (s.name, s.kind)).collect();
-        // Gone, or of another kind now (an aggregate would shadow a plain cluster).
+        // Gone, or of another kind now (an aggregate would shadow a plain cluster); the
+        // others are replaced in place, never missing for a request.
+        let same_kind = |a: &ClusterKind, b: &ClusterKind| discriminant(a) == discriminant(b);
         for (name, old) in &self.clusters {
-            if new.get(name) != Some(old) {
+            if !new.get(name).is_some_and(|k| same_kind(k, old)) {
                 self.upstreams.remove(name);
             }
         }
