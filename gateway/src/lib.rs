@@ -330,7 +330,7 @@ fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener>
 fn run_worker(
     index: usize,
     listener: std::net::TcpListener,
-    feed: PluginFeed,
+    mut feed: PluginFeed,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     ready: &mpsc::Sender<anyhow::Result<()>>,
@@ -340,7 +340,8 @@ fn run_worker(
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let spec = Arc::clone(&feed.borrow());
+        // Marked seen: a newer spec is picked up by the worker's timer.
+        let spec = Arc::clone(&feed.borrow_and_update());
         let host = plugin::instantiate(&spec, shared.data.clone())
             .with_context(|| format!("worker {index}"))?;
         let listener = tokio::net::TcpListener::from_std(listener)?;

@@ -67,8 +67,6 @@ impl Worker {
         feed: PluginFeed,
         shared: Arc<Shared>,
     ) -> Rc<Worker> {
-        let mut feed = feed;
-        feed.mark_unchanged();
         Rc::new(Worker {
             index,
             current: RefCell::new(Instance::new(host)),
