@@ -2,7 +2,7 @@
 //! response that fails to translate changes nothing (the caller NACKs it). Clusters go to the
 //! shared [`Upstreams`] table, the route table to [`Routes`], the plugin to the workers' feed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::mem::discriminant;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +36,8 @@ pub(crate) struct Applied {
     upstreams: Upstreams,
     listen_override: Option<SocketAddr>,
     clusters: BTreeMap<String, ClusterKind>,
+    /// EDS service name -> the clusters that take their endpoints from it.
+    eds_clusters: BTreeMap<String, Vec<String>>,
     /// Usable endpoints by EDS service name.
     endpoints: BTreeMap<String, Vec<SocketAddr>>,
     listener: Option<ListenerSpec>,
@@ -65,6 +67,7 @@ impl Applied {
             upstreams: Upstreams::new(),
             listen_override,
             clusters: BTreeMap::new(),
+            eds_clusters: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             listener: None,
             routes: None,
@@ -123,16 +126,17 @@ impl Applied {
             }
         }
         self.clusters = new;
-        let eds: BTreeSet<String> = self.eds_names().collect();
-        self.endpoints.retain(|service, _| eds.contains(service));
-        Ok(eds.into_iter().collect())
-    }
-
-    fn eds_names(&self) -> impl Iterator<Item = String> + '_ {
-        self.clusters.values().filter_map(|k| match k {
-            ClusterKind::Eds { service_name } => Some(service_name.clone()),
-            _ => None,
-        })
+        self.eds_clusters.clear();
+        for (name, kind) in &self.clusters {
+            if let ClusterKind::Eds { service_name } = kind {
+                let names = self.eds_clusters.entry(service_name.clone()).or_default();
+                names.push(name.clone());
+            }
+        }
+        let eds = &self.eds_clusters;
+        self.endpoints
+            .retain(|service, _| eds.contains_key(service));
+        Ok(eds.keys().cloned().collect())
     }
 
     /// EDS: the named load assignments replace those clusters' endpoints.
@@ -142,10 +146,8 @@ impl Applied {
             translate::usable_endpoints(cla).map(|addrs| (cla.cluster_name.clone(), addrs))
         }))?;
         for (service, addrs) in usable {
-            for (name, kind) in &self.clusters {
-                if matches!(kind, ClusterKind::Eds { service_name } if *service_name == service) {
-                    self.upstreams.set_cluster(name, addrs.clone());
-                }
+            for name in self.eds_clusters.get(&service).into_iter().flatten() {
+                self.upstreams.set_cluster(name, addrs.clone());
             }
             self.endpoints.insert(service, addrs);
         }
