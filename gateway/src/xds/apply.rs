@@ -99,6 +99,27 @@ impl Applied {
         }
         let new: BTreeMap<String, ClusterKind> =
             specs.into_iter().map(|s| (s.name, s.kind)).collect();
+        self.install(&new, fixed);
+        self.clusters = new;
+        self.eds_clusters.clear();
+        for (name, kind) in &self.clusters {
+            if let ClusterKind::Eds { service_name } = kind {
+                let names = self.eds_clusters.entry(service_name.clone()).or_default();
+                names.push(name.clone());
+            }
+        }
+        let eds = &self.eds_clusters;
+        self.endpoints
+            .retain(|service, _| eds.contains_key(service));
+        Ok(eds.keys().cloned().collect())
+    }
+
+    /// Puts `new` clusters in the table (`fixed`: the resolved STATIC/STRICT_DNS ones).
+    fn install(
+        &self,
+        new: &BTreeMap<String, ClusterKind>,
+        mut fixed: BTreeMap<String, Vec<SocketAddr>>,
+    ) {
         // Gone, or of another kind now (an aggregate would shadow a plain cluster); the
         // others are replaced in place, never missing for a request.
         let same_kind = |a: &ClusterKind, b: &ClusterKind| discriminant(a) == discriminant(b);
@@ -107,7 +128,7 @@ impl Applied {
                 self.upstreams.remove(name);
             }
         }
-        for (name, kind) in &new {
+        for (name, kind) in new {
             match kind {
                 ClusterKind::Aggregate(members) => {
                     let members: Vec<&str> = members.iter().map(String::as_str).collect();
@@ -125,18 +146,6 @@ impl Applied {
                 }
             }
         }
-        self.clusters = new;
-        self.eds_clusters.clear();
-        for (name, kind) in &self.clusters {
-            if let ClusterKind::Eds { service_name } = kind {
-                let names = self.eds_clusters.entry(service_name.clone()).or_default();
-                names.push(name.clone());
-            }
-        }
-        let eds = &self.eds_clusters;
-        self.endpoints
-            .retain(|service, _| eds.contains_key(service));
-        Ok(eds.keys().cloned().collect())
     }
 
     /// EDS: the named load assignments replace those clusters' endpoints.

@@ -120,17 +120,7 @@ impl XdsGateway {
         client.on_ready = Some(ready_tx);
         let status = Arc::clone(&client.status);
         let (stop, stopped) = watch::channel(false);
-        let thread = std::thread::Builder::new()
-            .name("gateway-xds".to_owned())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                match runtime {
-                    Ok(runtime) => runtime.block_on(client.run(stopped)),
-                    Err(error) => tracing::error!(?error, "ADS client runtime"),
-                }
-            })?;
+        let thread = spawn_client(client, stopped)?;
         let mut started = XdsGateway {
             gateway: None,
             status,
@@ -139,18 +129,9 @@ impl XdsGateway {
             stop,
             client: Some(thread),
         };
-        let ready = ready_rx.recv_timeout(config.start_timeout).map_err(|_| {
-            let nack = started
-                .status
-                .last_nack()
-                .map(|n| format!(" (last NACK: {n})"));
-            anyhow!(
-                "no listener, routes and plugin from {} within {:?}{}",
-                config.ads,
-                config.start_timeout,
-                nack.unwrap_or_default()
-            )
-        })?;
+        let ready = ready_rx
+            .recv_timeout(config.start_timeout)
+            .map_err(|_| started.no_start(&config))?;
         started.upstreams = ready.upstreams.clone();
         started.routes = ready.routes.clone();
         let gateway = Gateway::launch(Parts {
@@ -165,6 +146,19 @@ impl XdsGateway {
         .context("starting the workers")?;
         started.gateway = Some(gateway);
         Ok(started)
+    }
+
+    fn no_start(&self, config: &XdsGatewayConfig) -> anyhow::Error {
+        let nack = self
+            .status
+            .last_nack()
+            .map(|n| format!(" (last NACK: {n})"));
+        anyhow!(
+            "no listener, routes and plugin from {} within {:?}{}",
+            config.ads,
+            config.start_timeout,
+            nack.unwrap_or_default()
+        )
     }
 
     /// Where the gateway listens.
@@ -212,6 +206,24 @@ impl XdsGateway {
             None => Ok(()),
         }
     }
+}
+
+/// The ADS client on a thread (and runtime) of its own, so it runs whoever calls `start`.
+fn spawn_client(
+    client: client::AdsClient,
+    stopped: watch::Receiver<bool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("gateway-xds".to_owned())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(client.run(stopped)),
+                Err(error) => tracing::error!(?error, "ADS client runtime"),
+            }
+        })
 }
 
 impl Drop for XdsGateway {
