@@ -20,7 +20,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
-use super::{HigressObject, MANAGED_BY, MANAGED_BY_LABEL};
+use super::{generate, HigressObject, HigressOptions, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::derive::{Derived, MemberSnapshot};
 use crate::handoff::FIELD_MANAGER;
 
 /// Why nothing was written.
@@ -36,6 +37,8 @@ pub enum ApplyError {
         #[source]
         source: kube::Error,
     },
+    #[error("the API refused {0} Higress wiring object(s) or list(s); the others were applied")]
+    Refused(usize),
 }
 
 /// What one apply did.
@@ -144,5 +147,50 @@ async fn collect<K>(
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => report.failed.push(format!("delete {id}: {e}")),
         }
+    }
+}
+
+/// Generate and apply on every derivation, writing only when the objects changed (or when
+/// asked, e.g. on becoming leader); a generation that failed in part is retried next time.
+#[derive(Debug)]
+pub struct Publisher {
+    opts: HigressOptions,
+    last: Option<Vec<HigressObject>>,
+}
+
+impl Publisher {
+    pub fn new(opts: HigressOptions) -> Self {
+        Publisher { opts, last: None }
+    }
+
+    pub async fn step(
+        &mut self,
+        client: Client,
+        derived: &Derived,
+        members: &[MemberSnapshot],
+        force: bool,
+    ) -> Result<(), ApplyError> {
+        let generated = generate(derived, members, &self.opts);
+        if !force && self.last.as_ref() == Some(&generated.objects) {
+            return Ok(());
+        }
+        for p in &generated.problems {
+            tracing::warn!("higress: {p}");
+        }
+        self.last = None;
+        let report = apply(client, &generated.objects, &self.opts.namespaces).await?;
+        for f in &report.failed {
+            tracing::warn!("higress: {f}");
+        }
+        tracing::info!(
+            applied = report.applied,
+            deleted = report.deleted.len(),
+            "Higress wiring applied"
+        );
+        if !report.failed.is_empty() {
+            return Err(ApplyError::Refused(report.failed.len()));
+        }
+        self.last = Some(generated.objects);
+        Ok(())
     }
 }

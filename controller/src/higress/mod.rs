@@ -12,6 +12,7 @@
 //! ([`ClusterName::parse`]), so the two cannot disagree.
 
 pub mod apply;
+mod flags;
 mod ingresses;
 mod names;
 mod objects;
@@ -25,6 +26,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use serde::Serialize;
 
 use crate::derive::{Derived, MemberSnapshot};
+pub use flags::HigressFlags;
 pub use names::ClusterName;
 
 /// The upstream template `--higress` uses unless one is set: Higress's cluster name of the
@@ -54,7 +56,7 @@ pub struct ServicePortRef {
 }
 
 /// Settings of the generation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HigressOptions {
     /// IngressClass of the generated Ingresses (Higress's).
     pub ingress_class: String,
