@@ -7,11 +7,15 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{mock_client, ApiHandle};
-use fleetgate_controller::higress::apply::{apply, ApplyError, ApplyReport};
+use fleetgate_controller::cli::{self, RenderArgs};
+use fleetgate_controller::derive::DeriveOptions;
+use fleetgate_controller::higress::apply::{apply, ApplyError, ApplyReport, Publisher};
 use fleetgate_controller::higress::HigressObject;
+use fleetgate_controller::higress::{HigressOptions, HIGRESS_UPSTREAM_TEMPLATE};
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{json, Value};
+use std::path::Path;
 
 fn respond(status: StatusCode, body: &Value) -> Response<Body> {
     Response::builder()
@@ -231,4 +235,63 @@ async fn an_object_the_api_refuses_fails_alone_and_is_not_collected() {
         "{report:?}"
     );
     assert!(api.next_request().await.is_none());
+}
+
+/// Play an API server that has every namespace and none of our objects; count the writes.
+async fn accept_all(mut api: ApiHandle) -> usize {
+    let mut writes = 0;
+    while let Some((req, send)) = api.next_request().await {
+        let path = req.uri().path().to_string();
+        let reply = match *req.method() {
+            Method::PATCH => {
+                writes += 1;
+                body_json(req).await
+            }
+            Method::GET
+                if path.starts_with("/api/v1/namespaces/") && path.matches('/').count() == 4 =>
+            {
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}})
+            }
+            Method::GET => json!({"apiVersion": "meta.k8s.io/v1",
+                "kind": "PartialObjectMetadataList", "metadata": {}, "items": []}),
+            ref m => panic!("unexpected {m} {path}"),
+        };
+        send.send_response(respond(StatusCode::OK, &reply));
+    }
+    writes
+}
+
+#[tokio::test]
+async fn the_publisher_writes_a_generation_once_until_it_changes_or_is_forced() {
+    let fleet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet");
+    let args = RenderArgs {
+        fleet: vec![fleet.join("clusters"), fleet.join("active-active")],
+        members: ["hz-a", "hz-b"]
+            .map(|m| (m.to_string(), fleet.join("members").join(m)))
+            .to_vec(),
+        zones: vec![],
+        options: DeriveOptions {
+            upstream_template: HIGRESS_UPSTREAM_TEMPLATE.to_string(),
+            ..DeriveOptions::default()
+        },
+    };
+    let (derived, members) = cli::render_with_members(&args).unwrap();
+    let opts = HigressOptions {
+        namespaces: namespaces(&["default", "fleetgate-system"]),
+        ..HigressOptions::default()
+    };
+    let mut publisher = Publisher::new(opts);
+    let mut writes = Vec::new();
+    for force in [false, false, true] {
+        let (client, api) = mock_client();
+        let server = tokio::spawn(accept_all(api));
+        publisher
+            .step(client, &derived, &members, force)
+            .await
+            .unwrap();
+        writes.push(server.await.unwrap());
+    }
+    assert!(writes[0] >= 6, "Services, slices and Ingresses: {writes:?}");
+    assert_eq!(writes[1], 0, "unchanged: nothing written");
+    assert_eq!(writes[2], writes[0], "forced (new leader): all again");
 }

@@ -242,14 +242,13 @@ fn templates_that_would_make_services_and_upstreams_disagree_are_rejected() {
     }
 }
 
-#[test]
-fn generated_objects_pass_the_strict_kubernetes_schema_check() {
+/// The strict schema check of YAML files (Kubernetes 1.29 and 1.33): (passed, report).
+fn schema_check(files: &[PathBuf]) -> (bool, String) {
     let python = root().join(".tools/venv/bin/python3");
     assert!(
         python.exists(),
         "run scripts/setup (kubernetes-validate in .tools/venv)"
     );
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/higress");
     let check = r#"
 import sys, yaml, kubernetes_validate.utils as kv
 bad = 0
@@ -263,20 +262,45 @@ for path in sys.argv[1:]:
                 print(f"{path}: {doc['kind']}/{doc['metadata']['name']}: {version}: {e}")
 sys.exit(1 if bad else 0)
 "#;
-    let files: Vec<PathBuf> = SCENARIOS
-        .iter()
-        .map(|(s, _, _)| dir.join(format!("{s}.yaml")))
-        .collect();
     let out = Command::new(python)
         .arg("-c")
         .arg(check)
-        .args(&files)
+        .args(files)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
+    let report = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    (out.status.success(), report)
+}
+
+#[test]
+fn generated_objects_pass_the_strict_kubernetes_schema_check() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/higress");
+    let files: Vec<PathBuf> = SCENARIOS
+        .iter()
+        .map(|(s, _, _)| dir.join(format!("{s}.yaml")))
+        .collect();
+    let (ok, report) = schema_check(&files);
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn the_schema_check_fails_on_a_misspelt_field() {
+    let (_, generated) = generate("active-active", "hz-a", "hz-b");
+    let yaml = generated.to_yaml().unwrap();
+    assert!(yaml.contains("addressType: IPv4"));
+    let path =
+        std::env::temp_dir().join(format!("fleetgate-higress-bad-{}.yaml", std::process::id()));
+    std::fs::write(
+        &path,
+        yaml.replacen("addressType: IPv4", "adressType: IPv4", 1),
+    )
+    .unwrap();
+    let (ok, report) = schema_check(std::slice::from_ref(&path));
+    let _ = std::fs::remove_file(&path);
+    assert!(!ok, "{report}");
+    assert!(report.contains("adressType"), "{report}");
 }
