@@ -61,9 +61,9 @@ pub async fn apply(
     let mut report = ApplyReport::default();
     for o in objects {
         let result = match o {
-            HigressObject::Service(s) => apply_one(&client, s).await,
-            HigressObject::EndpointSlice(s) => apply_one(&client, s).await,
-            HigressObject::Ingress(i) => apply_one(&client, i).await,
+            HigressObject::Service(s) => apply_one(&client, &**s).await,
+            HigressObject::EndpointSlice(s) => apply_one(&client, &**s).await,
+            HigressObject::Ingress(i) => apply_one(&client, &**i).await,
         };
         match result {
             Ok(()) => report.applied += 1,

@@ -85,15 +85,14 @@ pub(super) fn routes(
                 .annotations
                 .get_or_insert_with(Default::default);
             annotations.insert(annotation.clone(), u.to_string());
-            out.push(HigressObject::Ingress(ing));
+            out.push(HigressObject::Ingress(Box::new(ing)));
             first.get_or_insert(c);
         }
         // Requests match a route before the plugin sets the header (README: the plain route).
         if let Some(c) = first {
             let name = format!("{prefix}-catch-all");
-            out.push(HigressObject::Ingress(ingress(
-                &c, &name, &sources, r, opts,
-            )));
+            let catch_all = ingress(&c, &name, &sources, r, opts);
+            out.push(HigressObject::Ingress(Box::new(catch_all)));
         }
     }
     out
@@ -180,7 +179,7 @@ pub(super) fn keepers(derived: &Derived, opts: &HigressOptions) -> Vec<HigressOb
         sources.extend(bases.get(r.name.as_str()).map(|b| (*b).clone()));
     }
     keep.into_iter()
-        .map(|(c, sources)| HigressObject::Ingress(keeper(&c, &sources, opts)))
+        .map(|(c, sources)| HigressObject::Ingress(Box::new(keeper(&c, &sources, opts))))
         .collect()
 }
 

@@ -85,13 +85,13 @@ impl Default for HigressOptions {
     }
 }
 
-/// One generated object.
+/// One generated object (boxed: the objects differ in size and move around in vectors).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum HigressObject {
-    Service(Service),
-    EndpointSlice(EndpointSlice),
-    Ingress(Ingress),
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Ingress(Box<Ingress>),
 }
 
 impl HigressObject {

@@ -164,8 +164,12 @@ pub(super) fn objects(
             continue;
         };
         let ports = gen_ports(p, m);
-        out.push(HigressObject::Service(service(ns, name, p, &ports)));
-        out.extend(slices(ns, name, p, m, &ports).map(HigressObject::EndpointSlice));
+        out.push(HigressObject::Service(Box::new(service(
+            ns, name, p, &ports,
+        ))));
+        out.extend(
+            slices(ns, name, p, m, &ports).map(|s| HigressObject::EndpointSlice(Box::new(s))),
+        );
     }
     out
 }
