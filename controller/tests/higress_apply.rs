@@ -237,12 +237,19 @@ async fn an_object_the_api_refuses_fails_alone_and_is_not_collected() {
     assert!(api.next_request().await.is_none());
 }
 
-/// Play an API server that has every namespace and none of our objects; count the writes.
-async fn accept_all(mut api: ApiHandle) -> usize {
+/// Play an API server that has every namespace and none of our objects (refusing the first
+/// write when `refuse`); count the writes.
+async fn accept_all(mut api: ApiHandle, refuse: bool) -> usize {
     let mut writes = 0;
     while let Some((req, send)) = api.next_request().await {
         let path = req.uri().path().to_string();
         let reply = match *req.method() {
+            Method::PATCH if refuse && writes == 0 => {
+                writes += 1;
+                let invalid = respond(StatusCode::UNPROCESSABLE_ENTITY, &status(422, "Invalid"));
+                send.send_response(invalid);
+                continue;
+            }
             Method::PATCH => {
                 writes += 1;
                 body_json(req).await
@@ -262,7 +269,7 @@ async fn accept_all(mut api: ApiHandle) -> usize {
 }
 
 #[tokio::test]
-async fn the_publisher_writes_a_generation_once_until_it_changes_or_is_forced() {
+async fn the_publisher_writes_a_generation_once_until_it_changes_fails_or_is_forced() {
     let fleet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet");
     let args = RenderArgs {
         fleet: vec![fleet.join("clusters"), fleet.join("active-active")],
@@ -282,16 +289,19 @@ async fn the_publisher_writes_a_generation_once_until_it_changes_or_is_forced() 
     };
     let mut publisher = Publisher::new(opts);
     let mut writes = Vec::new();
-    for force in [false, false, true] {
+    // A refused object, then retried in full; then unchanged; then forced (a new leader).
+    for (force, refuse) in [(false, true), (false, false), (false, false), (true, false)] {
         let (client, api) = mock_client();
-        let server = tokio::spawn(accept_all(api));
-        publisher
-            .step(client, &derived, &members, force)
-            .await
-            .unwrap();
+        let server = tokio::spawn(accept_all(api, refuse));
+        let result = publisher.step(client, &derived, &members, force).await;
+        assert_eq!(result.is_err(), refuse, "{result:?}");
         writes.push(server.await.unwrap());
     }
     assert!(writes[0] >= 6, "Services, slices and Ingresses: {writes:?}");
-    assert_eq!(writes[1], 0, "unchanged: nothing written");
-    assert_eq!(writes[2], writes[0], "forced (new leader): all again");
+    assert_eq!(
+        writes[1], writes[0],
+        "a partly refused generation is written again"
+    );
+    assert_eq!(writes[2], 0, "unchanged: nothing written");
+    assert_eq!(writes[3], writes[0], "forced: all again");
 }

@@ -150,17 +150,28 @@ async fn collect<K>(
     }
 }
 
+/// How long an applied generation is trusted: after that the next derivation writes it again,
+/// repairing objects someone edited or deleted.
+const RESYNC: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Generate and apply on every derivation, writing only when the objects changed (or when
-/// asked, e.g. on becoming leader); a generation that failed in part is retried next time.
+/// asked, e.g. on becoming leader, or after [`RESYNC`]); a generation that failed in part is
+/// retried next time.
 #[derive(Debug)]
 pub struct Publisher {
     opts: HigressOptions,
-    last: Option<Vec<HigressObject>>,
+    last: Option<(Vec<HigressObject>, std::time::Instant)>,
 }
 
 impl Publisher {
     pub fn new(opts: HigressOptions) -> Self {
         Publisher { opts, last: None }
+    }
+
+    fn is_current(&self, objects: &[HigressObject]) -> bool {
+        self.last
+            .as_ref()
+            .is_some_and(|(o, at)| o == objects && at.elapsed() < RESYNC)
     }
 
     pub async fn step(
@@ -171,7 +182,7 @@ impl Publisher {
         force: bool,
     ) -> Result<(), ApplyError> {
         let generated = generate(derived, members, &self.opts);
-        if !force && self.last.as_ref() == Some(&generated.objects) {
+        if !force && self.is_current(&generated.objects) {
             return Ok(());
         }
         for p in &generated.problems {
@@ -190,7 +201,7 @@ impl Publisher {
         if !report.failed.is_empty() {
             return Err(ApplyError::Refused(report.failed.len()));
         }
-        self.last = Some(generated.objects);
+        self.last = Some((generated.objects, std::time::Instant::now()));
         Ok(())
     }
 }
