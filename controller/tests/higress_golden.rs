@@ -304,3 +304,23 @@ fn the_schema_check_fails_on_a_misspelt_field() {
     assert!(!ok, "{report}");
     assert!(report.contains("adressType"), "{report}");
 }
+
+#[test]
+fn a_member_never_synced_gets_its_service_but_no_endpoints() {
+    let (derived, mut members) = render("active-active", "hz-a", "hz-b");
+    for m in members.iter_mut().filter(|m| m.id == "hz-b") {
+        m.contact = fleetgate_controller::derive::Contact::Never;
+    }
+    let g = higress::generate(&derived, &members, &options());
+    let has = |kind: &str, name: &str| {
+        g.objects
+            .iter()
+            .any(|o| o.kind() == kind && o.name() == name)
+    };
+    assert!(has("Service", "shop-hz-b") && has("Service", "shop-hz-a"));
+    assert!(has("EndpointSlice", "shop-hz-a-ipv4"));
+    assert!(!g
+        .objects
+        .iter()
+        .any(|o| o.kind() == "EndpointSlice" && o.name().starts_with("shop-hz-b")));
+}
