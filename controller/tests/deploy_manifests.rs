@@ -89,6 +89,7 @@ fn every_kustomization_renders_and_passes_the_strict_schema_check() {
         names,
         [
             "base",
+            "demo",
             "member",
             "overlays_argocd",
             "overlays_envoy",
@@ -112,7 +113,8 @@ fn an_unknown_field_fails_the_check_and_names_the_field() {
 #[test]
 fn every_controller_flag_and_variable_the_manifests_set_exists() {
     for (name, docs) in rendered() {
-        if name == "member" {
+        // No controller there (a member's RBAC; the quickstart's demo app).
+        if name == "member" || name == "demo" {
             continue;
         }
         let container = controller_container(&docs);
@@ -176,8 +178,14 @@ fn the_envoy_overlay_bootstrap_is_what_the_command_prints_with_the_xds_token() {
 fn the_higress_overlay_derives_the_upstream_names_its_wasmplugin_routes_to() {
     let all = rendered();
     let docs = &all.iter().find(|(n, _)| n == "overlays_higress").unwrap().1;
-    let template = env_value(controller_container(docs), "FLEETGATE_UPSTREAM_TEMPLATE")
-        .expect("the Higress overlay sets the upstream template");
+    // The template set, or the one `--higress` implies.
+    let container = controller_container(docs);
+    let higress = container["args"]
+        .as_sequence()
+        .is_some_and(|a| a.iter().any(|a| a == "--higress"));
+    let template = env_value(container, "FLEETGATE_UPSTREAM_TEMPLATE")
+        .or(higress.then_some(fleetgate_controller::higress::HIGRESS_UPSTREAM_TEMPLATE))
+        .expect("the Higress overlay sets the upstream template or --higress");
     let plugin = &find(docs, "WasmPlugin", "fleetgate")["spec"]["defaultConfig"];
     let upstreams = |routes: &Value| -> Vec<String> {
         let route = routes
