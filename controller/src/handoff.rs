@@ -61,12 +61,15 @@ pub enum HandoffError {
 #[derive(Clone)]
 pub struct ConfigCell {
     tx: Arc<watch::Sender<Option<Arc<Published>>>>,
+    /// Set once on shutdown: long polls answer at once so gateways re-poll another replica.
+    draining: Arc<watch::Sender<bool>>,
 }
 
 impl Default for ConfigCell {
     fn default() -> Self {
         ConfigCell {
             tx: Arc::new(watch::channel(None).0),
+            draining: Arc::new(watch::channel(false).0),
         }
     }
 }
@@ -87,6 +90,10 @@ impl ConfigCell {
     }
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
         self.tx.subscribe()
+    }
+    /// Shutting down: every parked long poll answers `304` now, and new ones do not park.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
     }
 }
 
@@ -174,12 +181,20 @@ async fn get_config(
     if !matches_etag(&headers, &etag) {
         return config_response(&current);
     }
-    // Long-poll until the revision changes or the wait elapses.
+    // Long-poll until the revision changes, the wait elapses or the server drains.
     ep.waiting.inc();
     let _guard = DecOnDrop(ep.waiting.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let mut draining = ep.cell.draining.subscribe();
     loop {
-        match tokio::time::timeout_at(deadline, rx.changed()).await {
+        if *draining.borrow_and_update() {
+            return not_modified(&etag);
+        }
+        let changed = tokio::select! {
+            c = tokio::time::timeout_at(deadline, rx.changed()) => c,
+            _ = draining.changed() => continue,
+        };
+        match changed {
             Ok(Ok(())) => {
                 let next = rx.borrow_and_update().clone();
                 if let Some(next) = next.filter(|n| n.revision != current.revision) {

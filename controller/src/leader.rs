@@ -64,13 +64,15 @@ impl Elector {
         };
         let spec = lease.spec.clone().unwrap_or_default();
         let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        // A leader that stopped gracefully leaves no holder: take over at once.
+        let released = spec.holder_identity.as_deref().is_none_or(str::is_empty);
         let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
             (Some(MicroTime(t)), Some(d)) => {
                 now.duration_since(*t) > SignedDuration::from_secs(i64::from(d))
             }
             _ => true,
         };
-        if !mine && !expired {
+        if !mine && !expired && !released {
             return Ok(false);
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!mine);
@@ -91,4 +93,43 @@ impl Elector {
             Err(e) => Err(e),
         }
     }
+
+    /// On shutdown: if this replica holds the Lease, clear its holder so a follower takes over
+    /// on its next try instead of waiting for the Lease to expire. `Ok(false)`: not ours (or a
+    /// concurrent write won), nothing to release.
+    pub async fn release(&self) -> Result<bool, kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(false);
+        };
+        let mut spec = lease.spec.take().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(false);
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        lease.spec = Some(spec);
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How long to wait before the next try: a leader renews at a third of the duration; a
+    /// follower tries every second, so it takes over a released Lease within about a second.
+    pub fn retry_period(&self, leading: bool) -> Duration {
+        if leading {
+            self.duration / 3
+        } else {
+            FOLLOWER_RETRY
+        }
+    }
 }
+
+/// A follower's retry period ([`Elector::retry_period`]).
+pub const FOLLOWER_RETRY: Duration = Duration::from_secs(1);

@@ -11,6 +11,7 @@
 //! - [`watch`]: kube-runtime watchers feeding the [`store`];
 //! - [`health`]: member control-plane contact (live / unknown after a grace period);
 //! - [`handoff`]: the long-poll config endpoint, the file and the Higress WasmPlugin;
+//! - [`higress`]: `--higress`: the per-member Services, EndpointSlices and Ingresses Higress needs;
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`;
 //! - [`leader`]: Lease-based leader election;
 //! - [`run`]: the `run` command wiring it all;
@@ -23,6 +24,7 @@ pub mod derive;
 pub mod endpoints;
 pub mod handoff;
 pub mod health;
+pub mod higress;
 pub mod leader;
 pub mod members;
 pub mod run;

@@ -10,6 +10,7 @@ use fleetgate_controller::cli;
 use fleetgate_controller::derive::{
     DeriveOptions, DEFAULT_MIRROR_FQDN_TEMPLATE, DEFAULT_MIRROR_TEMPLATE, DEFAULT_UPSTREAM_TEMPLATE,
 };
+use fleetgate_controller::higress::HigressFlags;
 use fleetgate_controller::run::RunConfig;
 
 /// The same allocator the scale benchmark measures: at fleet scale the system allocator's
@@ -31,6 +32,28 @@ use sha2::{Digest, Sha256};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or as JSON objects (one per line, for log collectors).
+    #[arg(long, global = true, env = "FLEETGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs go to stderr (stdout carries `render`/`bootstrap` output); `RUST_LOG` filters them.
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 #[derive(Args, Clone)]
@@ -38,9 +61,11 @@ struct DeriveFlags {
     /// IngressClass handled by fleetgate.
     #[arg(long, env = "FLEETGATE_INGRESS_CLASS", default_value = "fleetgate")]
     ingress_class: String,
-    /// Upstream (Envoy cluster) name template: {port} {cluster} {service} {namespace}.
-    #[arg(long, env = "FLEETGATE_UPSTREAM_TEMPLATE", default_value = DEFAULT_UPSTREAM_TEMPLATE)]
-    upstream_template: String,
+    /// Upstream (Envoy cluster) name template: {port} {cluster} {service} {namespace}
+    /// [default: outbound|{port}|{cluster}|{service}.{namespace}.svc.cluster.local; with
+    /// `run --higress`: outbound|{port}||{service}-{cluster}.{namespace}.svc.cluster.local].
+    #[arg(long, env = "FLEETGATE_UPSTREAM_TEMPLATE")]
+    upstream_template: Option<String>,
     /// Mirror upstream template (same placeholders, {cluster} is empty).
     #[arg(long, env = "FLEETGATE_MIRROR_TEMPLATE", default_value = DEFAULT_MIRROR_TEMPLATE)]
     mirror_upstream_template: String,
@@ -81,7 +106,8 @@ impl DeriveFlags {
         Ok(DeriveOptions {
             ingress_class: self.ingress_class.clone(),
             class_is_default: false,
-            upstream_template: self.upstream_template.clone(),
+            upstream_template: (self.upstream_template.clone())
+                .unwrap_or_else(|| DEFAULT_UPSTREAM_TEMPLATE.to_string()),
             mirror_template: self.mirror_upstream_template.clone(),
             mirror_fqdn_template: self.mirror_fqdn_template.clone(),
             settings,
@@ -358,6 +384,8 @@ struct RunFlags {
     lease_namespace: String,
     #[arg(long, default_value = "fleetgate-controller")]
     lease_name: String,
+    #[command(flatten)]
+    higress: HigressFlags,
     /// This replica's identity in the Lease (defaults to the hostname / pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -378,10 +406,14 @@ fn run_config(f: RunFlags) -> Result<RunConfig> {
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("fleetgate-{}", std::process::id()));
-    let derive = f.derive.options()?;
+    let mut derive = f.derive.options()?;
+    let template = f.derive.upstream_template.as_deref();
+    derive.upstream_template = (f.higress).upstream_template(template, &derive.upstream_template);
+    let higress = (f.higress.options(&derive.upstream_template)).map_err(anyhow::Error::msg)?;
     Ok(RunConfig {
         xds: f.xds.resolve(&derive)?,
         derive,
+        higress,
         members_file: f.members_file,
         secrets_namespace: Some(f.secrets_namespace).filter(|s| !s.is_empty()),
         grace: Duration::from_secs(f.grace_seconds),
@@ -398,14 +430,8 @@ fn run_config(f: RunFlags) -> Result<RunConfig> {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     match cli.command {
         Command::Run(flags) => {
             let cfg = run_config(*flags)?;

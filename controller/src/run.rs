@@ -48,6 +48,8 @@ pub struct RunConfig {
     pub out: Option<PathBuf>,
     /// `namespace/name` of a Higress WasmPlugin to write.
     pub wasmplugin: Option<(String, String)>,
+    /// `--higress`: generate and apply the Higress wiring in the fleet (gateway) cluster.
+    pub higress: Option<crate::higress::HigressOptions>,
     /// `status.loadBalancer.ingress[0]` (IP or hostname) for our Ingresses.
     pub status_address: Option<String>,
     pub lease_namespace: String,
@@ -563,6 +565,10 @@ async fn derive_loop(
     let mut prev_unavailable: BTreeMap<IngressKey, BTreeSet<(String, String)>> = BTreeMap::new();
     let mut last_revision = String::new();
     let mut was_leader = false;
+    let mut higress = cfg
+        .higress
+        .clone()
+        .map(crate::higress::apply::Publisher::new);
     loop {
         // Derive only when something changed (debounced) or a member's grace period ends.
         let deadline = publisher.next_deadline();
@@ -607,6 +613,15 @@ async fn derive_loop(
                         metrics.error("handoff_wasmplugin");
                     }
                 }
+            }
+        }
+
+        // Higress wiring (leader only): written when the generated objects change.
+        if let Some(h) = higress.as_mut() {
+            let step = h.step(fleet.clone(), &derived, &snap.members, became_leader);
+            if let Err(e) = step.await {
+                error!(err = %e, "Higress wiring apply failed");
+                metrics.error("higress_apply");
             }
         }
 

@@ -190,7 +190,7 @@ fn canary_by_weight_takes_about_twenty_percent() {
 fn deploy_manifests_parse_and_the_members_file_loads() {
     use serde::Deserialize;
     let deploy = root().join("examples/deploy");
-    for f in ["fleet.yaml", "member.yaml"] {
+    for f in ["base/controller.yaml", "member/member.yaml"] {
         let text = std::fs::read_to_string(deploy.join(f)).unwrap();
         let mut kinds = Vec::new();
         for doc in serde_yaml::Deserializer::from_str(&text) {

@@ -157,3 +157,40 @@ async fn wrong_or_missing_token_is_401_with_nothing_served() {
         assert!(!r.body.contains("revision"));
     }
 }
+
+#[tokio::test]
+async fn draining_answers_parked_and_new_long_polls_at_once() {
+    let (addr, cell, waiting) = serve(None).await;
+    cell.publish(published("r1"));
+    let poll = tokio::spawn(async move {
+        get(addr, "/v1/config?wait=30", &[("If-None-Match", "\"r1\"")]).await
+    });
+    let t0 = Instant::now();
+    while waiting.get() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "client never parked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drained = Instant::now();
+    cell.drain();
+    let r = poll.await.unwrap();
+    assert_eq!(r.status, 304, "parked poll: {}", r.body);
+    assert!(
+        drained.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        drained.elapsed()
+    );
+    let t1 = Instant::now();
+    let r = get(addr, "/v1/config?wait=30", &[("If-None-Match", "\"r1\"")]).await;
+    assert_eq!(r.status, 304);
+    assert!(
+        t1.elapsed() < Duration::from_secs(1),
+        "a new poll parked while draining"
+    );
+    let r = get(addr, "/v1/config", &[]).await;
+    assert_eq!(
+        (r.status, r.header("etag")),
+        (200, Some("\"r1\"")),
+        "plain GETs still served"
+    );
+    assert_eq!(waiting.get(), 0);
+}

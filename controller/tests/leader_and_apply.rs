@@ -175,3 +175,80 @@ async fn the_wasmplugin_gets_only_its_default_config_by_server_side_apply() {
         .unwrap();
     server.await.unwrap();
 }
+
+/// Plays a Lease API server for one replica's client: GET, POST and PUT (with
+/// resourceVersion checks) on one shared Lease.
+fn serve_lease(mut api: ApiHandle, store: std::sync::Arc<std::sync::Mutex<Option<Value>>>) {
+    tokio::spawn(async move {
+        while let Some((req, send)) = api.next_request().await {
+            let method = req.method().clone();
+            let body = if method == Method::GET {
+                None
+            } else {
+                Some(body_json(req).await)
+            };
+            let mut lease = store.lock().unwrap();
+            let rv = |l: &Value| {
+                l["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("0")
+                    .to_owned()
+            };
+            let (status, answer) = match (method, body) {
+                (Method::GET, _) => match lease.as_ref() {
+                    Some(l) => (StatusCode::OK, l.clone()),
+                    None => (StatusCode::NOT_FOUND, not_found()),
+                },
+                (_, Some(mut new)) if lease.as_ref().is_none_or(|l| rv(l) == rv(&new)) => {
+                    let next = lease
+                        .as_ref()
+                        .map_or(1, |l| rv(l).parse::<u64>().unwrap() + 1);
+                    new["metadata"]["resourceVersion"] = json!(next.to_string());
+                    *lease = Some(new.clone());
+                    (StatusCode::OK, new)
+                }
+                _ => (StatusCode::CONFLICT, conflict()),
+            };
+            send.send_response(respond(status, &answer));
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_leader_that_stops_releases_the_lease_and_the_follower_takes_over_within_two_seconds() {
+    let store = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let (a, api_a) = elector("replica-a");
+    let (b, api_b) = elector("replica-b");
+    serve_lease(api_a, store.clone());
+    serve_lease(api_b, store.clone());
+    assert!(
+        a.try_acquire_or_renew().await.unwrap(),
+        "a creates the Lease"
+    );
+    assert!(
+        !b.try_acquire_or_renew().await.unwrap(),
+        "b follows a live Lease"
+    );
+    assert!(!b.release().await.unwrap(), "b holds nothing to release");
+
+    let stopped = std::time::Instant::now();
+    assert!(a.release().await.unwrap(), "a releases on shutdown");
+    let held = store.lock().unwrap().clone().unwrap();
+    assert!(held["spec"]["holderIdentity"].is_null(), "{held}");
+    // b's election loop: try, then sleep its follower period.
+    loop {
+        tokio::time::sleep(b.retry_period(false)).await;
+        if b.try_acquire_or_renew().await.unwrap() {
+            break;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(5), "no takeover");
+    }
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(2), "takeover after {took:?}");
+    let held = store.lock().unwrap().clone().unwrap();
+    assert_eq!(held["spec"]["holderIdentity"], "replica-b");
+    assert!(
+        !a.try_acquire_or_renew().await.unwrap(),
+        "a stays out once b holds it"
+    );
+}

@@ -1,37 +1,84 @@
 //! A local gateway for development and tests (not a production proxy): the `fleetgate-wasm-tests`
-//! Proxy-Wasm host serving real HTTP/1.1 on loopback, doing what the Envoy example
-//! (`examples/envoy/envoy.yaml`) does around the fleetgate plugin:
+//! Proxy-Wasm host serving real HTTP/1.1 on loopback, doing what Envoy does around the fleetgate
+//! plugin:
 //!
-//! - one VM per worker thread, as Envoy clones the Wasm instance per worker;
+//! - one VM per worker thread, as Envoy clones the Wasm instance per worker; all workers' VMs
+//!   share one shared-data store, as Envoy workers do;
 //! - routing by the cluster header the plugin sets (Envoy `cluster_header`: a missing header or
-//!   an unknown cluster answers 404);
+//!   an unknown cluster answers 404), retries per route ([`RetryPolicy`]: a failed attempt is
+//!   retried on another member), mirroring by a mirror header;
 //! - clusters from a shared [`Upstreams`] table (plain clusters with round-robin endpoints, and
 //!   aggregate clusters [preferred member, others]);
-//! - the example's retry policy ([`RetryPolicy`]): a failed attempt is retried on another member;
 //! - the outcome reported to the plugin's `on_log` as `response.code` and `response.flags`;
 //! - a real clock (the host's simulated clock is moved to wall time before every call), real
 //!   ticks, and `dispatch_http_call` as real HTTP requests to the named cluster.
 //!
+//! It is configured one of two ways:
+//!
+//! - **by xDS** ([`XdsGateway`], what the local fleet runs): given only the ADS address and a
+//!   node id, it subscribes to CDS, EDS, LDS, RDS and ECDS (state of the world), ACKs what it
+//!   applied and NACKs (with `error_detail`) what it cannot do, keeping its last good state;
+//! - **directly** ([`Gateway::start`] with a [`GatewayConfig`]): module, plugin config, clusters
+//!   and one retry policy handed over in code (unit tests and the controller's pull test).
+//!
 //! ```no_run
-//! use fleetgate_local_gateway::{Gateway, GatewayConfig, Upstreams};
-//! use fleetgate_wasm_tests::Module;
-//! let upstreams = Upstreams::new();
-//! upstreams.set_cluster("fleetgate-controller", vec!["127.0.0.1:9000".parse().unwrap()]);
-//! let gateway = Gateway::start(GatewayConfig::new(Module::plugin_wasip1(), "{...}", upstreams)).unwrap();
+//! use fleetgate_local_gateway::{XdsGateway, XdsGatewayConfig};
+//! let ads = "127.0.0.1:18000".parse().unwrap();
+//! let gateway = XdsGateway::start(XdsGatewayConfig::new(ads, "gateway-1")).unwrap();
 //! println!("listening on {}", gateway.addr());
 //! gateway.shutdown().unwrap();
 //! ```
 //!
-//! Differences from Envoy worth knowing: request and response bodies are buffered whole; the
-//! response phase of the filter (`on_response_headers` through `on_log`) runs once the upstream
-//! response is complete; a retried request is reported as a failure flag of the first attempt
-//! rather than as `upstream.request_attempt_count` (see `worker.rs`). All workers' VMs share one
-//! shared-data store, as Envoy workers do.
+//! # Differences from Envoy
+//!
+//! Data path:
+//! - request and response bodies are buffered whole; the response phase of the filter
+//!   (`on_response_headers` through `on_log`) runs once the upstream response is complete;
+//! - a retried request is reported as a failure flag of the first attempt rather than as
+//!   `upstream.request_attempt_count` (see `worker.rs`);
+//! - no outlier detection, circuit breakers or connect-timeout setting (1 s): passive health
+//!   is the plugin's job; endpoints are picked round robin, `load_balancing_weight` and
+//!   locality are ignored; the route `timeout` only serves as the default per-try timeout;
+//! - a mirrored request is fire and forget with no retries (as Envoy's shadow), `-shadow`
+//!   appended to the authority.
+//!
+//! xDS (the subset fleetgate emits; anything else is NACKed with a message naming the
+//! resource and what is unsupported):
+//! - state of the world only (no delta); a response with one bad resource is NACKed whole and
+//!   changes nothing (Envoy applies a CDS or LDS response's valid resources);
+//! - exactly one listener: one filter chain, the HTTP connection manager with routes by RDS
+//!   over ADS and the HTTP filters [Wasm by ECDS, router]. Its address may be overridden
+//!   locally ([`XdsGatewayConfig::listen_override`]: tests use ephemeral ports; port 0 binds
+//!   one, as in Envoy); a running gateway NACKs a moved listener instead of rebinding;
+//! - clusters: EDS, STATIC and STRICT_DNS (round robin, no TLS) and `envoy.clusters.aggregate`;
+//!   STRICT_DNS names are resolved once per CDS update, not every `dns_refresh_rate`; EDS
+//!   endpoints must be IPs at priority 0; HEALTHY and UNKNOWN endpoints take new requests,
+//!   DRAINING, UNHEALTHY, TIMEOUT and DEGRADED none (Envoy falls back to DEGRADED hosts when
+//!   too few are healthy); a new EDS cluster takes traffic once its endpoints arrive (warming);
+//! - routes: one virtual host for `*`, prefix `/` routes told apart by an optional `:method`
+//!   matcher (exact or `A|B|C`), `cluster_header` routing, at most one mirror by
+//!   `cluster_header`; retries need `connect-failure` and `previous_priorities`, may add
+//!   `reset` with `gateway-error` (codes 502-504) on GET|HEAD|OPTIONS routes only;
+//!   `previous_hosts` and `host_selection_retry_max_attempts` are implied by moving member;
+//! - the plugin by ECDS: an inline `vm_config` whose code is a file, inline bytes, or a
+//!   `remote` HTTP URI fetched through the named cluster and checked against its sha256
+//!   (cached by sha256, fetched without retries); the runtime name, `vm_id` and
+//!   `failure_policy` are ignored (wasmtime runs every VM). A new plugin is first checked in
+//!   a VM of its own: one that refuses its configuration is NACKed. Each worker then starts a
+//!   new VM (Envoy reuses the VM when only the configuration changed and starts a new root
+//!   context; either way the plugin's in-VM state is new and shared data is kept) on its next
+//!   timer tick (within `timer_resolution`, 10 ms) for new requests; requests under way finish
+//!   on the old one, which gets no more ticks. An unchanged plugin is not restarted;
+//! - the ADS stream is plaintext without credentials (loopback), and is reopened 200 ms after
+//!   it breaks with the subscriptions and last accepted versions.
 
 mod forward;
+pub mod plugin;
 pub mod retry;
+pub mod routes;
 pub mod upstreams;
 mod worker;
+pub mod xds;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -41,15 +88,18 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
-use fleetgate_wasm_tests::{Host, LogLevel, Module};
+use fleetgate_wasm_tests::{LogLevel, Module};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
+pub use plugin::{PluginFeed, PluginSpec};
 pub use retry::RetryPolicy;
+pub use routes::{RouteRule, RouteTable, Routes};
 pub use upstreams::Upstreams;
 pub use worker::{ATTEMPT_COUNT_HEADER, SERVED_BY_HEADER};
+pub use xds::{XdsGateway, XdsGatewayConfig, XdsStatus};
 
 /// A log line a worker's VM wrote (level Info and above).
 #[derive(Debug, Clone)]
@@ -133,15 +183,25 @@ pub struct GatewayStats {
 
 /// What the workers share.
 pub(crate) struct Shared {
-    pub(crate) cluster_header: String,
+    pub(crate) routes: Routes,
     pub(crate) upstreams: Upstreams,
-    pub(crate) retry: RetryPolicy,
     pub(crate) timer_resolution: Duration,
     pub(crate) stats: Arc<GatewayStats>,
     pub(crate) log_sink: Option<mpsc::Sender<GatewayLog>>,
     /// One shared-data store for every worker's VM, as in one Envoy process: one worker's
     /// passive-health evidence protects all, and one worker holds the config-pull lease.
     pub(crate) data: fleetgate_wasm_tests::SharedData,
+}
+
+/// What a gateway runs, whoever configured it (the direct constructor or xDS).
+pub(crate) struct Parts {
+    pub(crate) listen: SocketAddr,
+    pub(crate) workers: usize,
+    pub(crate) routes: Routes,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) plugin: PluginFeed,
+    pub(crate) timer_resolution: Duration,
+    pub(crate) log_sink: Option<mpsc::Sender<GatewayLog>>,
 }
 
 /// A running gateway; stops when shut down or dropped.
@@ -155,45 +215,51 @@ pub struct Gateway {
 impl Gateway {
     /// Binds the listener and starts the workers; returns once every VM accepted its config.
     pub fn start(config: GatewayConfig) -> anyhow::Result<Gateway> {
+        let spec = PluginSpec::new(config.module, config.plugin_config);
+        // The sender may go: workers keep the last spec.
+        let (_, plugin) = watch::channel(Arc::new(spec));
+        Gateway::launch(Parts {
+            listen: config.listen,
+            workers: config.workers,
+            routes: Routes::new(RouteTable::single(&config.cluster_header, config.retry)),
+            upstreams: config.upstreams,
+            plugin,
+            timer_resolution: config.timer_resolution,
+            log_sink: config.log_sink,
+        })
+    }
+
+    pub(crate) fn launch(parts: Parts) -> anyhow::Result<Gateway> {
         // One listening socket per worker on the same port (SO_REUSEPORT): the kernel spreads
         // connections across workers, as Envoy's per-worker listeners do.
-        let workers = config.workers.max(1);
-        let mut listeners = vec![reuseport_listener(config.listen)?];
+        let workers = parts.workers.max(1);
+        let mut listeners = vec![reuseport_listener(parts.listen)?];
         let addr = listeners[0].local_addr()?;
         for _ in 1..workers {
             listeners.push(reuseport_listener(addr)?);
         }
         let stats = Arc::new(GatewayStats::default());
         let shared = Arc::new(Shared {
-            cluster_header: config.cluster_header.to_ascii_lowercase(),
-            upstreams: config.upstreams,
-            retry: config.retry,
-            timer_resolution: config.timer_resolution,
+            routes: parts.routes,
+            upstreams: parts.upstreams,
+            timer_resolution: parts.timer_resolution,
             stats: Arc::clone(&stats),
-            log_sink: config.log_sink,
+            log_sink: parts.log_sink,
             data: fleetgate_wasm_tests::SharedData::new(),
         });
         let (shutdown, _) = watch::channel(false);
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
         let mut threads = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
-            let module = config.module.clone();
-            let plugin_config = config.plugin_config.clone();
+            let feed = parts.plugin.clone();
             let shared = Arc::clone(&shared);
             let shutdown = shutdown.subscribe();
             let ready = ready_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("gateway-worker-{index}"))
                 .spawn(move || {
-                    if let Err(error) = run_worker(
-                        index,
-                        listener,
-                        module,
-                        plugin_config,
-                        shared,
-                        shutdown,
-                        &ready,
-                    ) {
+                    if let Err(error) = run_worker(index, listener, feed, shared, shutdown, &ready)
+                    {
                         let _ = ready.send(Err(error));
                     }
                 })?;
@@ -264,8 +330,7 @@ fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener>
 fn run_worker(
     index: usize,
     listener: std::net::TcpListener,
-    module: Module,
-    plugin_config: String,
+    mut feed: PluginFeed,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     ready: &mpsc::Sender<anyhow::Result<()>>,
@@ -275,21 +340,12 @@ fn run_worker(
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let host = Host::builder(&module)
-            .config(plugin_config)
-            .shared_data(shared.data.clone())
-            .log_level(LogLevel::Info)
-            .build()
-            .with_context(|| format!("starting the VM of worker {index}"))?;
-        if !host.configured() {
-            let why: Vec<String> = host.logs().into_iter().map(|l| l.message).collect();
-            return Err(anyhow!(
-                "worker {index}: the plugin refused its configuration: {}",
-                why.join("; ")
-            ));
-        }
+        // Marked seen: a newer spec is picked up by the worker's timer.
+        let spec = Arc::clone(&feed.borrow_and_update());
+        let host = plugin::instantiate(&spec, shared.data.clone())
+            .with_context(|| format!("worker {index}"))?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let worker = worker::Worker::new(index, host, shared);
+        let worker = worker::Worker::new(index, host, feed, shared);
         tokio::task::spawn_local(Rc::clone(&worker).run_timer(shutdown.clone()));
         let _ = ready.send(Ok(()));
         loop {

@@ -19,7 +19,9 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 
 use crate::forward::{self, Outgoing, UpstreamClient};
+use crate::plugin::{self, PluginFeed};
 use crate::retry::flags;
+use crate::routes::RouteTable;
 use crate::{GatewayLog, Shared};
 
 /// The response header that carries the attempt count (Envoy `x-envoy-attempt-count`, sent
@@ -28,65 +30,116 @@ pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 /// The response header naming the member cluster that answered (local gateway only).
 pub const SERVED_BY_HEADER: &str = "x-fleetgate-served-by";
 
-pub(crate) struct Worker {
-    index: usize,
+/// One plugin instance (VM) of this worker and the callouts it has under way.
+pub(crate) struct Instance {
     host: Host,
     started: Instant,
     host_start: SystemTime,
     dispatched: RefCell<HashSet<u64>>,
+}
+
+impl Instance {
+    fn new(host: Host) -> Rc<Instance> {
+        Rc::new(Instance {
+            host_start: host.now(),
+            host,
+            started: Instant::now(),
+            dispatched: RefCell::default(),
+        })
+    }
+}
+
+pub(crate) struct Worker {
+    index: usize,
+    /// The instance new requests start on.
+    current: RefCell<Rc<Instance>>,
+    /// Replaced instances that requests or callouts still hold.
+    retired: RefCell<Vec<Rc<Instance>>>,
+    feed: RefCell<PluginFeed>,
     shared: Arc<Shared>,
     client: UpstreamClient,
 }
 
 impl Worker {
-    pub(crate) fn new(index: usize, host: Host, shared: Arc<Shared>) -> Rc<Worker> {
-        let host_start = host.now();
+    pub(crate) fn new(
+        index: usize,
+        host: Host,
+        feed: PluginFeed,
+        shared: Arc<Shared>,
+    ) -> Rc<Worker> {
         Rc::new(Worker {
             index,
-            host,
-            started: Instant::now(),
-            host_start,
-            dispatched: RefCell::default(),
+            current: RefCell::new(Instance::new(host)),
+            retired: RefCell::default(),
+            feed: RefCell::new(feed),
             shared,
             client: forward::upstream_client(),
         })
     }
 
+    fn current(&self) -> Rc<Instance> {
+        Rc::clone(&self.current.borrow())
+    }
+
+    /// Starts an instance of a new plugin spec for new requests (an ECDS update); the old one
+    /// is retired once nothing holds it. A spec that fails to start keeps the old instance.
+    fn follow_plugin(&self) {
+        let spec = {
+            let mut feed = self.feed.borrow_mut();
+            if !feed.has_changed().unwrap_or(false) {
+                return;
+            }
+            let spec = Arc::clone(&feed.borrow_and_update());
+            spec
+        };
+        match plugin::instantiate(&spec, self.shared.data.clone()) {
+            Ok(host) => {
+                let old = self.current.replace(Instance::new(host));
+                self.drain_logs(&old);
+                self.retired.borrow_mut().push(old);
+            }
+            Err(error) => {
+                tracing::error!(worker = self.index, "new plugin instance: {error:#}");
+            }
+        }
+    }
+
     /// Moves the host's clock to wall time (firing due ticks and callout timeouts on the way).
-    fn sync_clock(&self) {
-        let host_elapsed = self
+    fn sync_clock(&self, instance: &Instance) {
+        let host_elapsed = instance
             .host
             .now()
-            .duration_since(self.host_start)
+            .duration_since(instance.host_start)
             .unwrap_or_default();
-        let wall = self.started.elapsed();
+        let wall = instance.started.elapsed();
         if wall > host_elapsed {
-            if let Err(error) = self.host.try_advance(wall - host_elapsed) {
+            if let Err(error) = instance.host.try_advance(wall - host_elapsed) {
                 tracing::error!(worker = self.index, ?error, "advancing the wasm clock");
             }
         }
     }
 
     /// Starts a real request for every callout the guest made that is not under way yet.
-    fn dispatch_callouts(self: &Rc<Self>) {
-        let pending = self.host.pending_http_calls();
-        let mut dispatched = self.dispatched.borrow_mut();
+    fn dispatch_callouts(self: &Rc<Self>, instance: &Rc<Instance>) {
+        let pending = instance.host.pending_http_calls();
+        let mut dispatched = instance.dispatched.borrow_mut();
         dispatched.retain(|id| pending.iter().any(|call| call.id == *id));
         for call in pending {
             if dispatched.insert(call.id) {
-                tokio::task::spawn_local(Rc::clone(self).callout(call));
+                let callout = Rc::clone(self).callout(Rc::clone(instance), call);
+                tokio::task::spawn_local(callout);
             }
         }
     }
 
     /// Sends the guest's log lines to the gateway's sink and forgets them (the host keeps every
     /// line otherwise, which a long-running gateway cannot afford).
-    fn drain_logs(&self) {
-        let lines = self.host.logs();
+    fn drain_logs(&self, instance: &Instance) {
+        let lines = instance.host.logs();
         if lines.is_empty() {
             return;
         }
-        self.host.clear_logs();
+        instance.host.clear_logs();
         for line in lines {
             if line.level < LogLevel::Info {
                 continue;
@@ -103,7 +156,9 @@ impl Worker {
         }
     }
 
-    /// The real timer: keeps the clock moving so ticks fire on time.
+    /// The real timer: follows plugin updates and keeps the current instance's clock moving
+    /// so ticks fire on time. Retired instances get no ticks (Envoy deletes a replaced
+    /// plugin's root context); they only finish what they started.
     pub(crate) async fn run_timer(self: Rc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut interval = tokio::time::interval(self.shared.timer_resolution);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -112,15 +167,21 @@ impl Worker {
                 _ = interval.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            self.sync_clock();
-            self.dispatch_callouts();
-            self.drain_logs();
+            self.follow_plugin();
+            let current = self.current();
+            self.sync_clock(&current);
+            self.dispatch_callouts(&current);
+            self.drain_logs(&current);
+            self.retired.borrow_mut().retain(|old| {
+                self.drain_logs(old);
+                Rc::strong_count(old) > 1
+            });
         }
     }
 
-    async fn callout(self: Rc<Self>, call: HttpCallRequest) {
+    async fn callout(self: Rc<Self>, instance: Rc<Instance>, call: HttpCallRequest) {
         let result = self.call_upstream(&call).await;
-        self.sync_clock();
+        self.sync_clock(&instance);
         // The host may have failed the call first (its timeout passed): then it is not pending
         // any more and answering it is an error we ignore.
         let delivered = match result {
@@ -134,20 +195,20 @@ impl Worker {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-                self.host.try_complete_http_call(
+                instance.host.try_complete_http_call(
                     call.id,
                     answer.status.as_u16(),
                     &headers,
                     &answer.body,
                 )
             }
-            None => self.host.try_fail_http_call(call.id),
+            None => instance.host.try_fail_http_call(call.id),
         };
         if let Err(error) = delivered {
             tracing::debug!(worker = self.index, ?error, "callout answer not delivered");
         }
-        self.dispatched.borrow_mut().remove(&call.id);
-        self.dispatch_callouts();
+        instance.dispatched.borrow_mut().remove(&call.id);
+        self.dispatch_callouts(&instance);
     }
 
     async fn call_upstream(&self, call: &HttpCallRequest) -> Option<forward::Answer> {
@@ -209,8 +270,10 @@ impl Worker {
             .uri
             .path_and_query()
             .map_or("/".to_owned(), |p| p.as_str().to_owned());
-        self.sync_clock();
-        let mut builder = self
+        // The request stays on this instance to the end, even if a new one takes over.
+        let instance = self.current();
+        self.sync_clock(&instance);
+        let mut builder = instance
             .host
             .request()
             .method(parts.method.as_str())
@@ -235,13 +298,13 @@ impl Worker {
                 return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "filter failed\n"));
             }
         };
-        self.dispatch_callouts();
+        self.dispatch_callouts(&instance);
         self.shared.stats.requests.inc();
 
         if let Some(reply) = stream.0.local_response() {
             self.shared.stats.local_replies.inc();
             let finished = stream.0.try_finish();
-            self.after_stream(finished);
+            self.after_stream(&instance, finished);
             let status = StatusCode::from_u16(u16::try_from(reply.status).unwrap_or(500))
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return Ok(downstream(
@@ -252,11 +315,13 @@ impl Worker {
             ));
         }
 
-        let cluster = stream.0.request_header(&self.shared.cluster_header);
+        let routes = self.shared.routes.current();
+        let rule = routes.rule(parts.method.as_str());
+        let cluster = stream.0.request_header(&routes.cluster_header);
         let route = cluster
             .as_deref()
             .and_then(|name| self.shared.upstreams.resolve(name));
-        let Some(route) = route else {
+        let (Some(rule), Some(route)) = (rule, route) else {
             // Envoy: `cluster_header` missing or naming an unknown cluster -> 404 (flag NR).
             self.shared.stats.no_route.inc();
             let finished = stream
@@ -265,7 +330,7 @@ impl Worker {
                 .flags(flags::NO_ROUTE_FOUND)
                 .details("cluster_not_found")
                 .try_finish();
-            self.after_stream(finished);
+            self.after_stream(&instance, finished);
             return Ok(downstream(
                 StatusCode::NOT_FOUND,
                 &stream.0,
@@ -287,12 +352,13 @@ impl Worker {
                 .collect(),
             body: Bytes::from(stream.0.request_body()),
         };
-        let forwarded = forward::forward(&self.client, &route, &self.shared.retry, &outgoing).await;
+        self.mirror(&routes, &stream.0, &outgoing);
+        let forwarded = forward::forward(&self.client, &route, &rule.retry, &outgoing).await;
         let stats = &self.shared.stats;
         stats
             .retries
             .add(u64::from(forwarded.attempts.saturating_sub(1)));
-        self.sync_clock();
+        self.sync_clock(&instance);
         // What the plugin's on_log reads. Envoy would report `upstream.request_attempt_count`
         // > 1 for a retried request; this host cannot set a per-stream property after the
         // request phase, so a retry is reported as the first attempt's failure flag instead,
@@ -336,7 +402,7 @@ impl Worker {
                 (status, body, finished)
             }
         };
-        self.after_stream(finished);
+        self.after_stream(&instance, finished);
         let mut response = downstream(status, &stream.0, body, served_by.as_deref());
         if let Ok(value) = HeaderValue::from_str(&attempts.to_string()) {
             response.headers_mut().insert(ATTEMPT_COUNT_HEADER, value);
@@ -344,11 +410,31 @@ impl Worker {
         Ok(response)
     }
 
-    fn after_stream(self: &Rc<Self>, finished: anyhow::Result<()>) {
+    fn after_stream(self: &Rc<Self>, instance: &Rc<Instance>, finished: anyhow::Result<()>) {
         if let Err(error) = finished {
             tracing::error!(worker = self.index, ?error, "wasm response phase failed");
         }
-        self.dispatch_callouts();
+        self.dispatch_callouts(instance);
+    }
+
+    /// Envoy `request_mirror_policies` with `cluster_header`: a copy of the request goes to
+    /// the cluster the mirror header names (fire and forget, no retries, `-shadow` appended
+    /// to the authority); a missing header or unknown cluster mirrors nothing.
+    fn mirror(&self, routes: &RouteTable, stream: &Stream, outgoing: &Outgoing) {
+        let Some(header) = &routes.mirror_header else {
+            return;
+        };
+        let target = stream.request_header(header);
+        let Some(route) = target.and_then(|name| self.shared.upstreams.resolve(&name)) else {
+            return;
+        };
+        let mut copy = outgoing.clone();
+        copy.authority = shadow_authority(&copy.authority);
+        let client = self.client.clone();
+        tokio::task::spawn_local(async move {
+            let policy = crate::RetryPolicy::none();
+            forward::forward(&client, &route, &policy, &copy).await;
+        });
     }
 }
 
@@ -361,6 +447,16 @@ impl Drop for Live {
         if !self.0.finished() {
             let _ = self.0.try_finish();
         }
+    }
+}
+
+/// Envoy's shadow host: `-shadow` after the host name, before any port.
+fn shadow_authority(authority: &str) -> String {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{host}-shadow:{port}")
+        }
+        _ => format!("{authority}-shadow"),
     }
 }
 

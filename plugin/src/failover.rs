@@ -1,8 +1,6 @@
 //! Which backends may take traffic now, and how much: the control plane's view (cluster state,
 //! ready endpoints against `min_healthy`), the data plane's passive health, and the failback
-//! hold-down and ramp of a backend that came back.
-
-use std::collections::HashMap;
+//! hold-down and ramp of a backend that came back (its timer is set by [`crate::failback`]).
 
 use crate::config::{Backend, ClusterState, Config, Mode, Route, Service, UpstreamId};
 use crate::health::{ramp, PassiveState};
@@ -118,60 +116,4 @@ pub fn route_availability(
             .map(|f| statuses(f, &|_| true))
             .unwrap_or_default(),
     })
-}
-
-/// Carry failback timers across a config change: a backend that the old config made unusable
-/// and the new one makes usable starts its hold-down now; one still ramping keeps its timer.
-/// Backends are matched by (route name, service name, cluster id).
-pub fn carry_over(old: Option<&Config>, new: &mut Config, now_ms: u64) {
-    let Some(old) = old else { return };
-    let mut before: HashMap<(&str, &str, &str), (bool, Option<u64>)> = HashMap::new();
-    for r in &old.routes {
-        for svc in services(r) {
-            for b in &svc.backends {
-                let id = old.clusters.get(b.cluster).map_or("", |c| c.id.as_str());
-                before.insert(
-                    (&r.name, &svc.name, id),
-                    (controller_allows(old, r, b), b.recovered_at_ms),
-                );
-            }
-        }
-    }
-    let clusters = new.clusters.clone();
-    let mut updates = Vec::new();
-    for (ri, r) in new.routes.iter().enumerate() {
-        for (si, svc) in services(r).enumerate() {
-            for (bi, b) in svc.backends.iter().enumerate() {
-                let id = clusters.get(b.cluster).map_or("", |c| c.id.as_str());
-                let Some(&(was_usable, was_recovered)) = before.get(&(&r.name, &svc.name, id))
-                else {
-                    continue;
-                };
-                let now_usable = controller_allows(new, r, b);
-                let at = match (was_usable, now_usable) {
-                    (false, true) => Some(now_ms),
-                    (true, true) => was_recovered,
-                    _ => None,
-                };
-                updates.push((ri, si, bi, at));
-            }
-        }
-    }
-    for (ri, si, bi, at) in updates {
-        let r = &mut new.routes[ri];
-        let svc = std::iter::once(&mut r.base)
-            .chain(&mut r.canaries)
-            .chain(&mut r.fallback)
-            .nth(si);
-        if let Some(b) = svc.and_then(|svc| svc.backends.get_mut(bi)) {
-            b.recovered_at_ms = at;
-        }
-    }
-}
-
-/// A route's services in a fixed order: base, canaries, fallback.
-fn services(r: &Route) -> impl Iterator<Item = &Service> {
-    std::iter::once(&r.base)
-        .chain(&r.canaries)
-        .chain(&r.fallback)
 }

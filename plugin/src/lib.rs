@@ -9,12 +9,14 @@
 //! - [`split`]: weighted choice and Higress canary normalisation;
 //! - [`health`]: passive health (ejection, probation, recovery) per upstream;
 //! - [`failover`]: availability of backends now, failback hold-down and ramp;
+//! - [`failback`]: failback timers carried across config changes and plugin instances;
 //! - [`decide`]: the decision for one request;
 //! - [`effects`]: what a decision does to the request and response, as data the filter applies.
 
 pub mod config;
 pub mod decide;
 pub mod effects;
+pub mod failback;
 pub mod failover;
 pub mod health;
 pub mod request;

@@ -6,7 +6,7 @@
 //! and the longest `Prefix` wins. `Prefix` matches element-wise: `/foo` matches `/foo`, `/foo/`
 //! and `/foo/bar`, not `/foobar`; a trailing slash in the prefix is ignored.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::config::wire::{PathKind, PathV1, RouteV1};
 use crate::config::ConfigError;
@@ -78,11 +78,12 @@ impl RouteTable {
             let any = [String::new()];
             let hosts: &[String] = if r.hosts.is_empty() { &any } else { &r.hosts };
             for (h, host) in hosts.iter().enumerate() {
-                let hpath = format!("routes[{i}].hosts[{h}]");
                 let group = if host.is_empty() {
                     &mut t.any_host
                 } else {
-                    let host = check_host(&hpath, host)?;
+                    let host = check_host(host).map_err(|reason| {
+                        ConfigError::new(format!("routes[{i}].hosts[{h}]"), reason)
+                    })?;
                     match host.strip_prefix("*.") {
                         Some(suffix) => t.wildcard_hosts.entry(suffix.to_string()).or_default(),
                         None => t.exact_hosts.entry(host).or_default(),
@@ -150,7 +151,8 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
-fn check_host(path: &str, host: &str) -> Result<String, ConfigError> {
+/// The host lower-cased, or why it is not a host name.
+fn check_host(host: &str) -> Result<String, String> {
     let bare = host.strip_prefix("*.").unwrap_or(host);
     let ok = !bare.is_empty()
         && bare.len() <= 253
@@ -159,10 +161,7 @@ fn check_host(path: &str, host: &str) -> Result<String, ConfigError> {
             .split('.')
             .all(|l| !l.is_empty() && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'));
     if !ok {
-        return Err(ConfigError::new(
-            path,
-            format!("\"{host}\" is not a host name or a `*.` wildcard"),
-        ));
+        return Err(format!("\"{host}\" is not a host name or a `*.` wildcard"));
     }
     Ok(host.to_ascii_lowercase())
 }

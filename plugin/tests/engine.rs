@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use fleetgate_plugin::config::{self, Config};
 use fleetgate_plugin::decide::{select, Decision, Reason};
-use fleetgate_plugin::failover::carry_over;
+use fleetgate_plugin::failback::{carry_over, Ledger};
 use fleetgate_plugin::health::PassiveState;
 use fleetgate_plugin::request::SimpleRequest;
 use serde_json::{json, Value};
@@ -177,7 +177,12 @@ fn failback_waits_for_the_hold_down_then_ramps() {
     };
     let old = route(0);
     let mut new = route(3);
-    carry_over(Some(&old), &mut new, 1_000_000);
+    carry_over(
+        Some(&Ledger::of(&old)),
+        &Ledger::default(),
+        &mut new,
+        1_000_000,
+    );
     // During the hold the primary gets nothing.
     assert_share(&shares(&new, &req(), 5_000, 1_005_000), "b", 1.0);
     // Half way through the ramp: 50/50.
@@ -188,7 +193,12 @@ fn failback_waits_for_the_hold_down_then_ramps() {
     assert_share(&shares(&new, &req(), 5_000, 1_031_000), "a", 1.0);
     // A later config that keeps the primary usable keeps its timer.
     let mut newer = route(4);
-    carry_over(Some(&new), &mut newer, 1_021_000);
+    carry_over(
+        Some(&Ledger::of(&new)),
+        &Ledger::default(),
+        &mut newer,
+        1_021_000,
+    );
     let s = shares(&newer, &req(), 100_000, 1_025_000);
     assert_share(&s, "a", 0.75);
 }

@@ -2,6 +2,8 @@
 //! header) and the noop filter, in the same run, for configs of 10, 1,000 and 10,000 routes;
 //! config parse+index time; linear memory.
 //! `cargo bench -p fleetgate-wasm-tests --bench plugin`; `cargo test --benches` runs a smoke mode.
+//! `-- --config-load` times only the config load of 10,000 routes in the VM, against the module
+//! in `FLEETGATE_BASELINE_WASM` too if set (rounds interleaved), to compare two builds.
 
 use std::time::{Duration, Instant};
 
@@ -84,8 +86,47 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Median time to start a VM and load `cfg` (instantiation, `on_vm_start`, `on_configure`) for
+/// each module, rounds interleaved.
+fn config_load(modules: &[&Module], cfg: &str, rounds: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = vec![Vec::new(); modules.len()];
+    for _ in 0..rounds {
+        for (m, s) in modules.iter().zip(&mut samples) {
+            let started = Instant::now();
+            let h = host(m, cfg)?;
+            s.push(started.elapsed());
+            drop(h);
+        }
+    }
+    Ok(samples.into_iter().map(median).collect())
+}
+
+fn config_load_report(full: bool) -> anyhow::Result<()> {
+    let plugin = Module::plugin_wasip1();
+    let mut modules = vec![&plugin];
+    let baseline = match std::env::var_os("FLEETGATE_BASELINE_WASM") {
+        Some(path) => Some(Module::from_file(path)?),
+        None => None,
+    };
+    modules.extend(&baseline);
+    let n = if full { 10_000 } else { 10 };
+    let cfg = config(n).to_string();
+    let loads = config_load(&modules, &cfg, if full { 9 } else { 1 })?;
+    println!(
+        "config load in VM, {n} routes x 3 clusters ({} bytes), median:",
+        cfg.len()
+    );
+    for (m, d) in modules.iter().zip(loads) {
+        println!("  {:<40} {d:>10.1?}", m.name());
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let full = std::env::args().any(|arg| arg == "--bench");
+    if std::env::args().any(|arg| arg == "--config-load") {
+        return config_load_report(full);
+    }
     let (warmup, requests, rounds) = if full {
         (2_000, 30_000, 5)
     } else {

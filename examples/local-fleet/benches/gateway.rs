@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use fleetgate_local_fleet::fleet::upstream_name;
+use fleetgate_local_fleet::fleet::{upstream_name, wasm_path};
 use fleetgate_local_fleet::load::{self, LoadSpec, Sample, Tally};
 use fleetgate_local_fleet::{Fleet, FleetSpec};
 use fleetgate_wasm_tests::Module;
@@ -31,10 +31,9 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn fleet(module: Module, pull: bool) -> anyhow::Result<Fleet> {
+async fn fleet(module: Module) -> anyhow::Result<Fleet> {
     let mut spec = FleetSpec::new(&["hz-a", "hz-b"]);
-    spec.module = module;
-    spec.pull_config = pull;
+    spec.wasm = wasm_path(&module);
     spec.service_delay = Duration::ZERO;
     Fleet::start(spec).await
 }
@@ -103,11 +102,11 @@ async fn cost(quick: bool) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     // Alternate the filters so drift on a noisy machine hits both.
     for round in 0..2 {
-        for (name, module, pull) in [
-            ("plugin", Module::plugin_wasip1(), true),
-            ("noop", Module::noop_wasip1(), false),
+        for (name, module) in [
+            ("plugin", Module::plugin_wasip1()),
+            ("noop", Module::noop_wasip1()),
         ] {
-            let fleet = fleet(module, pull).await?;
+            let fleet = fleet(module).await?;
             let cost = measure(&fleet, requests, window).await?;
             fleet.gateway.shutdown()?;
             println!(

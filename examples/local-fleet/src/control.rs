@@ -1,19 +1,31 @@
 //! The control plane of the local fleet: the `fleetgate-controller` library's pure derive over
 //! the `examples/fleet` Ingress fixtures and member EndpointSlices that this crate synthesizes
-//! from the members' ready replica counts, published on the controller's real long-poll endpoint
-//! (`GET /v1/config`) on loopback.
+//! from the members' real loopback replicas (ready or not), published both as xDS (the
+//! controller's ADS server: clusters, endpoints, listener, routes, the plugin by ECDS) and on
+//! the controller's real long-poll endpoint (`GET /v1/config`), on loopback.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{anyhow, Context as _};
 use fleetgate_controller::cli::{self, Dump};
-use fleetgate_controller::derive::{self, Contact, DeriveOptions, MemberSnapshot};
+use fleetgate_controller::derive::{self, Contact, DeriveOptions, Derived, MemberSnapshot};
 use fleetgate_controller::endpoints::MemberIndex;
 use fleetgate_controller::handoff::{self, ConfigCell, Published};
+use fleetgate_controller::xds::{self, Resources, Snapshot, WasmCode, XdsMetrics, XdsOptions};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use xds::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use xds::pb::envoy::config::cluster::v3::Cluster;
+use xds::pb::envoy::config::endpoint::v3::{
+    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+
+/// The Envoy cluster name of the controller's long-poll endpoint (the plugin's
+/// `config_source.upstream` when it pulls).
+pub const CONTROLLER_UPSTREAM: &str = "fleetgate-controller";
 
 /// The decision header the derived config asks the plugin to add.
 pub const DECISION_HEADER: &str = "x-fleetgate-decision";
@@ -23,24 +35,48 @@ pub fn fixtures_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fleet"))
 }
 
-/// The fleet's control plane: Ingresses, member readiness, the served config.
+/// A member's replicas as its EndpointSlices list them: addresses, the first `ready` ready.
+#[derive(Debug, Clone)]
+struct Replicas {
+    addrs: Vec<SocketAddr>,
+    ready: u32,
+}
+
+/// How the plugin gets its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginConfigPath {
+    /// The derived config itself, by ECDS.
+    Ecds,
+    /// By ECDS a bootstrap config whose `config_source` pulls the derived one from the
+    /// long-poll endpoint (as Higress/MSE run it), through cluster [`CONTROLLER_UPSTREAM`].
+    LongPoll { poll_ms: u32 },
+}
+
+/// The fleet's control plane: Ingresses, member replicas, the served config and xDS.
 pub struct ControlPlane {
     fleet: Dump,
     options: DeriveOptions,
-    ready: Mutex<BTreeMap<String, u32>>,
+    members: Mutex<BTreeMap<String, Replicas>>,
     cell: ConfigCell,
+    xds: watch::Sender<Option<Arc<Snapshot>>>,
+    xds_metrics: XdsMetrics,
+    wasm: PathBuf,
+    path: PluginConfigPath,
     token: Option<String>,
-    server: Option<(SocketAddr, JoinHandle<()>)>,
+    poll_addr: Option<SocketAddr>,
+    servers: Vec<JoinHandle<()>>,
 }
 
 impl ControlPlane {
     /// Loads the Ingresses of `scenario` (a directory under `examples/fleet`, e.g.
-    /// `active-active`) for members `ready` (id -> ready replicas). `failback` = (hold, ramp)
-    /// seconds, set through the controller's `fleetgate.io/failback-*` annotations.
+    /// `active-active`) for `members` (id -> replica addresses, all ready); the plugin is
+    /// the `.wasm` file `wasm`. `failback` = (hold, ramp) seconds, set through the
+    /// controller's `fleetgate.io/failback-*` annotations.
     pub fn new(
         scenario: &str,
-        ready: &[(&str, u32)],
+        members: &[(&str, Vec<SocketAddr>)],
         failback: Option<(u32, u32)>,
+        wasm: &Path,
     ) -> anyhow::Result<ControlPlane> {
         let dir = fixtures_dir().join(scenario);
         let mut fleet =
@@ -63,13 +99,27 @@ impl ControlPlane {
         }
         let mut options = DeriveOptions::default();
         options.settings.decision_header = Some(DECISION_HEADER.to_owned());
+        let replicas = |addrs: &Vec<SocketAddr>| Replicas {
+            addrs: addrs.clone(),
+            ready: u32::try_from(addrs.len()).unwrap_or(u32::MAX),
+        };
         let control = ControlPlane {
             fleet,
             options,
-            ready: Mutex::new(ready.iter().map(|(m, n)| ((*m).to_owned(), *n)).collect()),
+            members: Mutex::new(
+                members
+                    .iter()
+                    .map(|(m, a)| ((*m).to_owned(), replicas(a)))
+                    .collect(),
+            ),
             cell: ConfigCell::default(),
+            xds: watch::channel(None).0,
+            xds_metrics: XdsMetrics::default(),
+            wasm: wasm.to_path_buf(),
+            path: PluginConfigPath::Ecds,
             token: None,
-            server: None,
+            poll_addr: None,
+            servers: Vec::new(),
         };
         control.publish()?;
         Ok(control)
@@ -81,25 +131,46 @@ impl ControlPlane {
         self
     }
 
-    /// Serves the long-poll endpoint on a free loopback port; answers its address.
+    /// How the plugin gets its config (set before `serve`).
+    pub fn with_config_path(mut self, path: PluginConfigPath) -> Self {
+        self.path = path;
+        self
+    }
+
+    /// Serves ADS and the long-poll endpoint on free loopback ports; answers the ADS address.
     pub async fn serve(&mut self) -> anyhow::Result<SocketAddr> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
+        self.poll_addr = Some(listener.local_addr()?);
         let router = handoff::router(handoff::Endpoint {
             cell: self.cell.clone(),
             token: self.token.as_deref().map(Arc::from),
             waiting: Default::default(),
         });
-        let task = tokio::spawn(async move {
+        self.servers.push(tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
-        });
-        self.server = Some((addr, task));
-        Ok(addr)
+        }));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let ads = listener.local_addr()?;
+        let auth = xds::Auth::new(ads, None, false)?;
+        let server = xds::AdsServer::new(self.xds.subscribe(), auth, self.xds_metrics.clone());
+        self.servers.push(tokio::spawn(async move {
+            if let Err(error) = server.serve(listener).await {
+                tracing::error!(%error, "ADS server");
+            }
+        }));
+        self.publish()?;
+        Ok(ads)
     }
 
-    /// Sets a member's ready replicas (an EndpointSlice change) and publishes the new config.
+    /// Sets how many of a member's replicas are ready (an EndpointSlice change: the others
+    /// leave the slices) and publishes the new config and xDS.
     pub fn set_ready(&self, member: &str, ready: u32) -> anyhow::Result<String> {
-        self.lock().insert(member.to_owned(), ready);
+        let mut members = self.lock();
+        let replicas = members
+            .get_mut(member)
+            .ok_or_else(|| anyhow!("no member {member}"))?;
+        replicas.ready = ready;
+        drop(members);
         self.publish()
     }
 
@@ -115,61 +186,153 @@ impl ControlPlane {
             .map(|p| String::from_utf8_lossy(&p.json).into_owned())
     }
 
-    /// Derives the config from the current state and publishes it; answers its revision.
+    /// The ADS server's counters (ACKs, NACKs, streams).
+    pub fn xds_metrics(&self) -> &XdsMetrics {
+        &self.xds_metrics
+    }
+
+    /// Derives the config and the xDS resources from the current state and publishes both;
+    /// answers the config's revision.
     pub fn publish(&self) -> anyhow::Result<String> {
-        let snapshots = self
-            .lock()
-            .iter()
-            .map(|(id, ready)| member_snapshot(id, *ready))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let derived = derive::derive_config(&self.fleet.ingresses, &snapshots, &self.options)
-            .map_err(|error| anyhow!("deriving the config: {error}"))?;
+        let (derived, resources) = self.build()?;
         let revision = derived.revision.clone();
         self.cell.publish(Published {
             revision: derived.revision,
             json: derived.json,
         });
+        self.publish_resources(&resources);
         Ok(revision)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u32>> {
-        self.ready.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The xDS resources of the current state (to inspect, or change and publish).
+    pub fn resources(&self) -> anyhow::Result<Resources> {
+        Ok(self.build()?.1)
     }
+
+    /// Publishes `resources` on ADS as they are (tests publish hand-broken ones).
+    pub fn publish_resources(&self, resources: &Resources) {
+        xds::publish(&self.xds, Snapshot::new(resources));
+    }
+
+    fn build(&self) -> anyhow::Result<(Derived, Resources)> {
+        let snapshots = self
+            .lock()
+            .iter()
+            .map(|(id, r)| member_snapshot(id, &r.addrs, r.ready))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let derived = derive::derive_config(&self.fleet.ingresses, &snapshots, &self.options)
+            .map_err(|error| anyhow!("deriving the config: {error}"))?;
+        let listener = SocketAddr::from(([127, 0, 0, 1], 0));
+        let code = WasmCode::File(self.wasm.clone());
+        let options = XdsOptions::new(&self.options, listener, code.clone());
+        let mut resources = xds::build(&derived, &snapshots, &options)
+            .map_err(|error| anyhow!("building xDS: {error}"))?;
+        if let (PluginConfigPath::LongPoll { poll_ms }, Some(addr)) = (&self.path, self.poll_addr) {
+            let ids: Vec<&str> = snapshots.iter().map(|m| m.id.as_str()).collect();
+            let boot = bootstrap_config(&ids, *poll_ms, self.token.as_deref());
+            resources.extensions = vec![xds::listener::plugin(&boot, &code)];
+            resources
+                .clusters
+                .push(static_cluster(CONTROLLER_UPSTREAM, addr));
+        }
+        Ok((derived, resources))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Replicas>> {
+        self.members.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A STATIC cluster of one endpoint.
+fn static_cluster(name: &str, addr: SocketAddr) -> Cluster {
+    let endpoint = LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(xds::clusters::socket(&addr.ip().to_string(), addr.port())),
+            ..Endpoint::default()
+        })),
+        ..LbEndpoint::default()
+    };
+    Cluster {
+        name: name.to_owned(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(xds::pb::google::protobuf::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.to_owned(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![endpoint],
+                ..LocalityLbEndpoints::default()
+            }],
+            ..ClusterLoadAssignment::default()
+        }),
+        ..Cluster::default()
+    }
+}
+
+/// The plugin's bootstrap config when it pulls: no routes, members listed, pull from the
+/// controller's long-poll endpoint.
+pub fn bootstrap_config(members: &[&str], poll_ms: u32, token: Option<&str>) -> String {
+    let clusters: Vec<serde_json::Value> = members
+        .iter()
+        .map(|m| serde_json::json!({"id": m}))
+        .collect();
+    let mut source = serde_json::json!({
+        "upstream": CONTROLLER_UPSTREAM,
+        "poll_ms": poll_ms,
+        "wait_seconds": 20,
+    });
+    if let Some(token) = token {
+        source["token"] = serde_json::json!(token);
+    }
+    serde_json::json!({
+        "version": 1,
+        "clusters": clusters,
+        "routes": [],
+        "config_source": source,
+    })
+    .to_string()
 }
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        if let Some((_, task)) = self.server.take() {
+        for task in self.servers.drain(..) {
             task.abort();
         }
     }
 }
 
-/// A member as the controller's watches would see it: Service `shop` (`http: 80 -> 8080`,
-/// `metrics: 9090 -> 9102`) and one EndpointSlice with `ready` ready endpoints.
-fn member_snapshot(id: &str, ready: u32) -> anyhow::Result<MemberSnapshot> {
-    let endpoints: Vec<serde_json::Value> = (0..ready)
-        .map(|i| {
-            serde_json::json!({
-                "addresses": [format!("10.0.{}.{}", i / 250, i % 250 + 1)],
+/// A member as the controller's watches would see it: Service `shop` (`http: 80`, `metrics:
+/// 9090`) and one EndpointSlice per replica (each
+/// listens on its own loopback port; a slice's port is per slice), the first `ready` ready and
+/// the others out of the slices (scaled down).
+fn member_snapshot(id: &str, addrs: &[SocketAddr], ready: u32) -> anyhow::Result<MemberSnapshot> {
+    let ready = usize::try_from(ready).unwrap_or(usize::MAX);
+    let slices = addrs.iter().enumerate().map(|(i, addr)| {
+        let endpoints: Vec<serde_json::Value> = (i < ready)
+            .then(|| serde_json::json!({
+                "addresses": [addr.ip().to_string()],
                 "conditions": {"ready": true, "serving": true, "terminating": false},
-            })
+                "targetRef": {"kind": "Pod", "namespace": "default", "name": format!("shop-{id}-{i}")},
+            }))
+            .into_iter()
+            .collect();
+        serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "addressType": "IPv4",
+            "metadata": {
+                "name": format!("shop-{id}-{i}"),
+                "namespace": "default",
+                "labels": {derive::SERVICE_NAME_LABEL: "shop"},
+            },
+            "endpoints": endpoints,
+            "ports": [
+                {"name": "http", "port": addr.port(), "protocol": "TCP"},
+                {"name": "metrics", "port": addr.port(), "protocol": "TCP"},
+            ],
         })
-        .collect();
-    let slice = serde_json::json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "addressType": "IPv4",
-        "metadata": {
-            "name": format!("shop-{id}"),
-            "namespace": "default",
-            "labels": {derive::SERVICE_NAME_LABEL: "shop"},
-        },
-        "endpoints": endpoints,
-        "ports": [
-            {"name": "http", "port": 8080, "protocol": "TCP"},
-            {"name": "metrics", "port": 9102, "protocol": "TCP"},
-        ],
     });
     let service = serde_json::json!({
         "apiVersion": "v1",
@@ -181,7 +344,7 @@ fn member_snapshot(id: &str, ready: u32) -> anyhow::Result<MemberSnapshot> {
         ]},
     });
     let mut dump = Dump::default();
-    for object in [slice, service] {
+    for object in slices.chain([service]) {
         cli::load_text(&object.to_string(), id, &mut dump)
             .map_err(|error| anyhow!("member {id}: {error}"))?;
     }

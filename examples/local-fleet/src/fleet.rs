@@ -1,29 +1,28 @@
-//! A whole local fleet: member clusters, the control plane serving its config, and the local
-//! gateway with the plugin pulling that config, wired as the Envoy example is (an aggregate
-//! cluster per preferred member over the members' direct clusters).
+//! A whole local fleet: member clusters, the control plane serving xDS and the long-poll
+//! endpoint, and the local gateway as an ADS client of it: the gateway is given only the ADS
+//! address and a node id, and learns its listener, routes, clusters (an aggregate per member
+//! over the members' EDS clusters), endpoints and plugin from the controller.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
-use fleetgate_local_gateway::{Gateway, GatewayConfig, GatewayLog, RetryPolicy, Upstreams};
+use fleetgate_local_gateway::{GatewayLog, XdsGateway, XdsGatewayConfig};
 use fleetgate_wasm_tests::Module;
 
-use crate::control::ControlPlane;
+use crate::control::{ControlPlane, PluginConfigPath};
 use crate::load::{self, LoadSpec};
 use crate::member::Member;
-
-/// The Envoy cluster name of the controller (the plugin's `config_source.upstream`).
-pub const CONTROLLER_UPSTREAM: &str = "fleetgate-controller";
 
 /// The aggregate cluster the plugin names for `member` (the controller's default template).
 pub fn upstream_name(member: &str) -> String {
     format!("outbound|80|{member}|shop.default.svc.cluster.local")
 }
 
-/// The plain cluster of `member`'s endpoints.
+/// The EDS cluster of `member`'s endpoints.
 pub fn direct_name(member: &str) -> String {
     format!("direct|80|{member}|shop.default.svc.cluster.local")
 }
@@ -39,19 +38,24 @@ pub struct FleetSpec {
     /// Service time of a member replica.
     pub service_delay: Duration,
     pub workers: usize,
-    /// The filter (the plugin, or the noop filter for comparisons).
-    pub module: Module,
-    /// Whether the gateway has the config pull (`false`: static config, for the noop filter).
+    /// The filter's `.wasm` file (ECDS names it): the plugin, or the noop filter.
+    pub wasm: PathBuf,
+    /// Whether the plugin pulls the derived config from the long-poll endpoint (ECDS then
+    /// carries a bootstrap config with `config_source`) instead of getting it by ECDS.
     pub pull_config: bool,
     pub poll_ms: u32,
-    pub retry: RetryPolicy,
     pub log_sink: Option<std_mpsc::Sender<GatewayLog>>,
-    /// Bearer token the controller requires and the plugin sends.
+    /// Bearer token the long-poll endpoint requires and the plugin sends.
     pub token: Option<String>,
 }
 
+/// The path of a module loaded from a file (its name).
+pub fn wasm_path(module: &Module) -> PathBuf {
+    PathBuf::from(module.name())
+}
+
 impl FleetSpec {
-    /// `members` with 3 replicas each, active-active, the plugin, 2 workers.
+    /// `members` with 3 replicas each, active-active, the plugin by ECDS, 2 workers.
     pub fn new(members: &[&str]) -> Self {
         FleetSpec {
             members: members.iter().map(|m| ((*m).to_owned(), 3)).collect(),
@@ -59,10 +63,9 @@ impl FleetSpec {
             failback: None,
             service_delay: Duration::from_millis(2),
             workers: 2,
-            module: Module::plugin_wasip1(),
-            pull_config: true,
+            wasm: wasm_path(&Module::plugin_wasip1()),
+            pull_config: false,
             poll_ms: 100,
-            retry: RetryPolicy::default(),
             log_sink: None,
             token: None,
         }
@@ -73,31 +76,7 @@ impl FleetSpec {
 pub struct Fleet {
     pub members: BTreeMap<String, Member>,
     pub control: ControlPlane,
-    pub upstreams: Upstreams,
-    pub gateway: Gateway,
-}
-
-/// The plugin's static configuration: no routes, members listed, pull from the controller.
-pub fn static_config(members: &[&str], poll_ms: u32, token: Option<&str>) -> String {
-    let clusters: Vec<serde_json::Value> = members
-        .iter()
-        .map(|m| serde_json::json!({"id": m}))
-        .collect();
-    let mut source = serde_json::json!({
-        "upstream": CONTROLLER_UPSTREAM,
-        "poll_ms": poll_ms,
-        "wait_seconds": 20,
-    });
-    if let Some(token) = token {
-        source["token"] = serde_json::json!(token);
-    }
-    serde_json::json!({
-        "version": 1,
-        "clusters": clusters,
-        "routes": [],
-        "config_source": source,
-    })
-    .to_string()
+    pub gateway: XdsGateway,
 }
 
 impl Fleet {
@@ -111,48 +90,30 @@ impl Fleet {
                 Member::start(id, *replicas, spec.service_delay).await?,
             );
         }
-        let ready: Vec<(&str, u32)> = spec
-            .members
-            .iter()
-            .map(|(id, n)| (id.as_str(), u32::try_from(*n).unwrap_or(u32::MAX)))
+        let endpoints: Vec<(&str, Vec<SocketAddr>)> = members
+            .values()
+            .map(|m: &Member| (m.id(), m.addrs()))
             .collect();
-        let mut control = ControlPlane::new(&spec.scenario, &ready, spec.failback)?;
+        let mut control = ControlPlane::new(&spec.scenario, &endpoints, spec.failback, &spec.wasm)?;
         if let Some(token) = &spec.token {
             control = control.with_token(token);
         }
-        let control_addr = control.serve().await?;
-
-        let upstreams = Upstreams::new();
-        upstreams.set_cluster(CONTROLLER_UPSTREAM, vec![control_addr]);
-        let ids: Vec<&str> = spec.members.iter().map(|(id, _)| id.as_str()).collect();
-        for member in members.values() {
-            upstreams.set_cluster(&direct_name(member.id()), member.addrs());
+        if spec.pull_config {
+            control = control.with_config_path(PluginConfigPath::LongPoll {
+                poll_ms: spec.poll_ms,
+            });
         }
-        for id in &ids {
-            // [this member, the others in order], as the example's aggregate clusters.
-            let mut order: Vec<String> = vec![direct_name(id)];
-            order.extend(ids.iter().filter(|o| *o != id).map(|o| direct_name(o)));
-            let order: Vec<&str> = order.iter().map(String::as_str).collect();
-            upstreams.set_aggregate(&upstream_name(id), &order);
-        }
-        let plugin_config = if spec.pull_config {
-            static_config(&ids, spec.poll_ms, spec.token.as_deref())
-        } else {
-            control
-                .config_json()
-                .ok_or_else(|| anyhow!("no config derived"))?
-        };
-        let mut config = GatewayConfig::new(spec.module, plugin_config, upstreams.clone());
+        let ads = control.serve().await?;
+        let mut config = XdsGatewayConfig::new(ads, "local-fleet-gateway");
         config.workers = spec.workers;
-        config.retry = spec.retry;
         config.log_sink = spec.log_sink;
-        let gateway = tokio::task::spawn_blocking(move || Gateway::start(config)).await??;
+        let gateway = tokio::task::spawn_blocking(move || XdsGateway::start(config)).await??;
         let fleet = Fleet {
             members,
             control,
-            upstreams,
             gateway,
         };
+        // By ECDS the workers start with the config; a pulling plugin must fetch it first.
         if spec.pull_config {
             fleet.wait_routed(Duration::from_secs(10)).await?;
             // The probe may have met only the worker that pulled; the others adopt the config
@@ -195,11 +156,10 @@ impl Fleet {
     }
 
     /// Scales `id` to zero the way Kubernetes does: its endpoints leave the EndpointSlices
-    /// (the gateway's EDS and the controller see it at once), then the replicas stop after
+    /// (the controller pushes the emptied EDS cluster and the plugin's config), then the replicas stop after
     /// `drain`.
     pub async fn scale_to_zero(&self, id: &str, drain: Duration) -> anyhow::Result<()> {
         let member = self.member(id)?;
-        self.upstreams.set_cluster(&direct_name(id), Vec::new());
         self.control.set_ready(id, 0)?;
         tokio::time::sleep(drain).await;
         member.kill();
@@ -210,7 +170,6 @@ impl Fleet {
     pub fn scale_up(&self, id: &str) -> anyhow::Result<()> {
         let member = self.member(id)?;
         member.revive()?;
-        self.upstreams.set_cluster(&direct_name(id), member.addrs());
         self.control
             .set_ready(id, u32::try_from(member.running()).unwrap_or(u32::MAX))?;
         Ok(())

@@ -1,5 +1,5 @@
-//! The local fleet demo: three member clusters on loopback, the controller's long-poll endpoint,
-//! the local gateway with the real plugin, 200 requests/s of traffic, and a timeline of
+//! The local fleet demo: three member clusters on loopback, the controller's ADS server, the
+//! local gateway programmed by it over xDS with the real plugin, 200 requests/s of traffic, and a timeline of
 //! failures: (a) a member scaled to zero, and back (failback hold + ramp); (b) a member killed
 //! outright, and (c) brought back. Prints a table line per second and a summary.
 //!
@@ -119,7 +119,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     spec.failback = Some(plan.failback);
     spec.log_sink = Some(log_tx);
     println!(
-        "fleetgate local fleet: members {} (3 replicas each), controller long-poll, gateway with the plugin (2 workers)",
+        "fleetgate local fleet: members {} (3 replicas each), controller -> xDS (ADS) -> gateway with the plugin (2 workers)",
         MEMBERS.join(", ")
     );
     let fleet = Fleet::start(spec).await?;

@@ -1,30 +1,17 @@
-//! End to end through the local gateway with the real plugin `.wasm`, members on loopback and
-//! the controller's real long-poll endpoint: bounded open-loop load (at most 200 requests/s for
+//! End to end through the local gateway with the real plugin `.wasm`, members on loopback, and
+//! the controller's real ADS server programming the gateway (listener, routes, clusters, EDS
+//! endpoints, the plugin by ECDS); one test takes the long-poll config path instead. Bounded
+//! open-loop load (at most 200 requests/s for
 //! a few seconds per test), 127.0.0.1 only. Tolerances are for a noisy 2-core machine running a
 //! debug build.
 
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use fleetgate_local_fleet::fleet::upstream_name;
 use fleetgate_local_fleet::load::{self, LoadSpec, Sample, Tally};
+use fleetgate_local_fleet::timed::{runtime, serial};
 use fleetgate_local_fleet::{Fleet, FleetSpec};
 use http::Method;
-
-/// Load tests measure time: run them one at a time so they do not share the two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 fn start_load(
     fleet: &Fleet,
@@ -231,19 +218,22 @@ fn header_routing_and_ready_weighted_split_hold_under_load() {
     });
 }
 
-/// Issue 4: the real plugin in the host pulls its config from the controller's real long-poll
-/// endpoint (with a bearer token) and acts on a change within a second.
+/// Issue 4, the Higress/MSE path: ECDS delivers a bootstrap config with `config_source`, and
+/// the real plugin pulls the derived config from the controller's real long-poll endpoint
+/// (with a bearer token, through a cluster CDS delivered) and acts on a change within a
+/// second.
 #[test]
 fn plugin_pulls_a_controller_change_within_a_second() {
     let _serial = serial();
     runtime().block_on(async {
         let mut spec = FleetSpec::new(&["hz-a", "hz-b"]);
+        spec.pull_config = true;
         spec.token = Some("s3cret".to_owned());
         let fleet = Fleet::start(spec).await.unwrap();
         let client = load::client();
         let probe = LoadSpec::get(1, Duration::ZERO);
-        // Only the controller changes (the gateway's endpoints stay), so only the plugin can
-        // move traffic off hz-b.
+        // The ECDS config (the bootstrap) stays the same, so only the plugin's pull can change
+        // its decision (EDS empties hz-b's cluster too, but that does not decide).
         let changed = Instant::now();
         fleet.control.set_ready("hz-b", 0).unwrap();
         let mut streak = 0;

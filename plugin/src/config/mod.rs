@@ -2,6 +2,7 @@
 //! ([`Config`]) the routing engine runs on. Parsing never panics; a rejected config names the
 //! JSON path and the reason.
 
+mod at;
 pub mod validate;
 pub mod wire;
 
@@ -85,9 +86,8 @@ pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
     Config::try_from(wire)
 }
 
-/// Parse the JSON shape only. Shape and syntax errors name the JSON path where they happened
-/// (`serde_path_to_error` tracks it while serde_json reads); serde_json's recursion limit
-/// rejects absurdly deep nesting.
+/// Parse the JSON shape only. Shape and syntax errors name the JSON path where they happened;
+/// serde_json's recursion limit rejects absurdly deep nesting.
 pub fn parse_wire(json: &[u8]) -> Result<ConfigV1, ConfigError> {
     if json.len() > MAX_CONFIG_BYTES {
         let (mib, max) = (json.len() >> 20, MAX_CONFIG_BYTES >> 20);
@@ -96,12 +96,26 @@ pub fn parse_wire(json: &[u8]) -> Result<ConfigV1, ConfigError> {
             format!("the config is {mib} MiB, more than the {max} MiB this plugin reads"),
         ));
     }
+    // Tracking the path costs about as much as the parse itself, so only a rejected document
+    // is read a second time, with `serde_path_to_error`, to say where it failed.
+    serde_json::from_slice(json).map_err(|e| {
+        located_error(json).unwrap_or_else(|| ConfigError::new("", without_position(&e)))
+    })
+}
+
+/// The error of a rejected document with its JSON path; `None` if it reads fine this time.
+fn located_error(json: &[u8]) -> Option<ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    let wire = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| ConfigError::new(json_path(e.path()), without_position(e.inner())))?;
-    de.end()
-        .map_err(|e| ConfigError::new("", without_position(&e)))?;
-    Ok(wire)
+    match serde_path_to_error::deserialize::<_, ConfigV1>(&mut de) {
+        Err(e) => Some(ConfigError::new(
+            json_path(e.path()),
+            without_position(e.inner()),
+        )),
+        Ok(_) => de
+            .end()
+            .err()
+            .map(|e| ConfigError::new("", without_position(&e))),
+    }
 }
 
 /// `routes[0].backends[1].cluster`; the root is the empty path. A syntax error between two

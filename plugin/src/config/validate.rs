@@ -3,8 +3,9 @@
 //!
 //! Every check names the JSON path of the offending field, so an operator can find it.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
+use super::at::At;
 use super::wire::*;
 use super::ConfigError;
 use crate::route::RouteTable;
@@ -25,7 +26,7 @@ const MAX_WEIGHT: u32 = 1_000_000;
 pub const MAX_ORDER: usize = 16;
 
 /// A validated config. Immutable once built, except [`Backend::recovered_at_ms`], which
-/// [`crate::failover::carry_over`] sets before the config is put in service.
+/// [`crate::failback::carry_over`] sets before the config is put in service.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub revision: Option<String>,
@@ -76,19 +77,29 @@ pub struct Route {
 }
 
 impl Route {
-    /// Every upstream a decision on this route may pick (base, canaries, fallback).
-    pub fn upstreams(&self) -> impl Iterator<Item = UpstreamId> + '_ {
+    /// The route's services in a fixed order: base, canaries, fallback.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
         std::iter::once(&self.base)
             .chain(&self.canaries)
             .chain(&self.fallback)
+    }
+
+    /// [`Route::services`], mutable, in the same order.
+    pub fn services_mut(&mut self) -> impl Iterator<Item = &mut Service> {
+        std::iter::once(&mut self.base)
+            .chain(&mut self.canaries)
+            .chain(&mut self.fallback)
+    }
+
+    /// Every upstream a decision on this route may pick (base, canaries, fallback).
+    pub fn upstreams(&self) -> impl Iterator<Item = UpstreamId> + '_ {
+        self.services()
             .flat_map(|s| s.backends.iter().map(|b| b.upstream))
     }
 
     /// Is a backend in its failback hold or ramp (so decisions depend on the time)?
     pub fn has_failback_timers(&self) -> bool {
-        std::iter::once(&self.base)
-            .chain(&self.canaries)
-            .chain(&self.fallback)
+        self.services()
             .flat_map(|s| &s.backends)
             .any(|b| b.recovered_at_ms.is_some())
     }
@@ -111,7 +122,7 @@ pub struct Backend {
     /// An explicit weight of 0: drained on purpose, so its absence is not a failover.
     pub drained: bool,
     /// When this backend last became usable again after being unusable (failback hold + ramp);
-    /// `None` = usable since before this VM knew it.
+    /// `None` = no failback timer (usable since before the plugin knew it).
     pub recovered_at_ms: Option<u64>,
 }
 
@@ -177,22 +188,22 @@ impl Config {
     }
 }
 
-/// Validation state: cluster ids and the upstream interner.
-struct Builder {
-    cluster_ids: HashMap<String, usize>,
+/// Validation state: cluster ids and the upstream interner. Keys borrow from the wire config
+/// `'w` (one string allocation per distinct upstream, not two).
+struct Builder<'w> {
+    cluster_ids: HashMap<&'w str, usize>,
     upstreams: Vec<String>,
-    upstream_ids: HashMap<String, UpstreamId>,
-    regexes: HashMap<String, std::sync::Arc<regex_lite::Regex>>,
+    upstream_ids: HashMap<&'w str, UpstreamId>,
+    regexes: HashMap<&'w str, std::sync::Arc<regex_lite::Regex>>,
 }
 
-impl Builder {
-    fn upstream(&mut self, name: &str) -> UpstreamId {
-        if let Some(&id) = self.upstream_ids.get(name) {
-            return id;
+impl<'w> Builder<'w> {
+    fn upstream(&mut self, name: &'w str) -> UpstreamId {
+        let next = self.upstreams.len();
+        let id = *self.upstream_ids.entry(name).or_insert(next);
+        if id == next {
+            self.upstreams.push(name.to_string());
         }
-        let id = self.upstreams.len();
-        self.upstreams.push(name.to_string());
-        self.upstream_ids.insert(name.to_string(), id);
         id
     }
 }
@@ -210,8 +221,8 @@ impl TryFrom<ConfigV1> for Config {
                 ),
             ));
         }
-        let cluster_header = header_name("cluster_header", &w.cluster_header)?;
-        let mirror_header = header_name("mirror_header", &w.mirror_header)?;
+        let cluster_header = header_name(&At::Root.field("cluster_header"), &w.cluster_header)?;
+        let mirror_header = header_name(&At::Root.field("mirror_header"), &w.mirror_header)?;
         if mirror_header == cluster_header {
             return Err(ConfigError::new(
                 "mirror_header",
@@ -219,7 +230,7 @@ impl TryFrom<ConfigV1> for Config {
             ));
         }
         let decision_header = match &w.decision_header {
-            Some(h) => Some(header_name("decision_header", h)?),
+            Some(h) => Some(header_name(&At::Root.field("decision_header"), h)?),
             None => None,
         };
         check_passive(&w.passive_health)?;
@@ -234,16 +245,18 @@ impl TryFrom<ConfigV1> for Config {
             ));
         }
         let mut b = Builder {
-            cluster_ids: HashMap::new(),
+            cluster_ids: HashMap::default(),
             upstreams: Vec::new(),
-            upstream_ids: HashMap::new(),
-            regexes: HashMap::new(),
+            upstream_ids: HashMap::default(),
+            regexes: HashMap::default(),
         };
         let mut clusters = Vec::with_capacity(w.clusters.len());
+        let at_clusters = At::Root.field("clusters");
         for (i, c) in w.clusters.iter().enumerate() {
-            let path = format!("clusters[{i}].id");
+            let cluster = at_clusters.index(i);
+            let path = cluster.field("id");
             check_id(&path, &c.id)?;
-            if b.cluster_ids.insert(c.id.clone(), i).is_some() {
+            if b.cluster_ids.insert(&c.id, i).is_some() {
                 return Err(ConfigError::new(
                     path,
                     format!("duplicate cluster id \"{}\"", c.id),
@@ -263,8 +276,9 @@ impl TryFrom<ConfigV1> for Config {
             ));
         }
         let mut routes = Vec::with_capacity(w.routes.len());
+        let at_routes = At::Root.field("routes");
         for (i, r) in w.routes.iter().enumerate() {
-            routes.push(build_route(&mut b, &format!("routes[{i}]"), r)?);
+            routes.push(build_route(&mut b, &at_routes.index(i), r)?);
         }
         let table = RouteTable::build(&w.routes)?;
 
@@ -284,28 +298,25 @@ impl TryFrom<ConfigV1> for Config {
     }
 }
 
-fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, ConfigError> {
+fn build_route<'w>(b: &mut Builder<'w>, path: &At, r: &'w RouteV1) -> Result<Route, ConfigError> {
     if r.name.trim().is_empty() {
-        return Err(ConfigError::new(
-            format!("{path}.name"),
-            "must not be empty",
-        ));
+        return Err(ConfigError::new(path.field("name"), "must not be empty"));
     }
     check_seconds(
-        &format!("{path}.failback.hold_seconds"),
+        &path.field("failback.hold_seconds"),
         r.failback.hold_seconds,
     )?;
     check_seconds(
-        &format!("{path}.failback.ramp_seconds"),
+        &path.field("failback.ramp_seconds"),
         r.failback.ramp_seconds,
     )?;
-    let base = build_service(b, &format!("{path}.backends"), &r.name, &r.backends)?;
+    let base = build_service(b, &path.field("backends"), &r.name, &r.backends)?;
 
     let order = match r.mode {
         Mode::ActiveActive => {
             if !r.order.is_empty() {
                 return Err(ConfigError::new(
-                    format!("{path}.order"),
+                    path.field("order"),
                     "order is only used with mode active-standby",
                 ));
             }
@@ -314,19 +325,20 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
         Mode::ActiveStandby => {
             if r.order.is_empty() {
                 return Err(ConfigError::new(
-                    format!("{path}.order"),
+                    path.field("order"),
                     "active-standby needs an order (primary first)",
                 ));
             }
             if r.order.len() > MAX_ORDER {
                 return Err(ConfigError::new(
-                    format!("{path}.order"),
+                    path.field("order"),
                     format!("at most {MAX_ORDER} clusters"),
                 ));
             }
             let mut order = Vec::with_capacity(r.order.len());
+            let at_order = path.field("order");
             for (j, id) in r.order.iter().enumerate() {
-                let p = format!("{path}.order[{j}]");
+                let p = at_order.index(j);
                 let k = backend_of(b, &base, &p, id)?;
                 if order.contains(&k) {
                     return Err(ConfigError::new(
@@ -341,25 +353,27 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
     };
 
     let mut pins = Vec::with_capacity(r.pins.len());
+    let at_pins = path.field("pins");
     for (j, pin) in r.pins.iter().enumerate() {
-        let p = format!("{path}.pins[{j}]");
+        let p = at_pins.index(j);
         pins.push(Pin {
-            when: build_condition(b, &format!("{p}.when"), &pin.when)?,
-            backend: backend_of(b, &base, &format!("{p}.cluster"), &pin.cluster)?,
+            when: build_condition(b, &p.field("when"), &pin.when)?,
+            backend: backend_of(b, &base, &p.field("cluster"), &pin.cluster)?,
         });
     }
     let route_by_header = match &r.route_by_header {
-        Some(h) => Some(header_name(&format!("{path}.route_by_header"), h)?),
+        Some(h) => Some(header_name(&path.field("route_by_header"), h)?),
         None => None,
     };
 
     let mut canaries = Vec::with_capacity(r.canaries.len());
     let mut canary_when = Vec::with_capacity(r.canaries.len());
     let mut weights = Vec::with_capacity(r.canaries.len());
+    let at_canaries = path.field("canaries");
     for (j, c) in r.canaries.iter().enumerate() {
-        let p = format!("{path}.canaries[{j}]");
+        let p = at_canaries.index(j);
         if c.name.trim().is_empty() {
-            return Err(ConfigError::new(format!("{p}.name"), "must not be empty"));
+            return Err(ConfigError::new(p.field("name"), "must not be empty"));
         }
         if c.when.is_empty() && c.weight.is_none() {
             return Err(ConfigError::new(
@@ -368,22 +382,23 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
             ));
         }
         let mut when = Vec::with_capacity(c.when.len());
+        let at_when = p.field("when");
         for (k, cond) in c.when.iter().enumerate() {
-            when.push(build_condition(b, &format!("{p}.when[{k}]"), cond)?);
+            when.push(build_condition(b, &at_when.index(k), cond)?);
         }
         let w = c.weight.unwrap_or(0);
         if w > 100 && r.canary_weight_total.is_none() {
             return Err(ConfigError::new(
-                format!("{p}.weight"),
+                p.field("weight"),
                 format!("{w} is over 100; set canary_weight_total for another scale"),
             ));
         }
-        check_weight(&format!("{p}.weight"), w)?;
+        check_weight(&p.field("weight"), w)?;
         weights.push(w);
         canary_when.push(when);
         canaries.push(build_service(
             b,
-            &format!("{p}.backends"),
+            &p.field("backends"),
             &c.name,
             &c.backends,
         )?);
@@ -391,22 +406,22 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
     if let Some(t) = r.canary_weight_total {
         if t == 0 {
             return Err(ConfigError::new(
-                format!("{path}.canary_weight_total"),
+                path.field("canary_weight_total"),
                 "must be greater than 0",
             ));
         }
-        check_weight(&format!("{path}.canary_weight_total"), t)?;
+        check_weight(&path.field("canary_weight_total"), t)?;
     }
     let canary_percent = crate::split::higress_canary_percents(&weights, r.canary_weight_total);
     let fallback = match &r.fallback {
         Some(f) => {
-            let p = format!("{path}.fallback");
+            let p = path.field("fallback");
             if f.name.trim().is_empty() {
-                return Err(ConfigError::new(format!("{p}.name"), "must not be empty"));
+                return Err(ConfigError::new(p.field("name"), "must not be empty"));
             }
             Some(build_service(
                 b,
-                &format!("{p}.backends"),
+                &p.field("backends"),
                 &f.name,
                 &f.backends,
             )?)
@@ -416,16 +431,13 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
 
     let mirror = match &r.mirror {
         Some(m) => {
-            let p = format!("{path}.mirror");
+            let p = path.field("mirror");
             if m.upstream.trim().is_empty() {
-                return Err(ConfigError::new(
-                    format!("{p}.upstream"),
-                    "must not be empty",
-                ));
+                return Err(ConfigError::new(p.field("upstream"), "must not be empty"));
             }
             if !(m.percent.is_finite() && (0.0..=100.0).contains(&m.percent)) {
                 return Err(ConfigError::new(
-                    format!("{p}.percent"),
+                    p.field("percent"),
                     "must be a percentage between 0 and 100",
                 ));
             }
@@ -436,7 +448,7 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
     if let Some(s) = &r.sticky {
         if s.cookie.is_empty() || !s.cookie.bytes().all(is_token_byte) {
             return Err(ConfigError::new(
-                format!("{path}.sticky.cookie"),
+                path.field("sticky.cookie"),
                 format!("\"{}\" is not a valid cookie name", s.cookie),
             ));
         }
@@ -486,11 +498,11 @@ fn build_route(b: &mut Builder, path: &str, r: &RouteV1) -> Result<Route, Config
     })
 }
 
-fn build_service(
-    b: &mut Builder,
-    path: &str,
+fn build_service<'w>(
+    b: &mut Builder<'w>,
+    path: &At,
     name: &str,
-    backends: &[BackendV1],
+    backends: &'w [BackendV1],
 ) -> Result<Service, ConfigError> {
     if backends.is_empty() {
         return Err(ConfigError::new(path, "at least one backend is required"));
@@ -504,30 +516,27 @@ fn build_service(
     }
     let mut out: Vec<Backend> = Vec::with_capacity(backends.len());
     for (i, be) in backends.iter().enumerate() {
-        let p = format!("{path}[{i}]");
-        let cluster = match b.cluster_ids.get(&be.cluster) {
+        let p = path.index(i);
+        let cluster = match b.cluster_ids.get(be.cluster.as_str()) {
             Some(&c) => c,
             None => {
                 return Err(ConfigError::new(
-                    format!("{p}.cluster"),
+                    p.field("cluster"),
                     format!("unknown cluster \"{}\" (not in clusters)", be.cluster),
                 ))
             }
         };
         if out.iter().any(|o| o.cluster == cluster) {
             return Err(ConfigError::new(
-                format!("{p}.cluster"),
+                p.field("cluster"),
                 format!("cluster \"{}\" has two backends in one service", be.cluster),
             ));
         }
         if be.upstream.trim().is_empty() {
-            return Err(ConfigError::new(
-                format!("{p}.upstream"),
-                "must not be empty",
-            ));
+            return Err(ConfigError::new(p.field("upstream"), "must not be empty"));
         }
         if let Some(w) = be.weight {
-            check_weight(&format!("{p}.weight"), w)?;
+            check_weight(&p.field("weight"), w)?;
         }
         let weight = be.weight.unwrap_or_else(|| be.ready.unwrap_or(1));
         out.push(Backend {
@@ -548,7 +557,7 @@ fn build_service(
     })
 }
 
-fn backend_of(b: &Builder, svc: &Service, path: &str, id: &str) -> Result<usize, ConfigError> {
+fn backend_of(b: &Builder<'_>, svc: &Service, path: &At, id: &str) -> Result<usize, ConfigError> {
     let Some(&c) = b.cluster_ids.get(id) else {
         return Err(ConfigError::new(
             path,
@@ -566,9 +575,13 @@ fn backend_of(b: &Builder, svc: &Service, path: &str, id: &str) -> Result<usize,
         })
 }
 
-fn build_condition(b: &mut Builder, path: &str, c: &ConditionV1) -> Result<Condition, ConfigError> {
+fn build_condition<'w>(
+    b: &mut Builder<'w>,
+    path: &At,
+    c: &'w ConditionV1,
+) -> Result<Condition, ConfigError> {
     let source = match (&c.header, &c.cookie, &c.query) {
-        (Some(h), None, None) => Source::Header(header_name(&format!("{path}.header"), h)?),
+        (Some(h), None, None) => Source::Header(header_name(&path.field("header"), h)?),
         (None, Some(k), None) if !k.is_empty() => Source::Cookie(k.clone()),
         (None, None, Some(q)) if !q.is_empty() => Source::Query(q.clone()),
         _ => {
@@ -584,7 +597,7 @@ fn build_condition(b: &mut Builder, path: &str, c: &ConditionV1) -> Result<Condi
         MatchV1::Absent => Matcher::Absent,
         MatchV1::Exact(v) => Matcher::Exact(v.clone()),
         MatchV1::Regex(re) => {
-            let p = format!("{path}.match.regex");
+            let p = path.field("match.regex");
             if re.len() > MAX_REGEX_LEN {
                 return Err(ConfigError::new(
                     p,
@@ -597,7 +610,7 @@ fn build_condition(b: &mut Builder, path: &str, c: &ConditionV1) -> Result<Condi
                 let r = compile_regex(re)
                     .map_err(|e| ConfigError::new(p, format!("invalid regex: {e}")))?;
                 let r = std::sync::Arc::new(r);
-                b.regexes.insert(re.clone(), r.clone());
+                b.regexes.insert(re, r.clone());
                 Matcher::Regex(r)
             }
         }
@@ -621,7 +634,7 @@ fn compile_regex(re: &str) -> Result<regex_lite::Regex, regex_lite::Error> {
 }
 
 /// Header names must be lower-case tokens (HTTP/2 and Envoy store them lower-case).
-fn header_name(path: &str, h: &str) -> Result<String, ConfigError> {
+fn header_name(path: &At, h: &str) -> Result<String, ConfigError> {
     if h.is_empty() || h.starts_with(':') || !h.bytes().all(is_token_byte) {
         return Err(ConfigError::new(
             path,
@@ -636,7 +649,7 @@ fn is_token_byte(c: u8) -> bool {
 }
 
 /// Cluster ids appear in annotations (`a=80,b=20`) and headers, so keep them plain.
-fn check_id(path: &str, id: &str) -> Result<(), ConfigError> {
+fn check_id(path: &At, id: &str) -> Result<(), ConfigError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && id
@@ -652,7 +665,7 @@ fn check_id(path: &str, id: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn check_weight(path: &str, w: u32) -> Result<(), ConfigError> {
+fn check_weight(path: &At, w: u32) -> Result<(), ConfigError> {
     if w > MAX_WEIGHT {
         return Err(ConfigError::new(
             path,
@@ -662,7 +675,7 @@ fn check_weight(path: &str, w: u32) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_seconds(path: &str, s: u32) -> Result<(), ConfigError> {
+fn check_seconds(path: &At, s: u32) -> Result<(), ConfigError> {
     if s > MAX_SECONDS {
         return Err(ConfigError::new(
             path,
@@ -690,7 +703,7 @@ fn check_passive(p: &PassiveHealthV1) -> Result<(), ConfigError> {
         ("max_ejection_seconds", p.max_ejection_seconds),
         ("ramp_seconds", p.ramp_seconds),
     ] {
-        check_seconds(&format!("passive_health.{name}"), v)?;
+        check_seconds(&At::Root.field("passive_health").field(name), v)?;
     }
     if p.base_ejection_seconds == 0 {
         return Err(ConfigError::new(

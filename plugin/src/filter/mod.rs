@@ -3,6 +3,7 @@
 //! hostcall goes through [`host`], which never panics.
 
 mod abi;
+mod failback_store;
 mod health_store;
 mod host;
 mod hostcalls;
@@ -14,7 +15,6 @@ mod root;
 use std::rc::Rc;
 
 use crate::config::{self, Config};
-use crate::failover;
 
 use health_store::HealthStore;
 use http::Http;
@@ -30,9 +30,10 @@ struct Vm {
 }
 
 impl Vm {
-    /// Put a validated config in service (failback timers carried over from the old one).
+    /// Put a validated config in service (failback timers carried over from the old one and
+    /// the shared ledger).
     fn adopt(&mut self, mut cfg: Config, origin: &str, now_ms: u64) {
-        failover::carry_over(self.config.as_deref(), &mut cfg, now_ms);
+        failback_store::carry_over(self.config.as_deref(), &mut cfg, now_ms);
         if let Some(seed) = cfg.random_seed {
             self.rng.seed(seed);
         }

@@ -1,8 +1,10 @@
 //! The plugin's behaviour, proven on the real `.wasm` in the test host: every routing feature,
-//! split accuracy, passive health across worker VMs, config hand-off, bad configs and hostile
-//! requests. The core routing tests also run on the `wasm32-unknown-unknown` build.
+//! split accuracy, passive health across worker VMs, failback across plugin instances, config
+//! hand-off, bad configs and hostile requests. The core routing tests also run on the
+//! `wasm32-unknown-unknown` build.
 
 mod config;
+mod failback;
 mod failover;
 mod faults;
 mod fidelity;
@@ -14,7 +16,7 @@ mod split;
 
 use std::collections::BTreeMap;
 
-use fleetgate_wasm_tests::{Host, LogLevel, Module, Stream, Target};
+use fleetgate_wasm_tests::{Host, LogLevel, Module, Stream, Target, VmId};
 use serde_json::{json, Value};
 
 pub const UPSTREAM_HEADER: &str = "x-fleetgate-upstream";
@@ -62,9 +64,14 @@ pub fn host(cfg: &Value) -> Host {
     host_on(Target::Wasip1, cfg)
 }
 
-/// Send a GET for `path` with extra headers; the stream is left open.
+/// Send a GET for `path` with extra headers to the first VM; the stream is left open.
 pub fn get(host: &Host, path: &str, headers: &[(&str, &str)]) -> Stream {
-    let mut r = host.request().authority(HOST_NAME).path(path);
+    get_on(host, VmId::FIRST, path, headers)
+}
+
+/// [`get`] on worker `vm`.
+pub fn get_on(host: &Host, vm: VmId, path: &str, headers: &[(&str, &str)]) -> Stream {
+    let mut r = host.request().vm(vm).authority(HOST_NAME).path(path);
     for (k, v) in headers {
         r = r.header(k, v);
     }
@@ -73,7 +80,12 @@ pub fn get(host: &Host, path: &str, headers: &[(&str, &str)]) -> Stream {
 
 /// The cluster a request was routed to (from the upstream header), after a 200 response.
 pub fn route_once(host: &Host, headers: &[(&str, &str)]) -> Option<String> {
-    let s = get(host, "/", headers);
+    route_once_on(host, VmId::FIRST, headers)
+}
+
+/// [`route_once`] on worker `vm`.
+pub fn route_once_on(host: &Host, vm: VmId, headers: &[(&str, &str)]) -> Option<String> {
+    let s = get_on(host, vm, "/", headers);
     let u = s.request_header(UPSTREAM_HEADER);
     s.respond(200).finish();
     u.map(|u| cluster_of(&u))
@@ -83,11 +95,21 @@ pub fn cluster_of(upstream: &str) -> String {
     upstream.split('|').nth(2).unwrap_or(upstream).to_string()
 }
 
-/// Route `n` requests; count by cluster.
+/// Route `n` requests on the first VM; count by cluster.
 pub fn distribution(host: &Host, n: usize, headers: &[(&str, &str)]) -> BTreeMap<String, usize> {
+    distribution_on(host, VmId::FIRST, n, headers)
+}
+
+/// [`distribution`] on worker `vm`.
+pub fn distribution_on(
+    host: &Host,
+    vm: VmId,
+    n: usize,
+    headers: &[(&str, &str)],
+) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for _ in 0..n {
-        let c = route_once(host, headers).unwrap_or_else(|| "none".into());
+        let c = route_once_on(host, vm, headers).unwrap_or_else(|| "none".into());
         *m.entry(c).or_default() += 1;
     }
     m

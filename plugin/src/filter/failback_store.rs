@@ -1,0 +1,34 @@
+//! The failback ledger in shared data (see [`crate::failback`]): read and rewritten with
+//! compare-and-swap each time a config is adopted, never per request.
+
+use crate::config::Config;
+use crate::failback::{self, Ledger};
+
+use super::host;
+
+const KEY: &str = "fleetgate/failback";
+const CAS_RETRIES: usize = 8;
+
+/// Set the failback timers of `new` from this instance's previous config (`old`) and the shared
+/// ledger, then store what `new` leaves for later instances. A CAS conflict means another worker
+/// stored first: read its record and carry again, so all workers keep one timer per backend.
+/// If shared data fails, the timers come from `old` and whatever could be read.
+pub fn carry_over(old: Option<&Config>, new: &mut Config, now_ms: u64) {
+    let mine = old.map(Ledger::of);
+    for _ in 0..CAS_RETRIES {
+        let (stored, cas) = host::shared_get(KEY);
+        let shared = stored
+            .as_deref()
+            .and_then(Ledger::decode)
+            .unwrap_or_default();
+        failback::carry_over(mine.as_ref(), &shared, new, now_ms);
+        let next = Ledger::to_share(new, now_ms).encode();
+        if stored.as_deref() == Some(next.as_slice()) {
+            return;
+        }
+        match host::shared_set(KEY, &next, cas) {
+            Err(true) => continue,
+            Ok(()) | Err(false) => return,
+        }
+    }
+}
