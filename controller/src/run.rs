@@ -3,6 +3,7 @@
 //! the Lease holder writes Ingress status, Events and the WasmPlugin.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -129,17 +130,25 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         store.clone(),
         metrics.clone(),
     ));
-    tokio::spawn(elect(
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let elector = Elector::new(
         fleet.clone(),
-        cfg.clone(),
+        &cfg.lease_namespace,
+        &cfg.lease_name,
+        &cfg.identity,
+        LEASE_DURATION,
+    );
+    let election = tokio::spawn(elect(
+        elector,
         leader.clone(),
         metrics.clone(),
+        stopping.clone(),
     ));
     let publisher = Publisher::new(
         cfg.derive.clone(),
         cfg.grace,
         store,
-        cell,
+        cell.clone(),
         metrics.clone(),
         ready,
     )
@@ -147,14 +156,60 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     tokio::spawn(derive_loop(fleet.clone(), cfg.clone(), publisher, leader));
 
     let router = serve::wasm_route(handoff::router(endpoint), cfg.xds.as_ref());
-    let config_srv = axum::serve(config_listener, router);
-    let admin_srv = axum::serve(admin_listener, admin::router(admin_state));
-    tokio::select! {
-        r = config_srv => if let Err(e) = r { error!(err = %e, "config server stopped") },
-        r = admin_srv => if let Err(e) = r { error!(err = %e, "admin server stopped") },
-        _ = tokio::signal::ctrl_c() => info!("interrupted"),
+    let config_srv = axum::serve(config_listener, router)
+        .with_graceful_shutdown(stopped(stopping.clone()))
+        .into_future();
+    let admin_srv = axum::serve(admin_listener, admin::router(admin_state))
+        .with_graceful_shutdown(stopped(stopping))
+        .into_future();
+    let servers = tokio::spawn(async move {
+        let (c, a) = tokio::join!(config_srv, admin_srv);
+        for r in [c, a] {
+            if let Err(e) = r {
+                error!(err = %e, "server stopped");
+            }
+        }
+    });
+    shutdown_signal().await;
+    // Hand over: no more leading (the Lease is released for a follower to take at once),
+    // parked long polls answered so gateways re-poll another replica, servers drained.
+    info!("stopping: releasing the Lease and draining the config endpoint");
+    cell.drain();
+    stop.send_replace(true);
+    let drained = async {
+        let _ = election.await;
+        let _ = servers.await;
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        warn!(grace = ?SHUTDOWN_GRACE, "shutdown did not finish in time");
     }
+    // xDS streams end with the process: gateways reconnect to another replica.
     Ok(())
+}
+
+/// Lease duration; a leader renews at a third of it, followers retry every second.
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// How long shutdown may take (Kubernetes' default grace period is 30 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => info!("SIGTERM"),
+            _ = tokio::signal::ctrl_c() => info!("interrupted"),
+        },
+        Err(e) => {
+            warn!(err = %e, "cannot listen for SIGTERM; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Resolves once `stopping` turns true.
+async fn stopped(mut stopping: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
 }
 
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, RunError> {
@@ -335,15 +390,13 @@ async fn secret_events(
 }
 
 /// Renew or acquire the Lease every third of its duration.
-async fn elect(fleet: Client, cfg: RunConfig, leader: Arc<AtomicBool>, metrics: Metrics) {
-    let duration = Duration::from_secs(15);
-    let e = Elector::new(
-        fleet,
-        &cfg.lease_namespace,
-        &cfg.lease_name,
-        &cfg.identity,
-        duration,
-    );
+/// Until `stopping`: then stop leading and release the Lease.
+async fn elect(
+    e: Elector,
+    leader: Arc<AtomicBool>,
+    metrics: Metrics,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         let is = match e.try_acquire_or_renew().await {
             Ok(is) => is,
@@ -354,10 +407,22 @@ async fn elect(fleet: Client, cfg: RunConfig, leader: Arc<AtomicBool>, metrics: 
             }
         };
         if is != leader.swap(is, Ordering::Relaxed) {
-            info!(identity = %cfg.identity, leader = is, "leadership changed");
+            info!(leader = is, "leadership changed");
         }
         metrics.leader.set(i64::from(is));
-        tokio::time::sleep(duration / 3).await;
+        tokio::select! {
+            _ = tokio::time::sleep(e.retry_period(is)) => {}
+            _ = stopping.wait_for(|s| *s) => break,
+        }
+    }
+    leader.store(false, Ordering::Relaxed);
+    metrics.leader.set(0);
+    match e.release().await {
+        Ok(true) => info!("Lease released"),
+        Ok(false) => {}
+        Err(err) => {
+            warn!(err = %err, "cannot release the Lease; a follower takes over when it expires")
+        }
     }
 }
 
@@ -910,5 +975,59 @@ mod tests {
         set_status(&client, &key, "203.0.113.7").await.unwrap();
         set_status(&client, &key, "gw.example.com").await.unwrap();
         server.await.unwrap();
+    }
+
+    /// The mock API's answer: `body` with a resourceVersion, as JSON.
+    fn lease_answer(mut body: serde_json::Value) -> Response<Body> {
+        body["metadata"]["resourceVersion"] = serde_json::json!("1");
+        Response::new(Body::from(serde_json::to_vec(&body).unwrap()))
+    }
+
+    async fn json_body(req: Request<Body>) -> serde_json::Value {
+        let bytes = http_body_util::BodyExt::collect(req.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stopped_election_stops_leading_and_releases_the_lease() {
+        let (svc, mut api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let elector = Elector::new(
+            Client::new(svc, "default"),
+            "fleetgate-system",
+            "fleetgate",
+            "me",
+            LEASE_DURATION,
+        );
+        let leader = Arc::new(AtomicBool::new(false));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(elect(elector, leader.clone(), Metrics::default(), stopping));
+        // Acquire: no Lease yet, so it is created.
+        let (req, send) = api.next_request().await.unwrap();
+        assert_eq!(req.method(), Method::GET);
+        send.send_response(Response::builder().status(404).body(Body::from(
+            br#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#.to_vec(),
+        )).unwrap());
+        let (req, send) = api.next_request().await.unwrap();
+        assert_eq!(req.method(), Method::POST);
+        let created = json_body(req).await;
+        send.send_response(lease_answer(created.clone()));
+        while !leader.load(Ordering::Relaxed) {
+            tokio::task::yield_now().await;
+        }
+        stop.send_replace(true);
+        // Release: read the Lease, write it back with no holder.
+        let (req, send) = api.next_request().await.unwrap();
+        assert_eq!(req.method(), Method::GET);
+        send.send_response(lease_answer(created));
+        let (req, send) = api.next_request().await.unwrap();
+        assert_eq!(req.method(), Method::PUT);
+        let released = json_body(req).await;
+        assert!(released["spec"]["holderIdentity"].is_null(), "{released}");
+        send.send_response(lease_answer(released));
+        task.await.unwrap();
+        assert!(!leader.load(Ordering::Relaxed), "no longer leading");
     }
 }
