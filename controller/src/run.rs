@@ -90,8 +90,9 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
 
     let config_listener = bind(cfg.listen).await?;
     let admin_listener = bind(cfg.admin_listen).await?;
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let feed = match &cfg.xds {
-        Some(x) => Some(start_xds(x, &metrics).await?),
+        Some(x) => Some(start_xds(x, &metrics, stopping.clone()).await?),
         None => None,
     };
     let endpoint = Endpoint {
@@ -130,7 +131,6 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         store.clone(),
         metrics.clone(),
     ));
-    let (stop, stopping) = tokio::sync::watch::channel(false);
     let elector = Elector::new(
         fleet.clone(),
         &cfg.lease_namespace,
@@ -173,7 +173,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     shutdown_signal().await;
     // Hand over: no more leading (the Lease is released for a follower to take at once),
     // parked long polls answered so gateways re-poll another replica, servers drained.
-    info!("stopping: releasing the Lease and draining the config endpoint");
+    info!("stopping: releasing the Lease, draining the config endpoint, ending xDS streams");
     cell.drain();
     stop.send_replace(true);
     let drained = async {
@@ -183,7 +183,6 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
         warn!(grace = ?SHUTDOWN_GRACE, "shutdown did not finish in time");
     }
-    // xDS streams end with the process: gateways reconnect to another replica.
     Ok(())
 }
 
@@ -218,10 +217,15 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, RunError> {
 }
 
 /// Bind the ADS server and start it and the snapshot builder; returns where derivations go.
-async fn start_xds(x: &XdsServe, metrics: &Metrics) -> Result<Feed, RunError> {
+async fn start_xds(
+    x: &XdsServe,
+    metrics: &Metrics,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<Feed, RunError> {
     let listener = bind(x.listen).await?;
     let (tx, rx) = tokio::sync::watch::channel(None);
-    let server = xds::AdsServer::new(rx, x.auth.clone(), metrics.xds.clone());
+    let server =
+        xds::AdsServer::new(rx, x.auth.clone(), metrics.xds.clone()).with_shutdown(stopping);
     tokio::spawn(async move {
         if let Err(e) = server.serve(listener).await {
             error!(err = %e, "xDS server stopped");

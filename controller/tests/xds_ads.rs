@@ -357,3 +357,40 @@ async fn a_thousand_concurrent_streams_are_all_served() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn shutdown_ends_every_stream_and_closes_the_listener() {
+    let (_tx, rx) = watch::channel(Some(snapshot("active-active", "hz-b")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bound = listener.local_addr().unwrap();
+    let addr = format!("http://{bound}");
+    let metrics = XdsMetrics::default();
+    let (stop, stopping) = watch::channel(false);
+    let server = AdsServer::new(rx, Auth::default(), metrics.clone()).with_shutdown(stopping);
+    let serving = tokio::spawn(server.serve(listener));
+    let mut clients = Vec::new();
+    for node in ["gateway-1", "gateway-2"] {
+        let mut c = Client::connect(&addr, node).await;
+        subscribe_all(&mut c).await;
+        clients.push(c);
+    }
+    assert_eq!(metrics.streams.get(), 2);
+    stop.send_replace(true);
+    for mut c in clients {
+        assert!(c.ended(Duration::from_secs(2)).await, "a stream kept going");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while metrics.streams.get() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "streams not ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let served = tokio::time::timeout(Duration::from_secs(5), serving).await;
+    assert!(
+        matches!(served, Ok(Ok(Ok(())))),
+        "server did not stop: {served:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(bound).await.is_err(),
+        "the listener still accepts"
+    );
+}

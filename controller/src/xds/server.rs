@@ -107,6 +107,8 @@ pub struct AdsServer {
     snapshots: Snapshots,
     auth: Arc<Auth>,
     metrics: XdsMetrics,
+    /// Turns true when the controller stops: streams end, no new connections.
+    shutdown: Option<watch::Receiver<bool>>,
 }
 
 impl AdsServer {
@@ -115,11 +117,20 @@ impl AdsServer {
             snapshots,
             auth: Arc::new(auth),
             metrics,
+            shutdown: None,
         }
+    }
+
+    /// Stop when `shutdown` turns true: every stream ends (gateways reconnect to another
+    /// replica) and the listener closes.
+    pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// Serve gRPC on `listener` until the process ends.
     pub async fn serve(self, listener: TcpListener) -> Result<(), XdsError> {
+        let shutdown = self.shutdown.clone();
         let tls = self.auth.server_tls();
         // SotW EDS responses of a large fleet exceed gRPC's 4 MiB default.
         let service = AggregatedDiscoveryServiceServer::new(self)
@@ -129,14 +140,13 @@ impl AdsServer {
         if let Some(tls) = tls {
             builder = builder.tls_config(tls)?;
         }
+        // No Nagle delay on pushes; keepalive finds gateways that vanished.
+        let incoming = TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(std::time::Duration::from_secs(30)));
         builder
             .add_service(service)
-            // No Nagle delay on pushes; keepalive finds gateways that vanished.
-            .serve_with_incoming(
-                TcpIncoming::from(listener)
-                    .with_nodelay(Some(true))
-                    .with_keepalive(Some(std::time::Duration::from_secs(30))),
-            )
+            .serve_with_incoming_shutdown(incoming, stopped(shutdown))
             .await?;
         Ok(())
     }
@@ -178,7 +188,13 @@ impl AggregatedDiscoveryService for AdsServer {
             nonce: 0,
             node: None,
         };
-        tokio::spawn(drive(stream, request.into_inner(), self.metrics.clone()));
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(drive(
+            stream,
+            request.into_inner(),
+            self.metrics.clone(),
+            shutdown,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -192,7 +208,13 @@ impl AggregatedDiscoveryService for AdsServer {
         }
         let (tx, rx) = mpsc::channel(4);
         let stream = DeltaStream::new(self.snapshots.clone(), self.metrics.clone(), tx);
-        tokio::spawn(drive(stream, request.into_inner(), self.metrics.clone()));
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(drive(
+            stream,
+            request.into_inner(),
+            self.metrics.clone(),
+            shutdown,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -249,10 +271,14 @@ pub(crate) async fn drive<P: Protocol>(
     mut p: P,
     mut incoming: Streaming<P::Request>,
     metrics: XdsMetrics,
+    shutdown: Option<watch::Receiver<bool>>,
 ) {
     metrics.streams.inc();
+    let stopping = stopped(shutdown);
+    tokio::pin!(stopping);
     let end = loop {
         let step = tokio::select! {
+            () = &mut stopping => break "server shutting down".to_string(),
             msg = incoming.message() => match msg {
                 Ok(Some(req)) => Step::Request(req),
                 Ok(None) => break "client closed the stream".to_string(),
@@ -278,6 +304,16 @@ pub(crate) async fn drive<P: Protocol>(
 enum Step<R> {
     Request(R),
     Snapshot,
+}
+
+/// Resolves once `shutdown` turns true; never without one (or once its sender is gone).
+async fn stopped(shutdown: Option<watch::Receiver<bool>>) {
+    if let Some(mut rx) = shutdown {
+        if rx.wait_for(|s| *s).await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 /// The node id of a stream, from its first request.

@@ -94,6 +94,17 @@ impl Client {
         }
     }
 
+    /// Whether the server ends the stream (cleanly or with a status) within `within`; a
+    /// response instead is a failure.
+    #[allow(dead_code)]
+    pub async fn ended(&mut self, within: Duration) -> bool {
+        match tokio::time::timeout(within, self.rx.message()).await {
+            Ok(Ok(Some(r))) => panic!("a {} response instead of the end", r.type_url),
+            Ok(Ok(None)) | Ok(Err(_)) => true,
+            Err(_) => false,
+        }
+    }
+
     pub async fn expect(&mut self, type_url: &str) -> DiscoveryResponse {
         let r = self
             .recv(Duration::from_secs(5))
