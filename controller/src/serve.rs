@@ -47,6 +47,8 @@ pub fn wasm_route(router: axum::Router, xds: Option<&XdsServe>) -> axum::Router 
 struct Rendered {
     /// Member indexes, updated in place by each render (their change logs say what moved).
     indexes: BTreeMap<String, Arc<MemberIndex>>,
+    /// The last render error, logged once rather than on every re-read.
+    failed: Option<String>,
 }
 
 /// Render once and publish; the xDS snapshot follows on the builder task. A failed render (or
@@ -54,10 +56,21 @@ struct Rendered {
 fn refresh(args: &RenderArgs, cell: &ConfigCell, xds: Option<&Feed>, state: &mut Rendered) {
     let (d, members) = match cli::render_onto(args, &mut state.indexes) {
         Ok(r) => r,
-        Err(e) => return warn!(err = %e, "render failed; keeping the last good config"),
+        Err(e) => {
+            let e = e.to_string();
+            if state.failed.as_ref() != Some(&e) {
+                warn!(err = %e, "render failed; keeping the last good config");
+            }
+            state.failed = Some(e);
+            return;
+        }
     };
-    for p in &d.problems {
-        warn!(ingress = %p.ingress, severity = ?p.severity, "{}", p.message);
+    state.failed = None;
+    // Problems are part of what a revision says: report them once per new revision.
+    if cell.current().is_none_or(|c| c.revision != d.revision) {
+        for p in &d.problems {
+            warn!(ingress = %p.ingress, severity = ?p.severity, "{}", p.message);
+        }
     }
     let revision = d.revision.clone();
     let published = Published {

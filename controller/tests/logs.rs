@@ -59,3 +59,30 @@ fn json_logs_are_one_object_per_line_with_the_event_fields() {
         .as_str()
         .is_some_and(|r| r.len() == 16));
 }
+
+#[test]
+fn serve_reports_a_problem_once_not_on_every_re_read() {
+    let fleet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetgate-controller"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--insecure-no-token"])
+        .args(["--interval-ms", "20", "--fleet"])
+        .arg(fleet.join("clusters"))
+        .arg("--fleet")
+        .arg(fleet.join("bad-annotation"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // About 25 re-reads of unchanged dumps, then stop the server.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lines: Vec<String> = BufReader::new(stderr).lines().map(Result::unwrap).collect();
+    let warnings = lines
+        .iter()
+        .filter(|l| l.contains("is not an integer"))
+        .count();
+    assert_eq!(warnings, 1, "{lines:#?}");
+}
