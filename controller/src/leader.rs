@@ -83,9 +83,15 @@ impl Elector {
         };
         lease.spec = Some(self.spec(now, acquired, transitions));
         // replace carries metadata.resourceVersion: a concurrent writer makes this a 409.
+        self.replace(&lease).await
+    }
+
+    /// Write `lease` back; `Ok(false)` when a concurrent writer won (409: its resourceVersion
+    /// is stale).
+    async fn replace(&self, lease: &Lease) -> Result<bool, kube::Error> {
         match self
             .api
-            .replace(&self.name, &PostParams::default(), &lease)
+            .replace(&self.name, &PostParams::default(), lease)
             .await
         {
             Ok(_) => Ok(true),
@@ -109,15 +115,7 @@ impl Elector {
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
         lease.spec = Some(spec);
-        match self
-            .api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.replace(&lease).await
     }
 
     /// How long to wait before the next try: a leader renews at a third of the duration; a

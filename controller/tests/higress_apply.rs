@@ -6,13 +6,13 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{mock_client, ApiHandle};
+use common::{body_json, mock_client, ApiHandle};
 use fleetgate_controller::cli::{self, RenderArgs};
 use fleetgate_controller::derive::DeriveOptions;
 use fleetgate_controller::higress::apply::{apply, ApplyError, ApplyReport, Publisher};
 use fleetgate_controller::higress::HigressObject;
 use fleetgate_controller::higress::{HigressOptions, HIGRESS_UPSTREAM_TEMPLATE};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -27,14 +27,6 @@ fn respond(status: StatusCode, body: &Value) -> Response<Body> {
 fn status(code: u16, reason: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
            "reason": reason, "code": code, "message": reason})
-}
-
-async fn body_json(req: Request<Body>) -> Value {
-    let bytes = http_body_util::BodyExt::collect(req.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 fn namespaces(ns: &[&str]) -> BTreeSet<String> {

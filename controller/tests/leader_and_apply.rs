@@ -5,11 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{mock_client, ApiHandle};
+use common::{body_json, mock_client, ApiHandle};
 
 use fleetgate_controller::handoff;
 use fleetgate_controller::leader::Elector;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{json, Value};
 
@@ -28,14 +28,6 @@ fn not_found() -> Value {
 fn conflict() -> Value {
     json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
            "reason": "Conflict", "code": 409, "message": "the object has been modified"})
-}
-
-async fn body_json(req: Request<Body>) -> Value {
-    let bytes = http_body_util::BodyExt::collect(req.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 fn lease(holder: &str, renewed: &str, rv: &str) -> Value {

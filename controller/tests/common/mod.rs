@@ -11,3 +11,13 @@ pub fn mock_client() -> (kube::Client, ApiHandle) {
     let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
     (kube::Client::new(svc, "default"), handle)
 }
+
+/// A request's JSON body.
+#[allow(dead_code)]
+pub async fn body_json(req: Request<Body>) -> serde_json::Value {
+    let bytes = http_body_util::BodyExt::collect(req.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
+}
