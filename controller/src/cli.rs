@@ -222,18 +222,27 @@ pub fn render_onto(
     });
     for m in secrets {
         let index = Arc::clone(indexes.entry(m.id.clone()).or_default());
-        snaps.insert(m.id.clone(), snapshot(&m.id, m.zone, Contact::Never, index));
+        let mut snap = snapshot(&m.id, m.zone, Contact::Never, index);
+        snap.gateway = m.gateway;
+        snaps.insert(m.id.clone(), snap);
     }
     for (name, dir) in &args.members {
         members::check_member_id(name).map_err(|e| CliError::Usage(format!("--member {e}")))?;
         let dump = load_dir(dir)?;
-        let zone = snaps.get(name).and_then(|s| s.zone.clone());
+        // Zone and gateway from the member's Secret, if the fleet dump has one.
+        let secret = snaps.get(name);
+        let (zone, gateway) = (
+            secret.and_then(|s| s.zone.clone()),
+            secret.and_then(|s| s.gateway),
+        );
         let index = indexes.entry(name.clone()).or_default();
         let i = Arc::make_mut(index);
         i.replace_services(Relist::of_services(&dump.services));
         i.replace_slices(Relist::of_slices(&dump.endpoint_slices));
         let index = Arc::clone(index);
-        snaps.insert(name.clone(), snapshot(name, zone, Contact::Live, index));
+        let mut snap = snapshot(name, zone, Contact::Live, index);
+        snap.gateway = gateway;
+        snaps.insert(name.clone(), snap);
     }
     for (name, zone) in &args.zones {
         match snaps.get_mut(name) {
@@ -262,6 +271,7 @@ fn snapshot(
         zone,
         contact,
         index,
+        gateway: None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! {`insecure`, `caData`, `certData`, `keyData`, `serverName`}). The zone comes from the Secret's
 //! `fleetgate.io/zone` annotation or label (or `topology.kubernetes.io/zone`).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -16,6 +17,9 @@ use thiserror::Error;
 pub const ARGOCD_SECRET_TYPE: &str = "argocd.argoproj.io/secret-type";
 /// Zone annotation/label on a cluster Secret.
 pub const ZONE_KEY: &str = "fleetgate.io/zone";
+/// Gateway-address annotation on a cluster Secret (`IP:PORT`): the member's network is not
+/// flat, so its traffic goes to its own gateway rather than to pod IPs.
+pub const GATEWAY_KEY: &str = "fleetgate.io/gateway-address";
 
 /// How to reach a member's API server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +41,9 @@ pub struct MemberSpec {
     pub id: String,
     pub zone: Option<String>,
     pub access: Access,
+    /// The member's own gateway (`IP:PORT`) when its pod IPs are not reachable from the fleet
+    /// gateway; see [`GATEWAY_KEY`].
+    pub gateway: Option<SocketAddr>,
 }
 
 /// The `config` JSON of an Argo CD cluster Secret (the fields fleetgate uses).
@@ -176,9 +183,16 @@ pub fn from_argo_secret(s: &Secret) -> Result<MemberSpec, MemberError> {
                 .or_else(|| meta.labels.as_ref().and_then(|l| l.get(*k)))
                 .cloned()
         });
+    let gateway = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(GATEWAY_KEY))
+        .map(|g| parse_gateway(g).map_err(|e| err(format!("annotation {GATEWAY_KEY}: {e}"))))
+        .transpose()?;
     Ok(MemberSpec {
         id,
         zone,
+        gateway,
         access: Access::Argo {
             server: server.trim().to_string(),
             config,
@@ -194,6 +208,16 @@ struct FileEntry {
     kubeconfig: PathBuf,
     #[serde(default)]
     zone: Option<String>,
+    /// The member's gateway, `IP:PORT` (see [`GATEWAY_KEY`]).
+    #[serde(default)]
+    gateway: Option<String>,
+}
+
+/// An `IP:PORT` gateway address (EDS endpoints are addresses, not names).
+fn parse_gateway(text: &str) -> Result<SocketAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not IP:PORT (a DNS name cannot be an EDS endpoint)"))
 }
 
 /// Read a members file: a YAML list of `{name, kubeconfig, zone}`; relative kubeconfig paths are
@@ -209,17 +233,23 @@ pub fn from_file(path: &Path) -> Result<Vec<MemberSpec>, MemberError> {
             source,
         })?;
     let dir = path.parent().unwrap_or(Path::new("."));
+    let mut gateways = Vec::new();
     for e in &entries {
-        check_member_id(&e.name).map_err(|reason| MemberError::Client {
+        let fail = |reason: String| MemberError::Client {
             member: e.name.clone(),
             reason: format!("members file {}: {reason}", path.display()),
-        })?;
+        };
+        check_member_id(&e.name).map_err(fail)?;
+        let gateway = e.gateway.as_deref().map(parse_gateway).transpose();
+        gateways.push(gateway.map_err(|r| fail(format!("gateway: {r}")))?);
     }
     Ok(entries
         .into_iter()
-        .map(|e| MemberSpec {
+        .zip(gateways)
+        .map(|(e, gateway)| MemberSpec {
             id: e.name,
             zone: e.zone,
+            gateway,
             access: Access::Kubeconfig(if e.kubeconfig.is_absolute() {
                 e.kubeconfig
             } else {
@@ -316,6 +346,51 @@ stringData:
     }
 
     #[test]
+    fn a_gateway_address_annotation_sends_the_member_through_its_gateway() {
+        let with = |value: &str| {
+            let yaml = secret_yaml().replace(
+                "{fleetgate.io/zone: cn-hangzhou-h}",
+                &format!(
+                    "{{fleetgate.io/zone: cn-hangzhou-h, fleetgate.io/gateway-address: '{value}'}}"
+                ),
+            );
+            from_argo_secret(&serde_yaml::from_str::<Secret>(&yaml).unwrap())
+        };
+        let m = with("47.96.10.21:443").unwrap();
+        assert_eq!(m.gateway, Some("47.96.10.21:443".parse().unwrap()));
+        let plain: Secret = serde_yaml::from_str(secret_yaml()).unwrap();
+        assert_eq!(from_argo_secret(&plain).unwrap().gateway, None);
+        let bad = with("gw.hz-a.example.com:443").unwrap_err().to_string();
+        assert!(
+            bad.contains("fleetgate.io/gateway-address") && bad.contains("not IP:PORT"),
+            "{bad}"
+        );
+    }
+
+    #[test]
+    fn a_members_file_names_a_gateway_by_ip_and_port_or_is_refused() {
+        let dir = std::env::temp_dir().join(format!("fleetgate-members-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("members.yaml");
+        let good = "- {name: hz-a, kubeconfig: a.yaml, gateway: '[2001:db8::7]:8443'}\n- {name: hz-b, kubeconfig: b.yaml}\n";
+        std::fs::write(&file, good).unwrap();
+        let m = from_file(&file).unwrap();
+        assert_eq!(m[0].gateway, Some("[2001:db8::7]:8443".parse().unwrap()));
+        assert_eq!(m[1].gateway, None);
+        std::fs::write(
+            &file,
+            "- {name: hz-a, kubeconfig: a.yaml, gateway: 'hz-a:8443'}\n",
+        )
+        .unwrap();
+        let e = from_file(&file).unwrap_err().to_string();
+        assert!(
+            e.contains("hz-a") && e.contains("gateway") && e.contains("not IP:PORT"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn argo_cluster_secret_becomes_a_member() {
         let s: Secret = serde_yaml::from_str(secret_yaml()).unwrap();
         assert!(is_cluster_secret(&s));
@@ -355,6 +430,7 @@ stringData:
         let m = |id: &str| MemberSpec {
             id: id.to_string(),
             zone: None,
+            gateway: None,
             access: Access::None,
         };
         let (kept, dropped) = dedup(vec![

@@ -287,7 +287,7 @@ async fn manage_members(
             if running.contains_key(&id) {
                 continue;
             }
-            store.upsert_member(&id, spec.zone.clone());
+            store.upsert_member(&id, spec.zone.clone(), spec.gateway);
             let (store, metrics, s) = (store.clone(), metrics.clone(), spec.clone());
             let task = tokio::spawn(async move {
                 match members::client(&s).await {
@@ -862,7 +862,7 @@ mod tests {
         let dump = cli::load_dir(&f.join("active-active")).unwrap();
         let members = cli::load_dir(&f.join("members/hz-a")).unwrap();
         let store = Store::default();
-        store.upsert_member("hz-a", None);
+        store.upsert_member("hz-a", None, None);
         store.replace_services("hz-a", Relist::of_services(&members.services));
         store.replace_slices("hz-a", Relist::of_slices(&members.endpoint_slices));
         store.replace_ingresses(dump.ingresses);

@@ -27,6 +27,7 @@ fn key_of<K: ResourceExt>(o: &K) -> ObjKey {
 #[derive(Debug, Default)]
 struct MemberState {
     zone: Option<String>,
+    gateway: Option<std::net::SocketAddr>,
     /// Shared with snapshots; copied on write only while a snapshot still holds it.
     index: Arc<MemberIndex>,
     health: MemberHealth,
@@ -115,8 +116,16 @@ impl Store {
     }
 
     /// Add or update a member (its endpoints are kept if it exists).
-    pub fn upsert_member(&self, id: &str, zone: Option<String>) {
-        self.lock().members.entry(id.to_string()).or_default().zone = zone;
+    pub fn upsert_member(
+        &self,
+        id: &str,
+        zone: Option<String>,
+        gateway: Option<std::net::SocketAddr>,
+    ) {
+        let mut s = self.lock();
+        let m = s.members.entry(id.to_string()).or_default();
+        m.zone = zone;
+        m.gateway = gateway;
         self.touch();
     }
     pub fn remove_member(&self, id: &str) {
@@ -221,6 +230,7 @@ impl Store {
                     zone: m.zone.clone(),
                     contact: m.health.contact(now, grace),
                     index: Arc::clone(&m.index),
+                    gateway: m.gateway,
                 })
                 .collect(),
         }

@@ -163,7 +163,7 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
 async fn member_watch_lists_applies_events_and_relists_after_410_gone() {
     let (client, mut handle) = mock_client();
     let store = Store::default();
-    store.upsert_member("hz-a", Some("cn-hangzhou-h".into()));
+    store.upsert_member("hz-a", Some("cn-hangzhou-h".into()), None);
     let task = tokio::spawn(watch::watch_member(
         "hz-a".into(),
         client,
@@ -223,8 +223,8 @@ async fn member_watch_lists_applies_events_and_relists_after_410_gone() {
 fn hz_a_live_hz_b_mocked() -> (Store, tokio::task::JoinHandle<()>, ApiHandle) {
     let (client, handle) = mock_client();
     let store = Store::default();
-    store.upsert_member("hz-a", None);
-    store.upsert_member("hz-b", None);
+    store.upsert_member("hz-a", None, None);
+    store.upsert_member("hz-b", None, None);
     let svc = serde_json::from_value(service()).unwrap();
     store.replace_services("hz-a", Relist::of_services(&[svc]));
     let slice = serde_json::from_value(slice("shop-a", "shop", "1", &[true])).unwrap();

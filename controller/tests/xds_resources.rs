@@ -397,3 +397,37 @@ fn aggregates_list_at_most_the_failover_members() {
     // The other member's direct cluster still exists: its own aggregate starts with it.
     cluster(&r, "direct|80|hz-a|shop.default.svc.cluster.local");
 }
+
+#[test]
+fn a_member_behind_its_own_gateway_gets_one_endpoint_weighted_by_its_ready_pods() {
+    let gw: std::net::SocketAddr = "47.96.10.22:443".parse().unwrap();
+    let opts = options(file_wasm());
+    let build = |hz_b: &str| {
+        let (d, mut members) = fixture("active-active", "hz-a", hz_b);
+        members.iter_mut().find(|m| m.id == "hz-b").unwrap().gateway = Some(gw);
+        xds::build(&d, &members, &opts).unwrap()
+    };
+    let r = build("hz-b");
+    let b = endpoints(&r, "direct|80|hz-b|shop.default.svc.cluster.local");
+    let lb: Vec<_> = b.endpoints.iter().flat_map(|l| &l.lb_endpoints).collect();
+    assert_eq!(lb.len(), 1, "{b:?}");
+    // hz-b has two ready pods (a third is neither ready nor serving).
+    assert_eq!(
+        lb[0].load_balancing_weight.as_ref().map(|w| w.value),
+        Some(2)
+    );
+    assert_eq!(hosts(b)[0].0, gw.to_string());
+    // hz-a (flat network) still gets its pod IPs.
+    let a = hosts(endpoints(
+        &r,
+        "direct|80|hz-a|shop.default.svc.cluster.local",
+    ));
+    assert!(
+        a.len() > 1 && a.iter().all(|h| h.0.starts_with("10.1.")),
+        "{a:?}"
+    );
+    // No ready pod behind the gateway: no endpoint, so the aggregate spills to the next member.
+    let r = build("hz-b-scaled-to-zero");
+    let b = endpoints(&r, "direct|80|hz-b|shop.default.svc.cluster.local");
+    assert!(b.endpoints.is_empty(), "{b:?}");
+}

@@ -66,6 +66,9 @@ pub struct MemberSnapshot {
     pub contact: Contact,
     /// The member's Services and EndpointSlices (last known when `contact` is `Lost`).
     pub index: Arc<MemberIndex>,
+    /// The member's own gateway (`IP:PORT`) when the fleet gateway cannot reach its pod IPs
+    /// (networks that are not flat): xDS then sends its traffic there.
+    pub gateway: Option<std::net::SocketAddr>,
 }
 
 /// Settings that are not in the objects themselves.

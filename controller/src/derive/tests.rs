@@ -79,6 +79,7 @@ fn member(id: &str, contact: Contact, svcs: &[&str], slices: Vec<EndpointSlice>)
         zone: None,
         contact,
         index: Arc::new(MemberIndex::from_objects(&services, &slices)),
+        gateway: None,
     }
 }
 

@@ -80,6 +80,41 @@ pub fn aggregate(name: &str, members: &[String]) -> Cluster {
 /// dual-stack pod appears once (IPv4 slices are read first). FQDN slices and slices without a
 /// port number are skipped: EDS needs IPs and ports.
 pub fn load_assignment(name: &str, index: &MemberIndex, svc: &SvcRef) -> ClusterLoadAssignment {
+    member_load_assignment(name, index, svc, None)
+}
+
+/// [`load_assignment`] for a member reached through its own gateway (a network that is not
+/// flat): one endpoint, the gateway, weighted by the ready endpoints behind it; none when no
+/// endpoint is ready (the aggregate then spills to the next member).
+pub fn member_load_assignment(
+    name: &str,
+    index: &MemberIndex,
+    svc: &SvcRef,
+    gateway: Option<std::net::SocketAddr>,
+) -> ClusterLoadAssignment {
+    let direct = pod_load_assignment(name, index, svc);
+    let Some(gw) = gateway else { return direct };
+    let healthy = HealthStatus::Healthy as i32;
+    let ready = direct
+        .endpoints
+        .iter()
+        .flat_map(|l| &l.lb_endpoints)
+        .filter(|e| e.health_status == healthy)
+        .count() as u32;
+    let endpoints = (ready > 0).then(|| {
+        let mut set = BTreeSet::new();
+        set.insert((gw.ip().to_string(), gw.port(), healthy));
+        let mut l = locality((None, set));
+        l.lb_endpoints[0].load_balancing_weight = Some(UInt32Value { value: ready });
+        l
+    });
+    ClusterLoadAssignment {
+        endpoints: endpoints.into_iter().collect(),
+        ..direct
+    }
+}
+
+fn pod_load_assignment(name: &str, index: &MemberIndex, svc: &SvcRef) -> ClusterLoadAssignment {
     let mut zones: BTreeMap<Option<&str>, BTreeSet<(String, u16, i32)>> = BTreeMap::new();
     let key = svc.key();
     let port = index.service_port(&key, &svc.port);

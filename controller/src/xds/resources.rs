@@ -113,7 +113,10 @@ pub fn changed_endpoint_entries(
     direct
         .iter()
         .filter(|(_, t)| t.member == member.id && changed(&t.svc))
-        .map(|(name, t)| Entry::new(name, clusters::load_assignment(name, &member.index, &t.svc)))
+        .map(|(name, t)| {
+            let cla = clusters::member_load_assignment(name, &member.index, &t.svc, member.gateway);
+            Entry::new(name, cla)
+        })
         .collect()
 }
 
@@ -208,7 +211,10 @@ pub(crate) fn emit(
     let mut direct = Vec::with_capacity(plan.direct.len());
     for (name, d) in plan.direct {
         sink.cluster(clusters::direct(&name));
-        sink.assignment(clusters::load_assignment(&name, &d.member.index, &d.svc));
+        let m = d.member;
+        sink.assignment(clusters::member_load_assignment(
+            &name, &m.index, &d.svc, m.gateway,
+        ));
         let member = d.member.id.clone();
         direct.push((name, DirectTarget { member, svc: d.svc }));
     }

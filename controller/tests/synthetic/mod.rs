@@ -99,6 +99,7 @@ pub fn members(n: usize, count: usize) -> Vec<MemberSnapshot> {
                 zone: Some(format!("zone-{}", m % 3)),
                 contact: Contact::Live,
                 index: Arc::new(index),
+                gateway: None,
             }
         })
         .collect()

@@ -356,5 +356,6 @@ fn member_snapshot(id: &str, addrs: &[SocketAddr], ready: u32) -> anyhow::Result
             &dump.services,
             &dump.endpoint_slices,
         )),
+        gateway: None,
     })
 }
