@@ -116,9 +116,21 @@ pub async fn serve_files(
     bound(listener.local_addr()?, xds_addr);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
+        // A slow re-read delays the next one instead of bunching them up.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let args = Arc::new(args);
         loop {
             tick.tick().await;
-            refresh(&args, &cell, feed.as_ref(), &mut state);
+            // Reading and deriving is blocking work: off the threads that serve requests.
+            let (args, cell, feed) = (Arc::clone(&args), cell.clone(), feed.clone());
+            let again = tokio::task::spawn_blocking(move || {
+                refresh(&args, &cell, feed.as_ref(), &mut state);
+                state
+            });
+            match again.await {
+                Ok(s) => state = s,
+                Err(e) => return warn!(err = %e, "re-reading the dumps panicked; stopped"),
+            }
         }
     });
     axum::serve(listener, router).await?;

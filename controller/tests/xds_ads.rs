@@ -394,3 +394,20 @@ async fn shutdown_ends_every_stream_and_closes_the_listener() {
         "the listener still accepts"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_subscribes_before_the_first_snapshot_gets_it_when_it_is_published() {
+    // A gateway started with the controller asks before the first build is done.
+    let (tx, rx) = watch::channel(None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(AdsServer::new(rx, Auth::default(), XdsMetrics::default()).serve(listener));
+    let mut c = Client::connect(&addr, "early").await;
+    c.request(CLUSTER, &[], None).await;
+    c.request(LISTENER, &[], None).await;
+    assert!(c.recv(QUIET).await.is_none(), "nothing to send yet");
+    tx.send_replace(Some(snapshot("active-active", "hz-b")));
+    let cds = c.expect(CLUSTER).await;
+    assert!(!decode::<Cluster>(&cds).is_empty());
+    c.expect(LISTENER).await;
+}

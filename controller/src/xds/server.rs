@@ -395,12 +395,14 @@ impl AdsStream {
             return Ok(());
         };
         for type_url in TYPES {
-            let sent = self.subs.get(type_url).and_then(|s| s.sent.as_ref());
+            // Subscribed types only; one subscribed before the first snapshot has nothing sent.
+            let Some(sub) = self.subs.get(type_url) else {
+                continue;
+            };
+            let sent = sub.sent.as_ref().map(|s| s.version.clone());
             let wanted = self.wanted(&snapshot, type_url);
-            if let (Some(sent), Some(wanted)) = (sent, wanted) {
-                if sent.version != wanted.version {
-                    self.send(&snapshot, type_url).await?;
-                }
+            if wanted.is_some_and(|w| sent.as_ref() != Some(&w.version)) {
+                self.send(&snapshot, type_url).await?;
             }
         }
         Ok(())
