@@ -121,6 +121,11 @@ impl AdsServer {
         }
     }
 
+    /// What every stream's driver gets: the metrics and the shutdown signal.
+    fn stream_context(&self) -> (XdsMetrics, Option<watch::Receiver<bool>>) {
+        (self.metrics.clone(), self.shutdown.clone())
+    }
+
     /// Stop when `shutdown` turns true: every stream ends (gateways reconnect to another
     /// replica) and the listener closes.
     pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> Self {
@@ -188,13 +193,8 @@ impl AggregatedDiscoveryService for AdsServer {
             nonce: 0,
             node: None,
         };
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(drive(
-            stream,
-            request.into_inner(),
-            self.metrics.clone(),
-            shutdown,
-        ));
+        let (metrics, shutdown) = self.stream_context();
+        tokio::spawn(drive(stream, request.into_inner(), metrics, shutdown));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -208,13 +208,8 @@ impl AggregatedDiscoveryService for AdsServer {
         }
         let (tx, rx) = mpsc::channel(4);
         let stream = DeltaStream::new(self.snapshots.clone(), self.metrics.clone(), tx);
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(drive(
-            stream,
-            request.into_inner(),
-            self.metrics.clone(),
-            shutdown,
-        ));
+        let (metrics, shutdown) = self.stream_context();
+        tokio::spawn(drive(stream, request.into_inner(), metrics, shutdown));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
