@@ -324,3 +324,43 @@ fn a_member_never_synced_gets_its_service_but_no_endpoints() {
         .iter()
         .any(|o| o.kind() == "EndpointSlice" && o.name().starts_with("shop-hz-b")));
 }
+
+#[test]
+fn a_member_behind_its_own_gateway_gets_one_slice_at_the_gateway() {
+    let slices_of = |hz_b_dump: &str| {
+        let (derived, mut members) = render("active-active", "hz-a", hz_b_dump);
+        for m in members.iter_mut().filter(|m| m.id == "hz-b") {
+            m.gateway = Some("47.96.10.22:8443".parse().unwrap());
+        }
+        let g = higress::generate(&derived, &members, &options());
+        g.objects
+            .iter()
+            .filter(|o| o.kind() == "EndpointSlice" && o.name().starts_with("shop-hz-b"))
+            .map(as_json)
+            .collect::<Vec<_>>()
+    };
+    let slices = slices_of("hz-b");
+    assert_eq!(slices.len(), 1, "{slices:#?}");
+    let s = &slices[0];
+    assert_eq!(s["metadata"]["name"], "shop-hz-b-gateway");
+    assert_eq!(s["endpoints"][0]["addresses"][0], "47.96.10.22");
+    assert_eq!(s["endpoints"][0]["conditions"]["ready"], true);
+    assert!(
+        s["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["port"] == 8443),
+        "{s}"
+    );
+    // No ready pod behind the gateway: the slice is empty, so Higress sends hz-b nothing.
+    let slices = slices_of("hz-b-scaled-to-zero");
+    assert_eq!(slices.len(), 1);
+    assert!(
+        slices[0]["endpoints"]
+            .as_array()
+            .is_none_or(|e| e.is_empty()),
+        "{:#?}",
+        slices[0]
+    );
+}

@@ -245,6 +245,10 @@ fn slices<'a>(
 ) -> impl Iterator<Item = EndpointSlice> + 'a {
     let mut per_family: BTreeMap<AddressType, usize> = BTreeMap::new();
     let mut out = Vec::new();
+    if let Some(gw) = m.gateway {
+        out.extend(gateway_slice(ns, name, p, m, ports, gw));
+        return out.into_iter();
+    }
     for ((family, carried), eps) in shapes(p, m, ports) {
         let eps: Vec<Endpoint> = eps.values().map(endpoint).collect();
         for chunk in eps.chunks(MAX_SLICE_ENDPOINTS) {
@@ -267,6 +271,40 @@ fn slices<'a>(
         }
     }
     out.into_iter()
+}
+
+/// A member behind its own gateway (networks that are not flat): one endpoint, the gateway,
+/// on every port, ready while any of the member's endpoints is; none when none is.
+fn gateway_slice(
+    ns: &str,
+    name: &str,
+    p: &Planned,
+    m: &MemberSnapshot,
+    ports: &[GenPort],
+    gw: std::net::SocketAddr,
+) -> Option<EndpointSlice> {
+    let ready = shapes(p, m, ports)
+        .values()
+        .flat_map(|eps| eps.values())
+        .any(|ep| ep.ready);
+    let family = if gw.is_ipv4() { "IPv4" } else { "IPv6" };
+    let carried: Vec<(String, u16)> = ports
+        .iter()
+        .map(|gp| (gp.name.clone(), gw.port()))
+        .collect();
+    let endpoint = Endpoint {
+        addresses: vec![gw.ip().to_string()],
+        conditions: Some(EndpointConditions {
+            ready: Some(true),
+            serving: Some(true),
+            terminating: Some(false),
+        }),
+        zone: m.zone.clone(),
+        ..Endpoint::default()
+    };
+    let endpoints = if ready { vec![endpoint] } else { Vec::new() };
+    let slice_name = format!("{name}-gateway");
+    Some(slice(ns, name, &slice_name, p, family, &carried, endpoints))
 }
 
 fn family_name(f: AddressType) -> &'static str {
