@@ -272,6 +272,19 @@ impl SvcRef {
     pub fn key(&self) -> SvcKey {
         (self.namespace.clone(), self.name.clone())
     }
+
+    /// The port number upstream names carry: as written, or (by name) the first of `members`'
+    /// Service ports of that name. Callers pass members sorted by id, so every name agrees.
+    pub fn port_number(&self, members: &[&MemberSnapshot]) -> Option<u16> {
+        match &self.port {
+            PortRef::Number(n) => Some(*n),
+            PortRef::Name(_) => members.iter().find_map(|m| {
+                m.index
+                    .service_port(&self.key(), &self.port)
+                    .map(|p| p.port)
+            }),
+        }
+    }
 }
 
 impl std::fmt::Display for SvcRef {

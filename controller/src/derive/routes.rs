@@ -350,16 +350,9 @@ pub(crate) fn policy(a: &IngressAnnotations, ctx: &Ctx<'_>) -> Result<(Mode, Vec
 /// The Service port number the upstream name carries: as written, or (by name) the first
 /// member's (by id) Service port of that name.
 fn service_port_number(svc: &SvcRef, ctx: &Ctx<'_>) -> Result<u16, String> {
-    match &svc.port {
-        PortRef::Number(n) => Ok(*n),
-        PortRef::Name(_) => ctx
-            .members
-            .iter()
-            .find_map(|m| m.index.service_port(&svc.key(), &svc.port).map(|p| p.port))
-            .ok_or_else(|| {
-                format!("no member has Service {svc} with that port name, so it has no port number")
-            }),
-    }
+    svc.port_number(&ctx.members).ok_or_else(|| {
+        format!("no member has Service {svc} with that port name, so it has no port number")
+    })
 }
 
 /// Fill an upstream name template: `{port}`, `{cluster}`, `{service}`, `{namespace}`.

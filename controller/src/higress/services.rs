@@ -42,17 +42,6 @@ impl Plan {
     }
 }
 
-/// The port number an upstream name carries, as derive chose it: as written, or the first
-/// member's (by id) port of that name.
-fn port_number(svc: &SvcRef, members: &[&MemberSnapshot]) -> Option<u16> {
-    match &svc.port {
-        PortRef::Number(n) => Some(*n),
-        PortRef::Name(_) => members
-            .iter()
-            .find_map(|m| m.index.service_port(&svc.key(), &svc.port).map(|p| p.port)),
-    }
-}
-
 /// Which Services to generate: every Service a route uses, for every member, named by parsing
 /// the upstream name the template gives (so plugin and Services share one naming).
 pub(super) fn plan(
@@ -64,7 +53,7 @@ pub(super) fn plan(
     let mut plan = Plan::default();
     for origin in derived.origins() {
         for svc in &origin.services {
-            let Some(port) = port_number(svc, members) else {
+            let Some(port) = svc.port_number(members) else {
                 continue;
             };
             for m in members {

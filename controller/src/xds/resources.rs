@@ -244,17 +244,6 @@ fn member_order<'a>(route: &RouteV1, sorted: &[&'a MemberSnapshot]) -> Vec<&'a M
     listed.chain(rest).collect()
 }
 
-/// The port number in the plugin's upstream name: as written, or (by name) the first member's
-/// (by id) Service port of that name, as `derive` resolves it.
-fn upstream_port(svc: &SvcRef, sorted: &[&MemberSnapshot]) -> Option<u16> {
-    match &svc.port {
-        PortRef::Number(n) => Some(*n),
-        PortRef::Name(_) => sorted
-            .iter()
-            .find_map(|m| m.index.service_port(&svc.key(), &svc.port).map(|p| p.port)),
-    }
-}
-
 impl<'a> Plan<'a> {
     /// The direct cluster of `svc` in `member`, added once.
     fn add_direct(&mut self, member: &'a MemberSnapshot, svc: &SvcRef, port: u16) -> String {
@@ -276,7 +265,7 @@ impl<'a> Plan<'a> {
         sorted: &[&MemberSnapshot],
         opts: &XdsOptions,
     ) {
-        let Some(port) = upstream_port(svc, sorted) else {
+        let Some(port) = svc.port_number(sorted) else {
             return;
         };
         let direct: Vec<String> = order
