@@ -21,8 +21,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use xds_common::client::{decode, eds_names, plugin_config, subscribe_all, Client};
 use xds_common::*;
 
-type Publisher = watch::Sender<Option<Arc<Snapshot>>>;
-
 fn snapshot(scenario: &str, hz_b: &str) -> Arc<Snapshot> {
     let (d, members) = fixture(scenario, "hz-a", hz_b);
     let r = xds::build(&d, &members, &options(file_wasm())).unwrap();
@@ -31,13 +29,7 @@ fn snapshot(scenario: &str, hz_b: &str) -> Arc<Snapshot> {
 
 /// A running server with the `active-active` snapshot; returns its address.
 async fn server(auth: Auth) -> (String, Publisher, XdsMetrics) {
-    let (tx, rx) = watch::channel(Some(snapshot("active-active", "hz-b")));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let metrics = XdsMetrics::default();
-    let server = AdsServer::new(rx, auth, metrics.clone());
-    tokio::spawn(server.serve(listener));
-    (addr, tx, metrics)
+    start_ads(Some(snapshot("active-active", "hz-b")), auth).await
 }
 
 const QUIET: Duration = Duration::from_millis(300);
@@ -398,10 +390,7 @@ async fn shutdown_ends_every_stream_and_closes_the_listener() {
 #[tokio::test]
 async fn a_client_that_subscribes_before_the_first_snapshot_gets_it_when_it_is_published() {
     // A gateway started with the controller asks before the first build is done.
-    let (tx, rx) = watch::channel(None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(AdsServer::new(rx, Auth::default(), XdsMetrics::default()).serve(listener));
+    let (addr, tx, _) = start_ads(None, Auth::default()).await;
     let mut c = Client::connect(&addr, "early").await;
     c.request(CLUSTER, &[], None).await;
     c.request(LISTENER, &[], None).await;

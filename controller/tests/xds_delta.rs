@@ -76,11 +76,7 @@ async fn a_nack_is_not_answered_until_the_resource_changes() {
 
 #[tokio::test]
 async fn a_client_that_subscribes_before_the_first_snapshot_gets_it_when_it_is_published() {
-    let (publisher, rx) = tokio::sync::watch::channel(None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let server = xds::AdsServer::new(rx, xds::Auth::default(), xds::XdsMetrics::default());
-    tokio::spawn(server.serve(listener));
+    let (addr, publisher, _) = start_ads(None, xds::Auth::default()).await;
     let mut c = Delta::connect(&addr).await;
     c.subscribe(CLUSTER, &[]).await;
     assert!(c.recv(QUIET).await.is_none(), "nothing to send yet");

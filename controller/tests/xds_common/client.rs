@@ -6,7 +6,6 @@ use fleetgate_controller::xds::pb::envoy::config::cluster::v3::Cluster;
 use fleetgate_controller::xds::pb::envoy::config::core::v3::{Node, TypedExtensionConfig};
 use fleetgate_controller::xds::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use fleetgate_controller::xds::pb::envoy::config::route::v3::RouteConfiguration;
-use fleetgate_controller::xds::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use fleetgate_controller::xds::pb::envoy::service::discovery::v3::{
     DiscoveryRequest, DiscoveryResponse,
 };
@@ -29,12 +28,9 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: &str, node: &str) -> Client {
-        let mut client = AggregatedDiscoveryServiceClient::connect(addr.to_string())
-            .await
-            .unwrap()
-            .max_decoding_message_size(usize::MAX);
         let (tx, rx) = mpsc::channel(16);
-        let rx = client
+        let rx = super::ads_client(addr)
+            .await
             .stream_aggregated_resources(ReceiverStream::new(rx))
             .await
             .unwrap()

@@ -4,19 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetgate_controller::xds::pb::envoy::config::core::v3::Node;
-use fleetgate_controller::xds::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use fleetgate_controller::xds::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use fleetgate_controller::xds::pb::google::rpc::Status as RpcStatus;
 use fleetgate_controller::xds::{
-    AdsServer, Auth, Snapshot, XdsMetrics, CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE,
+    Auth, Snapshot, XdsMetrics, CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-pub type Publisher = watch::Sender<Option<Arc<Snapshot>>>;
+pub use super::Publisher;
 
 pub const QUIET: Duration = Duration::from_millis(300);
 
@@ -27,21 +26,14 @@ pub struct Delta {
 
 impl Delta {
     pub async fn start(initial: Arc<Snapshot>) -> (Delta, Publisher, XdsMetrics) {
-        let (publisher, rx) = watch::channel(Some(initial));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("http://{}", listener.local_addr().unwrap());
-        let metrics = XdsMetrics::default();
-        tokio::spawn(AdsServer::new(rx, Auth::default(), metrics.clone()).serve(listener));
+        let (addr, publisher, metrics) = super::start_ads(Some(initial), Auth::default()).await;
         (Delta::connect(&addr).await, publisher, metrics)
     }
 
     pub async fn connect(addr: &str) -> Delta {
-        let mut client = AggregatedDiscoveryServiceClient::connect(addr.to_string())
-            .await
-            .unwrap()
-            .max_decoding_message_size(usize::MAX);
         let (tx, rx) = mpsc::channel(16);
-        let rx = client
+        let rx = super::ads_client(addr)
+            .await
             .delta_aggregated_resources(ReceiverStream::new(rx))
             .await
             .unwrap()

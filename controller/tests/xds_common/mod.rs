@@ -6,12 +6,41 @@ pub mod client;
 pub mod delta_client;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fleetgate_controller::cli::{self, RenderArgs};
 use fleetgate_controller::derive::{DeriveOptions, Derived, MemberSnapshot};
-use fleetgate_controller::xds::{self, Resources, WasmCode, XdsOptions};
+use fleetgate_controller::xds::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use fleetgate_controller::xds::{
+    self, AdsServer, Auth, Resources, Snapshot, WasmCode, XdsMetrics, XdsOptions,
+};
 use fleetgate_examples::{decode_strict, pool};
 use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, Value};
+
+/// Where a test publishes snapshots to its ADS server.
+pub type Publisher = tokio::sync::watch::Sender<Option<Arc<Snapshot>>>;
+
+/// An ADS server on a free loopback port, serving `initial` (`None`: nothing built yet);
+/// answers its `http://` address.
+pub async fn start_ads(
+    initial: Option<Arc<Snapshot>>,
+    auth: Auth,
+) -> (String, Publisher, XdsMetrics) {
+    let (publisher, rx) = tokio::sync::watch::channel(initial);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let metrics = XdsMetrics::default();
+    tokio::spawn(AdsServer::new(rx, auth, metrics.clone()).serve(listener));
+    (addr, publisher, metrics)
+}
+
+/// A tonic ADS client of `addr` that takes responses of any size.
+pub async fn ads_client(addr: &str) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
+    AggregatedDiscoveryServiceClient::connect(addr.to_string())
+        .await
+        .unwrap()
+        .max_decoding_message_size(usize::MAX)
+}
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
