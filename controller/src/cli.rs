@@ -222,8 +222,7 @@ pub fn render_onto(
     });
     for m in secrets {
         let index = Arc::clone(indexes.entry(m.id.clone()).or_default());
-        let mut snap = snapshot(&m.id, m.zone, Contact::Never, index);
-        snap.gateway = m.gateway;
+        let snap = snapshot(&m.id, (m.zone, m.gateway), Contact::Never, index);
         snaps.insert(m.id.clone(), snap);
     }
     for (name, dir) in &args.members {
@@ -231,7 +230,7 @@ pub fn render_onto(
         let dump = load_dir(dir)?;
         // Zone and gateway from the member's Secret, if the fleet dump has one.
         let secret = snaps.get(name);
-        let (zone, gateway) = (
+        let placed = (
             secret.and_then(|s| s.zone.clone()),
             secret.and_then(|s| s.gateway),
         );
@@ -240,9 +239,7 @@ pub fn render_onto(
         i.replace_services(Relist::of_services(&dump.services));
         i.replace_slices(Relist::of_slices(&dump.endpoint_slices));
         let index = Arc::clone(index);
-        let mut snap = snapshot(name, zone, Contact::Live, index);
-        snap.gateway = gateway;
-        snaps.insert(name.clone(), snap);
+        snaps.insert(name.clone(), snapshot(name, placed, Contact::Live, index));
     }
     for (name, zone) in &args.zones {
         match snaps.get_mut(name) {
@@ -260,9 +257,12 @@ pub fn render_onto(
     Ok((derived, snaps))
 }
 
+/// `(zone, gateway)`: where a member is and how it is reached, from its Secret.
+type Placement = (Option<String>, Option<std::net::SocketAddr>);
+
 fn snapshot(
     id: &str,
-    zone: Option<String>,
+    (zone, gateway): Placement,
     contact: Contact,
     index: Arc<MemberIndex>,
 ) -> MemberSnapshot {
@@ -271,7 +271,7 @@ fn snapshot(
         zone,
         contact,
         index,
-        gateway: None,
+        gateway,
     }
 }
 

@@ -233,30 +233,28 @@ pub fn from_file(path: &Path) -> Result<Vec<MemberSpec>, MemberError> {
             source,
         })?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut gateways = Vec::new();
-    for e in &entries {
-        let fail = |reason: String| MemberError::Client {
-            member: e.name.clone(),
-            reason: format!("members file {}: {reason}", path.display()),
-        };
-        check_member_id(&e.name).map_err(fail)?;
-        let gateway = e.gateway.as_deref().map(parse_gateway).transpose();
-        gateways.push(gateway.map_err(|r| fail(format!("gateway: {r}")))?);
-    }
-    Ok(entries
+    entries
         .into_iter()
-        .zip(gateways)
-        .map(|(e, gateway)| MemberSpec {
-            id: e.name,
-            zone: e.zone,
-            gateway,
-            access: Access::Kubeconfig(if e.kubeconfig.is_absolute() {
-                e.kubeconfig
-            } else {
-                dir.join(e.kubeconfig)
-            }),
+        .map(|e| {
+            let fail = |reason: String| MemberError::Client {
+                member: e.name.clone(),
+                reason: format!("members file {}: {reason}", path.display()),
+            };
+            check_member_id(&e.name).map_err(fail)?;
+            let gateway = e.gateway.as_deref().map(parse_gateway).transpose();
+            let gateway = gateway.map_err(|r| fail(format!("gateway: {r}")))?;
+            Ok(MemberSpec {
+                id: e.name,
+                zone: e.zone,
+                gateway,
+                access: Access::Kubeconfig(if e.kubeconfig.is_absolute() {
+                    e.kubeconfig
+                } else {
+                    dir.join(e.kubeconfig)
+                }),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Build the kube client of a member.

@@ -235,7 +235,7 @@ fn slices<'a>(
     let mut per_family: BTreeMap<AddressType, usize> = BTreeMap::new();
     let mut out = Vec::new();
     if let Some(gw) = m.gateway {
-        out.extend(gateway_slice(ns, name, p, m, ports, gw));
+        out.push(gateway_slice(ns, name, p, m, ports, gw));
         return out.into_iter();
     }
     for ((family, carried), eps) in shapes(p, m, ports) {
@@ -271,7 +271,7 @@ fn gateway_slice(
     m: &MemberSnapshot,
     ports: &[GenPort],
     gw: std::net::SocketAddr,
-) -> Option<EndpointSlice> {
+) -> EndpointSlice {
     let ready = shapes(p, m, ports)
         .values()
         .flat_map(|eps| eps.values())
@@ -293,7 +293,7 @@ fn gateway_slice(
     };
     let endpoints = if ready { vec![endpoint] } else { Vec::new() };
     let slice_name = format!("{name}-gateway");
-    Some(slice(ns, name, &slice_name, p, family, &carried, endpoints))
+    slice(ns, name, &slice_name, p, family, &carried, endpoints)
 }
 
 fn family_name(f: AddressType) -> &'static str {
