@@ -3,7 +3,7 @@
 //! controller flag and variable they set exists in this binary, the Envoy overlay's bootstrap is
 //! what `bootstrap` prints, and the Higress overlay's upstream naming is the one its WasmPlugin uses.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use fleetgate_controller::cli::{self, RenderArgs};
@@ -11,9 +11,8 @@ use fleetgate_controller::derive::DeriveOptions;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod manifests;
+use manifests::{check_manifests, root};
 
 /// A fresh directory of this test process.
 fn scratch(name: &str) -> PathBuf {
@@ -28,21 +27,6 @@ fn scratch(name: &str) -> PathBuf {
 
 fn controller() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fleetgate-controller"))
-}
-
-/// Runs the strict check on `dirs` (all kustomizations when empty): (success, stdout).
-fn check_manifests(dirs: &[&Path], out: Option<&Path>) -> (bool, String) {
-    let mut cmd = Command::new(root().join("scripts/check-manifests"));
-    if let Some(out) = out {
-        cmd.arg("--out").arg(out);
-    }
-    let done = cmd
-        .args(dirs)
-        .output()
-        .expect("run scripts/check-manifests");
-    let stdout = String::from_utf8_lossy(&done.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&done.stderr);
-    (done.status.success(), format!("{stdout}{stderr}"))
 }
 
 /// Every kustomization rendered by `kubectl kustomize`, by directory (`base`, `overlays_envoy`...).
