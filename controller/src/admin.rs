@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
-use crate::derive::{Problem, Severity};
+use crate::derive::{Derived, Problem, Severity};
 use crate::xds::XdsMetrics;
 use prometheus_client::registry::Registry;
 
@@ -139,6 +139,15 @@ impl Metrics {
             self.ingress_problems
                 .get_or_create(&label("severity", name))
                 .set(ingresses.len() as i64);
+        }
+    }
+
+    /// A derivation was published (`changed`: as a new revision): the gauges that describe it.
+    pub fn observe_published(&self, d: &Derived, changed: bool) {
+        self.observe_config(d.clusters(), d.route_count(), &d.ready_by_member());
+        self.observe_problems(&d.problems);
+        if changed {
+            self.config_generation.inc();
         }
     }
 

@@ -583,18 +583,12 @@ impl Publisher {
             revision: derived.revision.clone(),
             json: derived.json.clone(),
         });
-        self.metrics.observe_config(
-            derived.clusters(),
-            derived.route_count(),
-            &derived.ready_by_member(),
-        );
-        self.metrics.observe_problems(&derived.problems);
+        self.metrics.observe_published(&derived, changed);
         self.ready.store(true, Ordering::Relaxed);
         if let Some(feed) = &self.xds {
             feed.offer(derived.clone(), snap.members.clone());
         }
         if changed {
-            self.metrics.config_generation.inc();
             info!(revision = %derived.revision, routes = derived.route_count(), problems = derived.problems.len(), "config published");
         }
         Some(Step {

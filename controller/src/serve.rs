@@ -1,22 +1,25 @@
 //! `serve`: the controller with YAML dumps for a cluster. It re-renders the dumps on an interval
 //! and serves the result on the real config endpoint (long-poll, ETag, bearer token), and, when
 //! asked, as xDS resources on an ADS server, so a gateway can be developed and tested against
-//! the controller with no Kubernetes at hand.
+//! the controller with no Kubernetes at hand. The same port answers `/healthz`, `/readyz` (ready
+//! once a render was published) and `/metrics` (the controller's metrics, `fleetgate_xds_*`
+//! included; render failures count as `fleetgate_errors_total{kind="render"}`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::admin::{self, Admin, Metrics};
 use crate::cli::{self, RenderArgs};
 use crate::endpoints::MemberIndex;
 use crate::handoff::{self, ConfigCell, Endpoint, Published};
 use crate::xds::feed::{self, Feed};
-use crate::xds::{AdsServer, Auth, XdsMetrics, XdsOptions};
+use crate::xds::{AdsServer, Auth, XdsOptions};
 
 /// Path the plugin's `.wasm` is served at (for `vm_config.code.remote`).
 pub const WASM_PATH: &str = "/v1/plugin.wasm";
@@ -51,12 +54,22 @@ struct Rendered {
     failed: Option<String>,
 }
 
+/// What a render publishes to.
+#[derive(Clone)]
+struct Outputs {
+    cell: ConfigCell,
+    xds: Option<Feed>,
+    admin: Admin,
+}
+
 /// Render once and publish; the xDS snapshot follows on the builder task. A failed render (or
 /// invalid xDS resources) keeps the last good config and snapshot.
-fn refresh(args: &RenderArgs, cell: &ConfigCell, xds: Option<&Feed>, state: &mut Rendered) {
+fn refresh(args: &RenderArgs, out: &Outputs, state: &mut Rendered) {
+    let (cell, metrics) = (&out.cell, &out.admin.metrics);
     let (d, members) = match cli::render_onto(args, &mut state.indexes) {
         Ok(r) => r,
         Err(e) => {
+            metrics.error("render");
             let e = e.to_string();
             if state.failed.as_ref() != Some(&e) {
                 warn!(err = %e, "render failed; keeping the last good config");
@@ -77,10 +90,13 @@ fn refresh(args: &RenderArgs, cell: &ConfigCell, xds: Option<&Feed>, state: &mut
         revision: d.revision.clone(),
         json: d.json.clone(),
     };
-    if let Some(feed) = xds {
+    let changed = cell.publish(published);
+    metrics.observe_published(&d, changed);
+    out.admin.ready.store(true, Ordering::Relaxed);
+    if let Some(feed) = &out.xds {
         feed.offer(d, members);
     }
-    if cell.publish(published) {
+    if changed {
         info!(%revision, "config published");
     }
 }
@@ -95,20 +111,28 @@ pub async fn serve_files(
     xds: Option<XdsServe>,
     bound: impl FnOnce(SocketAddr, Option<SocketAddr>),
 ) -> anyhow::Result<()> {
-    let cell = ConfigCell::default();
     let (snapshots, rx) = watch::channel(None);
-    let metrics = XdsMetrics::default();
-    let feed = (xds.as_ref()).map(|x| feed::spawn(x.options.clone(), snapshots, metrics.clone()));
-    let router = wasm_route(handoff::router(endpoint_of(&cell, token)), xds.as_ref());
+    let metrics = Metrics::default();
+    let out = Outputs {
+        cell: ConfigCell::default(),
+        xds: (xds.as_ref()).map(|x| feed::spawn(x.options.clone(), snapshots, metrics.xds.clone())),
+        admin: Admin {
+            metrics: metrics.clone(),
+            ready: Arc::new(AtomicBool::new(false)),
+        },
+    };
+    let endpoint = endpoint_of(&out.cell, token, &metrics);
+    let router =
+        wasm_route(handoff::router(endpoint), xds.as_ref()).merge(admin::router(out.admin.clone()));
     let mut state = Rendered::default();
-    refresh(&args, &cell, feed.as_ref(), &mut state);
+    refresh(&args, &out, &mut state);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let mut xds_addr = None;
     if let Some(x) = xds {
         let l = tokio::net::TcpListener::bind(x.listen).await?;
         xds_addr = Some(l.local_addr()?);
         tokio::spawn(async move {
-            if let Err(e) = AdsServer::new(rx, x.auth, metrics).serve(l).await {
+            if let Err(e) = AdsServer::new(rx, x.auth, metrics.xds).serve(l).await {
                 warn!(err = %e, "xDS server stopped");
             }
         });
@@ -122,9 +146,9 @@ pub async fn serve_files(
         loop {
             tick.tick().await;
             // Reading and deriving is blocking work: off the threads that serve requests.
-            let (args, cell, feed) = (Arc::clone(&args), cell.clone(), feed.clone());
+            let (args, out) = (Arc::clone(&args), out.clone());
             let again = tokio::task::spawn_blocking(move || {
-                refresh(&args, &cell, feed.as_ref(), &mut state);
+                refresh(&args, &out, &mut state);
                 state
             });
             match again.await {
@@ -137,10 +161,10 @@ pub async fn serve_files(
     Ok(())
 }
 
-fn endpoint_of(cell: &ConfigCell, token: Option<String>) -> Endpoint {
+fn endpoint_of(cell: &ConfigCell, token: Option<String>, metrics: &Metrics) -> Endpoint {
     Endpoint {
         cell: cell.clone(),
         token: token.map(Arc::from),
-        waiting: Gauge::default(),
+        waiting: metrics.handoff_waiting.clone(),
     }
 }
