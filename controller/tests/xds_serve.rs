@@ -1,7 +1,9 @@
-//! `serve --xds-listen`: the dumps on disk change, the subscribed client sees the change.
+//! `serve --xds-listen`: the dumps on disk change, the subscribed client sees the change; the
+//! served `.wasm`; readiness and metrics of what it serves.
 
 mod xds_common;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -20,9 +22,30 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// `serve` on free loopback ports: (config endpoint, ADS server).
+async fn start(
+    args: fleetgate_controller::cli::RenderArgs,
+    token: Option<String>,
+    interval: Duration,
+    xds: XdsServe,
+) -> (SocketAddr, SocketAddr) {
+    let (tx, rx) = oneshot::channel();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    tokio::spawn(serve_files(
+        args,
+        listen,
+        token,
+        interval,
+        Some(xds),
+        move |http, xds| tx.send((http, xds.unwrap())).unwrap(),
+    ));
+    rx.await.unwrap()
+}
+
 /// A scratch copy of the `hz-b` dump that the test can rewrite.
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fleetgate-xds-serve-{}", std::process::id()));
+fn scratch(test: &str) -> PathBuf {
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("fleetgate-xds-serve-{pid}-{test}"));
     let _ = std::fs::remove_dir_all(&dir);
     copy_dir(&member_dir("hz-b"), &dir.join("hz-b"));
     dir
@@ -30,7 +53,7 @@ fn scratch() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_scaled_to_zero_on_disk_reaches_the_subscribed_client_within_a_second() {
-    let dir = scratch();
+    let dir = scratch("scaled");
     let hz_b = dir.join("hz-b");
     let args = render_args("active-active", &member_dir("hz-a"), &hz_b);
     let xds = XdsServe {
@@ -39,16 +62,7 @@ async fn a_member_scaled_to_zero_on_disk_reaches_the_subscribed_client_within_a_
         options: options(file_wasm()),
         wasm: None,
     };
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(serve_files(
-        args,
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-        Duration::from_millis(50),
-        Some(xds),
-        move |_, xds| tx.send(xds.unwrap()).unwrap(),
-    ));
-    let addr = rx.await.unwrap();
+    let (_, addr) = start(args, None, Duration::from_millis(50), xds).await;
     let mut c = Client::connect(&format!("http://{addr}"), "gateway-1").await;
     let held = subscribe_all(&mut c).await;
 
@@ -107,16 +121,8 @@ async fn the_served_wasm_is_the_one_whose_sha256_the_plugin_config_names() {
         wasm: Some(bytes.clone().into()),
     };
     let args = render_args("active-active", &member_dir("hz-a"), &member_dir("hz-b"));
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(serve_files(
-        args,
-        "127.0.0.1:0".parse().unwrap(),
-        Some("s3cret".into()),
-        Duration::from_secs(60),
-        Some(xds),
-        move |http, xds| tx.send((http, xds.unwrap())).unwrap(),
-    ));
-    let (http, xds_addr) = rx.await.unwrap();
+    let token = Some("s3cret".into());
+    let (http, xds_addr) = start(args, token, Duration::from_secs(60), xds).await;
     let (head, body) = http_get(http, WASM_PATH).await;
     assert!(
         head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
@@ -140,4 +146,67 @@ async fn the_served_wasm_is_the_one_whose_sha256_the_plugin_config_names() {
         .as_str()
         .unwrap()
         .ends_with(WASM_PATH));
+}
+
+/// The value of the metric line that starts with `name` (labels included) followed by a space.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} ")))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reports_readiness_and_metrics_of_what_it_serves() {
+    let dir = scratch("metrics");
+    let hz_b = dir.join("hz-b");
+    let args = render_args("active-active", &member_dir("hz-a"), &hz_b);
+    let xds = XdsServe {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        auth: Auth::default(),
+        options: options(file_wasm()),
+        wasm: None,
+    };
+    let (addr, xds_addr) = start(args, None, Duration::from_millis(50), xds).await;
+    assert!(http_get(addr, "/readyz")
+        .await
+        .0
+        .starts_with("HTTP/1.0 200"));
+
+    let config: serde_json::Value =
+        serde_json::from_slice(&http_get(addr, "/v1/config").await.1).unwrap();
+    let routes = config["routes"].as_array().unwrap().len() as f64;
+    let mut c = Client::connect(&format!("http://{xds_addr}"), "gateway-1").await;
+    subscribe_all(&mut c).await;
+    let (head, text) = http_get(addr, "/metrics").await;
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    let text = String::from_utf8(text).unwrap();
+    assert_eq!(
+        metric(&text, "fleetgate_config_routes"),
+        Some(routes),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "fleetgate_xds_streams"), Some(1.0), "{text}");
+    // Members per state, as the served config says.
+    for state in ["healthy", "degraded", "unknown", "down"] {
+        let clusters = config["clusters"].as_array().unwrap();
+        let n = clusters.iter().filter(|c| c["state"] == state).count() as f64;
+        let gauge = metric(&text, &format!("fleetgate_members{{state=\"{state}\"}}"));
+        assert_eq!(gauge, Some(n), "{state}: {text}");
+    }
+    assert_eq!(
+        metric(&text, "fleetgate_errors_total{kind=\"render\"}"),
+        None
+    );
+
+    // A dump that no longer parses: counted, and the last good config is still served.
+    std::fs::write(hz_b.join("broken.yaml"), "kind: [unclosed\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = String::from_utf8(http_get(addr, "/metrics").await.1).unwrap();
+    let errors = metric(&text, "fleetgate_errors_total{kind=\"render\"}");
+    assert!(errors.is_some_and(|n| n >= 1.0), "{text}");
+    let again = http_get(addr, "/v1/config").await.1;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&again).unwrap(),
+        config
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
