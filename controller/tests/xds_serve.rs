@@ -51,9 +51,10 @@ fn scratch(test: &str) -> PathBuf {
     dir
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_scaled_to_zero_on_disk_reaches_the_subscribed_client_within_a_second() {
-    let dir = scratch("scaled");
+/// `serve` of the active-active fixture re-read every 50 ms, `hz-b` from a scratch copy:
+/// (scratch directory, `hz-b` directory, config endpoint, ADS server).
+async fn serve_scratch(test: &str) -> (PathBuf, PathBuf, SocketAddr, SocketAddr) {
+    let dir = scratch(test);
     let hz_b = dir.join("hz-b");
     let args = render_args("active-active", &member_dir("hz-a"), &hz_b);
     let xds = XdsServe {
@@ -62,7 +63,13 @@ async fn a_member_scaled_to_zero_on_disk_reaches_the_subscribed_client_within_a_
         options: options(file_wasm()),
         wasm: None,
     };
-    let (_, addr) = start(args, None, Duration::from_millis(50), xds).await;
+    let (http, ads) = start(args, None, Duration::from_millis(50), xds).await;
+    (dir, hz_b, http, ads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_scaled_to_zero_on_disk_reaches_the_subscribed_client_within_a_second() {
+    let (dir, hz_b, _, addr) = serve_scratch("scaled").await;
     let mut c = Client::connect(&format!("http://{addr}"), "gateway-1").await;
     let held = subscribe_all(&mut c).await;
 
@@ -156,16 +163,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reports_readiness_and_metrics_of_what_it_serves() {
-    let dir = scratch("metrics");
-    let hz_b = dir.join("hz-b");
-    let args = render_args("active-active", &member_dir("hz-a"), &hz_b);
-    let xds = XdsServe {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        auth: Auth::default(),
-        options: options(file_wasm()),
-        wasm: None,
-    };
-    let (addr, xds_addr) = start(args, None, Duration::from_millis(50), xds).await;
+    let (dir, hz_b, addr, xds_addr) = serve_scratch("metrics").await;
     assert!(http_get(addr, "/readyz")
         .await
         .0
