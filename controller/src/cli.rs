@@ -9,7 +9,11 @@ use fleetgate_plugin::config::{self as pcfg, ConfigError};
 use fleetgate_plugin::decide::{select, Decision};
 use fleetgate_plugin::health::PassiveState;
 use fleetgate_plugin::request::SimpleRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use gateway_api::apis::standard::gatewayclasses::GatewayClass;
+use gateway_api::apis::standard::gateways::Gateway;
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use gateway_api::apis::standard::referencegrants::ReferenceGrant;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::Serialize;
@@ -54,6 +58,19 @@ pub struct Dump {
     pub config_maps: Vec<ConfigMap>,
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
+    pub namespaces: Vec<Namespace>,
+    /// Gateway API (`gateway.networking.k8s.io`).
+    pub gateway_api: GatewayApiDump,
+}
+
+/// The Gateway API objects of a dump, and the MCS `ServiceImport`s its routes may name.
+#[derive(Debug, Default)]
+pub struct GatewayApiDump {
+    pub classes: Vec<GatewayClass>,
+    pub gateways: Vec<Gateway>,
+    pub http_routes: Vec<HttpRoute>,
+    pub grants: Vec<ReferenceGrant>,
+    pub service_imports: Vec<kube::api::DynamicObject>,
 }
 
 /// Read every `*.yaml`/`*.yml`/`*.json` file under `dir` (recursively, sorted), multi-document
@@ -150,6 +167,12 @@ fn add_raw(raw: &RawValue, path: &str, dump: &mut Dump) {
         "ConfigMap" => push_str(text, &mut dump.config_maps),
         "Service" => push_str(text, &mut dump.services),
         "EndpointSlice" => push_str(text, &mut dump.endpoint_slices),
+        "Namespace" => push_str(text, &mut dump.namespaces),
+        "GatewayClass" => push_str(text, &mut dump.gateway_api.classes),
+        "Gateway" => push_str(text, &mut dump.gateway_api.gateways),
+        "HTTPRoute" => push_str(text, &mut dump.gateway_api.http_routes),
+        "ReferenceGrant" => push_str(text, &mut dump.gateway_api.grants),
+        "ServiceImport" => push_str(text, &mut dump.gateway_api.service_imports),
         _ => Ok(()),
     };
     if let Err(e) = result {

@@ -22,6 +22,7 @@ pub mod annotations;
 pub mod cli;
 pub mod derive;
 pub mod endpoints;
+pub mod gateway_api;
 pub mod handoff;
 pub mod health;
 pub mod higress;

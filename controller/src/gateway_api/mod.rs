@@ -1,0 +1,185 @@
+//! Gateway API in the fleet: which `GatewayClass`es and `Gateway`s are ours, which listeners
+//! are usable, which `HTTPRoute`s attach to which listeners with which hostnames, whether
+//! their backend references resolve, and the conditions the spec asks for on each of them.
+//!
+//! Pure: objects in, [`Outcome`] out; no I/O and no clocks (the caller writes status with
+//! its own timestamps). The objects are `gateway-api` crate types, read as serde data.
+//!
+//! Stages: [`listeners`] (a Gateway and its listeners), [`parents`] (a route's parentRefs
+//! against them), [`refs`] (a route's backendRefs, ReferenceGrants), [`hostnames`] (the
+//! spec's hostname intersection).
+
+pub mod hostnames;
+pub mod listeners;
+pub mod parents;
+pub mod refs;
+pub mod status;
+
+use std::collections::BTreeMap;
+
+use gateway_api::apis::standard::gatewayclasses::GatewayClass;
+use gateway_api::apis::standard::gateways::Gateway;
+use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteParentRefs};
+use gateway_api::apis::standard::referencegrants::ReferenceGrant;
+
+pub use listeners::{GatewayOutcome, ListenerOutcome};
+pub use parents::{Attachment, ParentOutcome};
+pub use refs::{BackendKind, Backends, FleetBackends};
+
+/// The `controllerName` of fleetgate's GatewayClasses.
+pub const CONTROLLER_NAME: &str = "fleetgate.io/gateway-controller";
+/// The Gateway API group.
+pub const GROUP: &str = "gateway.networking.k8s.io";
+
+/// `namespace/name` of a namespaced object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjKey {
+    pub fn of(meta: &k8s_openapi_gw::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Self {
+        ObjKey {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One status condition, as the spec names its type and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cond {
+    pub type_: String,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Cond {
+    pub fn new(
+        type_: impl ToString,
+        status: bool,
+        reason: impl ToString,
+        message: impl Into<String>,
+    ) -> Self {
+        Cond {
+            type_: type_.to_string(),
+            status,
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What the controller sees of the fleet cluster.
+pub struct Inputs<'a> {
+    pub classes: &'a [GatewayClass],
+    pub gateways: &'a [Gateway],
+    pub routes: &'a [HttpRoute],
+    pub grants: &'a [ReferenceGrant],
+    /// Namespace labels (the automatic `kubernetes.io/metadata.name` is added for any
+    /// namespace, listed or not).
+    pub namespaces: &'a BTreeMap<String, BTreeMap<String, String>>,
+    /// The address traffic reaches the gateway at (`--status-address`), if known.
+    pub address: Option<&'a str>,
+}
+
+/// A route's evaluation: per parent of ours, its conditions; where it attached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteOutcome {
+    pub route: ObjKey,
+    pub parents: Vec<ParentOutcome>,
+    pub attachments: Vec<Attachment>,
+}
+
+/// Everything the spec asks the controller to say, and what attaches where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// GatewayClasses of ours, by name: their `Accepted` condition.
+    pub classes: BTreeMap<String, Cond>,
+    pub gateways: Vec<GatewayOutcome>,
+    pub routes: Vec<RouteOutcome>,
+}
+
+/// Evaluate the fleet's Gateway API objects.
+pub fn evaluate(inputs: &Inputs<'_>, backends: &impl Backends) -> Outcome {
+    let classes: BTreeMap<String, Cond> = inputs
+        .classes
+        .iter()
+        .filter(|c| c.spec.controller_name == CONTROLLER_NAME)
+        .map(|c| {
+            (
+                c.metadata.name.clone().unwrap_or_default(),
+                listeners::class_accepted(c),
+            )
+        })
+        .collect();
+    let mut gateways: Vec<GatewayOutcome> = inputs
+        .gateways
+        .iter()
+        .filter(|g| {
+            classes
+                .get(&g.spec.gateway_class_name)
+                .is_some_and(|c| c.status)
+        })
+        .map(|g| listeners::evaluate(g, inputs.address))
+        .collect();
+    gateways.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut routes: Vec<RouteOutcome> = inputs
+        .routes
+        .iter()
+        .map(|r| route_outcome(r, inputs, &gateways, backends))
+        .filter(|o| !o.parents.is_empty())
+        .collect();
+    routes.sort_by(|a, b| a.route.cmp(&b.route));
+    listeners::count_attached(&mut gateways, &routes);
+    Outcome {
+        classes,
+        gateways,
+        routes,
+    }
+}
+
+fn route_outcome(
+    route: &HttpRoute,
+    inputs: &Inputs<'_>,
+    gateways: &[GatewayOutcome],
+    backends: &impl Backends,
+) -> RouteOutcome {
+    let key = ObjKey::of(&route.metadata);
+    let resolved = refs::resolve(route, &key, inputs.grants, backends);
+    let mut parents = Vec::new();
+    let mut attachments = Vec::new();
+    for parent in route.spec.parent_refs.iter().flatten() {
+        let Some(gateway) = parents::ours(parent, &key, gateways) else {
+            continue; // not a parent of ours: its controller speaks for it
+        };
+        let (accepted, attached) = parents::attach(route, &key, parent, gateway, inputs.namespaces);
+        attachments.extend(attached);
+        parents.push(ParentOutcome {
+            parent_ref: parent.clone(),
+            accepted,
+            resolved_refs: resolved.clone(),
+        });
+    }
+    RouteOutcome {
+        route: key,
+        parents,
+        attachments,
+    }
+}
+
+/// The group and kind of a parentRef, defaulted as the spec says.
+pub fn parent_kind(p: &HttpRouteParentRefs) -> (&str, &str) {
+    (
+        p.group.as_deref().unwrap_or(GROUP),
+        p.kind.as_deref().unwrap_or("Gateway"),
+    )
+}
