@@ -64,25 +64,58 @@ pub fn carried(
 /// Set every backend's failback timer in `new` (see [`carried`]).
 pub fn carry_over(mine: Option<&Ledger>, shared: &Ledger, new: &mut Config, now_ms: u64) {
     let nothing_to_carry = mine.is_none() && shared.is_empty();
-    let timers: Vec<Option<u64>> = backends(new)
+    let timers: Vec<(usize, Option<u64>)> = backends(new)
         .map(|b| {
             if nothing_to_carry {
-                return None;
+                return (b.slot, None);
             }
             let (k, usable) = (b.key(), b.prior != Prior::Unusable);
-            carried(mine.and_then(|m| m.get(k)), shared.get(k), usable, now_ms)
+            let t = carried(mine.and_then(|m| m.get(k)), shared.get(k), usable, now_ms);
+            (b.slot, t)
         })
         .collect();
-    let mut timers = timers.into_iter();
-    for svc in new.routes.iter_mut().flat_map(Route::services_mut) {
-        for b in &mut svc.backends {
-            b.recovered_at_ms = timers.next().flatten();
+    set_timers(new, timers);
+}
+
+/// [`carry_over`] for `new`, a new state of `old`'s very routes (same slots, same keys): what
+/// `old` said of a backend is at hand by slot, so only a backend that turns usable looks in
+/// the shared ledger and is hashed. This keeps a state update linear and cheap.
+pub fn carry_state(old: &Config, shared: &Ledger, new: &mut Config, now_ms: u64) {
+    let routes = std::sync::Arc::clone(&new.routes);
+    let mut timers = Vec::with_capacity(new.backends.len());
+    for r in routes.iter() {
+        for svc in r.services() {
+            for b in &svc.backends {
+                let mine = match controller_allows(old, r, b) {
+                    true => Prior::Usable(old.recovered_at_ms(b)),
+                    false => Prior::Unusable,
+                };
+                let usable = controller_allows(new, r, b);
+                let shared = match (mine, usable) {
+                    (Prior::Unusable, true) => {
+                        let cluster = new.clusters.get(b.cluster).map_or("", |c| c.id.as_str());
+                        shared.get(key(&r.name, &svc.name, cluster))
+                    }
+                    _ => None,
+                };
+                timers.push((b.slot, carried(Some(mine), shared, usable, now_ms)));
+            }
+        }
+    }
+    set_timers(new, timers);
+}
+
+fn set_timers(cfg: &mut Config, timers: Vec<(usize, Option<u64>)>) {
+    for (slot, t) in timers {
+        if let Some(s) = cfg.backends.get_mut(slot) {
+            s.recovered_at_ms = t;
         }
     }
 }
 
 /// One backend of a config as the ledger sees it.
 struct Seen<'c> {
+    slot: usize,
     route: &'c Route,
     service: &'c str,
     cluster: &'c str,
@@ -100,11 +133,12 @@ fn backends(cfg: &Config) -> impl Iterator<Item = Seen<'_>> {
     cfg.routes.iter().flat_map(move |r| {
         r.services().flat_map(move |svc| {
             svc.backends.iter().map(move |b| Seen {
+                slot: b.slot,
                 route: r,
                 service: &svc.name,
                 cluster: cfg.clusters.get(b.cluster).map_or("", |c| c.id.as_str()),
                 prior: if controller_allows(cfg, r, b) {
-                    Prior::Usable(b.recovered_at_ms)
+                    Prior::Usable(cfg.recovered_at_ms(b))
                 } else {
                     Prior::Unusable
                 },
@@ -236,7 +270,7 @@ mod tests {
     }
 
     fn timer_of_a(c: &Config) -> Option<u64> {
-        c.routes[0].base.backends[0].recovered_at_ms
+        c.recovered_at_ms(&c.routes[0].base.backends[0])
     }
 
     /// One worker adopts `new` after running `old` (or as a fresh instance), with `shared` the

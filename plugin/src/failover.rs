@@ -22,7 +22,7 @@ pub fn controller_allows(cfg: &Config, route: &Route, b: &Backend) -> bool {
         .clusters
         .get(b.cluster)
         .map_or(ClusterState::Down, |c| c.state);
-    state != ClusterState::Down && b.ready.is_none_or(|r| r >= route.min_healthy)
+    state != ClusterState::Down && cfg.ready(b).is_none_or(|r| r >= route.min_healthy)
 }
 
 pub fn availability(
@@ -34,7 +34,7 @@ pub fn availability(
 ) -> Availability {
     let by_controller = controller_allows(cfg, route, b);
     let usable = by_controller && !passive.is_ejected(now_ms);
-    let failback = match b.recovered_at_ms {
+    let failback = match cfg.recovered_at_ms(b) {
         Some(t) => ramp(
             now_ms,
             t,

@@ -8,6 +8,8 @@ use crate::config::ConfigSourceV1;
 use super::host;
 
 pub const CONFIG_KEY: &str = "fleetgate/config";
+/// The state document the puller accepted last (`etag \n json`, like the config).
+pub const STATE_KEY: &str = "fleetgate/state";
 const LEASE_KEY: &str = "fleetgate/pull/lease";
 const VM_COUNTER_KEY: &str = "fleetgate/vm/counter";
 
@@ -42,14 +44,48 @@ pub fn acquire_lease(token: u64, now_ms: u64, hold_ms: u64) -> bool {
     host::shared_set(LEASE_KEY, &rec, cas).is_ok()
 }
 
-/// Start a long-poll; returns the call token.
-pub fn dispatch(src: &ConfigSourceV1, etag: Option<&str>) -> Option<u32> {
-    let path = format!("{}?wait={}", src.path, src.wait_seconds);
+/// One document pulled from the controller (the routes, or the state): its long-poll and what
+/// this worker last saw of it.
+#[derive(Debug, Default)]
+pub struct Channel {
+    pub in_flight: Option<u32>,
+    /// ETag of the document this VM runs (or of a rejected one, so the long-poll waits for news).
+    pub etag: Option<String>,
+    /// CAS token of the shared record last looked at.
+    pub shared_cas: Option<u32>,
+    pub retry_at_ms: u64,
+}
+
+impl Channel {
+    /// May a long-poll start now?
+    pub fn idle(&self, now_ms: u64) -> bool {
+        self.in_flight.is_none() && now_ms >= self.retry_at_ms
+    }
+}
+
+/// Are routes and state pulled apart (`state_path` set)?
+pub fn split(src: &ConfigSourceV1) -> bool {
+    !src.state_path.is_empty()
+}
+
+/// The config pull's `:path`. Pulling state apart, it asks for the routes revision as ETag
+/// (`watch=routes`), so a state-only change does not answer it.
+pub fn config_path(src: &ConfigSourceV1) -> String {
+    let watch = if split(src) { "&watch=routes" } else { "" };
+    format!("{}?wait={}{watch}", src.path, src.wait_seconds)
+}
+
+pub fn state_path(src: &ConfigSourceV1) -> String {
+    format!("{}?wait={}", src.state_path, src.wait_seconds)
+}
+
+/// Start a long-poll of `path`; returns the call token.
+pub fn dispatch(src: &ConfigSourceV1, path: &str, etag: Option<&str>) -> Option<u32> {
     let auth = src.token.as_ref().map(|t| format!("Bearer {t}"));
     let inm = etag.map(|e| format!("\"{e}\""));
     let mut headers = vec![
         (":method", "GET"),
-        (":path", path.as_str()),
+        (":path", path),
         (":authority", src.authority.as_str()),
         (":scheme", "http"),
         ("accept", "application/json"),
