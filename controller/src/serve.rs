@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::cli::{self, RenderArgs};
 use crate::endpoints::MemberIndex;
-use crate::handoff::{self, ConfigCell, Endpoint, Published};
+use crate::handoff::{self, ConfigCell, Endpoint};
 use crate::xds::feed::{self, Feed};
 use crate::xds::{AdsServer, Auth, XdsMetrics, XdsOptions};
 
@@ -73,14 +73,11 @@ fn refresh(args: &RenderArgs, cell: &ConfigCell, xds: Option<&Feed>, state: &mut
         }
     }
     let revision = d.revision.clone();
-    let published = Published {
-        revision: d.revision.clone(),
-        json: d.json.clone(),
-    };
+    let published = cell.publish_derived(&d);
     if let Some(feed) = xds {
         feed.offer(d, members);
     }
-    if cell.publish(published) {
+    if published {
         info!(%revision, "config published");
     }
 }
