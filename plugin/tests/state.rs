@@ -36,12 +36,12 @@ fn routes() -> Config {
     c
 }
 
-/// A state document: shop (a, b, canary b, fallback a), orders (a, b).
-fn state(rev: &str, a: &str, shop: [Value; 4], orders: [Value; 2]) -> Value {
+/// A state document: shop (a, b, canary b, fallback a), orders (a, b), as `"2,2,-,1"`.
+fn state(rev: &str, a: &str, shop: &str, orders: &str) -> Value {
     json!({
         "version": 1, "revision": rev, "routes_revision": ROUTES_REV,
         "clusters": {"hz-a": a, "hz-b": "healthy"},
-        "ready": [shop, orders]
+        "ready": format!("{shop};{orders}")
     })
 }
 
@@ -65,12 +65,7 @@ fn cluster_for(c: &Config, host: &str) -> String {
 fn a_state_replaces_cluster_states_and_ready_counts_and_shares_the_routes() {
     let c = routes();
     assert_eq!(cluster_for(&c, "shop.example.com"), "hz-a");
-    let doc = state(
-        "s1",
-        "healthy",
-        [json!(0), json!(3), json!(null), json!(1)],
-        [json!(0), json!(5)],
-    );
+    let doc = state("s1", "healthy", "0,3,-,1", "0,5");
     let next = apply(&c, &doc).expect("state applies");
     assert!(Arc::ptr_eq(&c.routes, &next.routes), "routes are shared");
     assert!(Arc::ptr_eq(&c.table, &next.table));
@@ -98,12 +93,7 @@ fn a_state_round_trips_through_its_document() {
     let doc = c.state("s0");
     assert_eq!(
         serde_json::to_value(&doc).unwrap(),
-        state(
-            "s0",
-            "healthy",
-            [json!(2), json!(2), json!(null), json!(null)],
-            [json!(1), json!(1)]
-        )
+        state("s0", "healthy", "2,2,-,-", "1,1")
     );
     let back = c.with_state(&doc).unwrap();
     assert_eq!(back.backends, c.backends);
@@ -112,12 +102,7 @@ fn a_state_round_trips_through_its_document() {
 #[test]
 fn a_state_for_other_routes_is_refused_with_the_reason() {
     let c = routes();
-    let good = state(
-        "s1",
-        "healthy",
-        [json!(1), json!(1), json!(1), json!(1)],
-        [json!(1), json!(1)],
-    );
+    let good = state("s1", "healthy", "1,1,1,1", "1,1");
     let mut cases: Vec<(Value, &str, &str)> = Vec::new();
     let mut other = good.clone();
     other["routes_revision"] = json!("routes-2");
@@ -137,14 +122,14 @@ fn a_state_for_other_routes_is_refused_with_the_reason() {
     missing["clusters"].as_object_mut().unwrap().remove("hz-b");
     cases.push((missing, "clusters", "cluster \"hz-b\" is missing"));
     let mut short = good.clone();
-    short["ready"][0] = json!([1, 1, 1]);
+    short["ready"] = json!("1,1,1;1,1");
     cases.push((
         short,
         "ready[0]",
         "route \"default/shop\" has 4 backends (base, canaries, fallback), the state gives 3",
     ));
     let mut extra = good.clone();
-    extra["ready"].as_array_mut().unwrap().push(json!([1]));
+    extra["ready"] = json!("1,1,1,1;1,1;1");
     cases.push((extra, "ready", "3 routes, the routes revision has 2"));
     let mut version = good.clone();
     version["version"] = json!(2);
@@ -172,15 +157,15 @@ fn shape_errors_name_the_json_path() {
     for (doc, want) in [
         (r#"{"version":1}"#, "missing field `revision`"),
         (
-            r#"{"version":1,"revision":"s","routes_revision":"r","clusters":{"a":"sleepy"},"ready":[]}"#,
+            r#"{"version":1,"revision":"s","routes_revision":"r","clusters":{"a":"sleepy"},"ready":""}"#,
             "clusters.a: unknown variant `sleepy`",
         ),
         (
-            r#"{"version":1,"revision":"s","routes_revision":"r","clusters":{},"ready":[[1,-1]]}"#,
-            "ready[0][1]: invalid value",
+            r#"{"version":1,"revision":"s","routes_revision":"r","clusters":{},"ready":"1;1,x"}"#,
+            "ready: route 1, backend 1: \"x\" is not a ready count",
         ),
         (
-            r#"{"version":1,"revision":"s","routes_revision":"r","clusters":{},"ready":[],"x":1}"#,
+            r#"{"version":1,"revision":"s","routes_revision":"r","clusters":{},"ready":"","x":1}"#,
             "x: unknown field `x`",
         ),
     ] {
@@ -193,14 +178,7 @@ fn shape_errors_name_the_json_path() {
 fn a_backend_that_comes_back_in_a_state_starts_its_hold_down_by_slot() {
     const T0: u64 = 1_000_000;
     let c = routes();
-    let doc = |a_ready: u32| {
-        state(
-            "s",
-            "healthy",
-            [json!(a_ready), json!(1), json!(1), json!(1)],
-            [json!(1), json!(1)],
-        )
-    };
+    let doc = |a_ready: u32| state("s", "healthy", &format!("{a_ready},1,1,1"), "1,1");
     let mut down = apply(&c, &doc(0)).unwrap();
     carry_state(&c, &Ledger::default(), &mut down, T0);
     let shop_a = &c.routes[0].base.backends[0];

@@ -22,9 +22,9 @@ fn boot(routes: &Value) -> String {
 }
 
 /// A state document for `routes`: every counted backend gets `ready + bump`; the canaries'
-/// uncounted backends stay `null`.
+/// uncounted backends stay `-`.
 fn state(routes: &Value, revision: &str, bump: u64) -> String {
-    let ready: Vec<Value> = routes["routes"]
+    let ready: Vec<String> = routes["routes"]
         .as_array()
         .into_iter()
         .flatten()
@@ -33,14 +33,14 @@ fn state(routes: &Value, revision: &str, bump: u64) -> String {
             let canaries = r["canaries"].as_array().into_iter().flatten();
             let canary_backends =
                 canaries.flat_map(|c| c["backends"].as_array().into_iter().flatten());
-            let counts: Vec<Value> = base
+            let counts: Vec<String> = base
                 .chain(canary_backends)
                 .map(|b| match b["ready"].as_u64() {
-                    Some(n) => json!(n + bump),
-                    None => Value::Null,
+                    Some(n) => (n + bump).to_string(),
+                    None => "-".to_string(),
                 })
                 .collect();
-            Value::Array(counts)
+            counts.join(",")
         })
         .collect();
     let clusters: serde_json::Map<String, Value> = routes["clusters"]
@@ -50,7 +50,7 @@ fn state(routes: &Value, revision: &str, bump: u64) -> String {
         .map(|c| (c["id"].as_str().unwrap_or("").to_string(), json!("healthy")))
         .collect();
     json!({"version": 1, "revision": revision, "routes_revision": ROUTES_REVISION,
-           "clusters": clusters, "ready": ready})
+           "clusters": clusters, "ready": ready.join(";")})
     .to_string()
 }
 
@@ -71,9 +71,10 @@ fn answer(h: &Host, path: &str, etag: &str, body: &str) -> anyhow::Result<Durati
     Ok(started.elapsed())
 }
 
+/// Move the clock one poll period (which fires the workers' ticks) and tick once more.
 fn tick(h: &Host) -> anyhow::Result<Duration> {
-    h.try_advance(Duration::from_millis(100))?;
     let started = Instant::now();
+    h.try_advance(Duration::from_millis(100))?;
     h.try_tick()?;
     Ok(started.elapsed())
 }
@@ -123,7 +124,7 @@ pub fn report(module: &Module, routes: &Value, rounds: usize) -> anyhow::Result<
     let h = pulled(module, routes, &routes_json)?;
     let (puller, worker) = time_updates(&h, routes, rounds)?;
     println!(
-        "state update in VM, {n} routes x {clusters} clusters ({} bytes), median of {rounds}: pull answer -> in service {puller:.2?}; next tick, 2nd worker applying from shared data {worker:.2?}",
+        "state update in VM, {n} routes x {clusters} clusters ({} bytes), median of {rounds}: pull answer -> in service {puller:.2?}; the next tick of both workers (the 2nd applies it from shared data) {worker:.2?}",
         doc.len()
     );
     let after_load = memory_bytes(module, &boot(routes), |h| {

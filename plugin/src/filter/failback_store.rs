@@ -20,11 +20,15 @@ pub fn carry_over(old: Option<&Config>, new: &mut Config, now_ms: u64) {
     });
 }
 
-/// [`carry_over`] for a new state of `old`'s routes ([`failback::carry_state`]).
+/// [`carry_over`] for a new state of `old`'s routes ([`failback::carry_state`]). A state that
+/// turns no backend usable or unusable (most ready-count changes) needs no shared timer and
+/// leaves the ledger as it is: shared data is not touched.
 pub fn carry_state(old: &Config, new: &mut Config, now_ms: u64) {
-    carry_with(new, now_ms, |shared, new| {
-        failback::carry_state(old, shared, new, now_ms)
-    });
+    if failback::carry_state(old, &Ledger::default(), new, now_ms) {
+        carry_with(new, now_ms, |shared, new| {
+            failback::carry_state(old, shared, new, now_ms);
+        });
+    }
 }
 
 /// Read the ledger, `carry` the timers into `new`, store what `new` leaves, with CAS.

@@ -7,9 +7,24 @@ use crate::config::ConfigSourceV1;
 
 use super::host;
 
-pub const CONFIG_KEY: &str = "fleetgate/config";
-/// The state document the puller accepted last (`etag \n json`, like the config).
-pub const STATE_KEY: &str = "fleetgate/state";
+/// Where an accepted document lives in shared data: the record (`etag \n body`) and a small
+/// key with its ETag alone, which every worker reads on every tick (the record can be
+/// megabytes; copying it into each VM per tick would cost more than the requests).
+pub struct Shared {
+    pub record: &'static str,
+    pub etag: &'static str,
+}
+
+/// The config (routes with their state) the puller accepted last.
+pub const CONFIG: Shared = Shared {
+    record: "fleetgate/config",
+    etag: "fleetgate/config/etag",
+};
+/// The state document the puller accepted last.
+pub const STATE: Shared = Shared {
+    record: "fleetgate/state",
+    etag: "fleetgate/state/etag",
+};
 const LEASE_KEY: &str = "fleetgate/pull/lease";
 const VM_COUNTER_KEY: &str = "fleetgate/vm/counter";
 
@@ -51,8 +66,8 @@ pub struct Channel {
     pub in_flight: Option<u32>,
     /// ETag of the document this VM runs (or of a rejected one, so the long-poll waits for news).
     pub etag: Option<String>,
-    /// CAS token of the shared record last looked at.
-    pub shared_cas: Option<u32>,
+    /// ETag of the shared record last looked at.
+    pub seen: Option<String>,
     pub retry_at_ms: u64,
 }
 
@@ -105,16 +120,31 @@ pub fn lease_ms(src: &ConfigSourceV1) -> u64 {
     (u64::from(src.wait_seconds) + 10) * 1000
 }
 
-/// Shared record: `etag \n json`.
-pub fn encode_shared(etag: &str, json: &[u8]) -> Vec<u8> {
+/// Store an accepted document for the other workers: the record first, then its ETag.
+pub fn store(s: &Shared, ch: &mut Channel, etag: &str, json: &[u8]) {
     let mut v = Vec::with_capacity(etag.len() + 1 + json.len());
     v.extend_from_slice(etag.as_bytes());
     v.push(b'\n');
     v.extend_from_slice(json);
-    v
+    let _ = host::shared_set(s.record, &v, None);
+    let _ = host::shared_set(s.etag, etag.as_bytes(), None);
+    ch.seen = Some(etag.to_string());
 }
 
-pub fn decode_shared(v: &[u8]) -> Option<(String, &[u8])> {
+/// The shared record if its ETag is news to `ch` (neither run nor looked at already): two
+/// small reads on a quiet tick, the record only when it changed.
+pub fn shared_news(s: &Shared, ch: &mut Channel) -> Option<(String, Vec<u8>)> {
+    let marker = String::from_utf8(host::shared_get(s.etag).0?).ok()?;
+    if ch.seen.as_ref() == Some(&marker) || ch.etag.as_ref() == Some(&marker) {
+        return None;
+    }
+    ch.seen = Some(marker);
+    let record = host::shared_get(s.record).0?;
+    let (etag, json) = decode_shared(&record)?;
+    (ch.etag.as_deref() != Some(etag.as_str())).then(|| (etag, json.to_vec()))
+}
+
+fn decode_shared(v: &[u8]) -> Option<(String, &[u8])> {
     let i = v.iter().position(|&b| b == b'\n')?;
     let etag = String::from_utf8(v[..i].to_vec()).ok()?;
     Some((etag, &v[i + 1..]))

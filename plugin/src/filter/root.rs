@@ -52,7 +52,7 @@ impl Root {
 
     /// Adopt a config another worker stored in shared data, if it is new.
     fn adopt_shared_config(&mut self, now_ms: u64) {
-        let Some((etag, json)) = shared_news(&mut self.config, pull::CONFIG_KEY) else {
+        let Some((etag, json)) = pull::shared_news(&pull::CONFIG, &mut self.config) else {
             return;
         };
         let Ok(mut vm) = self.vm.try_borrow_mut() else {
@@ -64,12 +64,12 @@ impl Root {
         }
         self.config.etag = Some(etag);
         // The state record may be for these routes: look at it again.
-        self.state.shared_cas = None;
+        self.state.seen = None;
     }
 
     /// Apply a state another worker stored in shared data, if it is new and for our routes.
     fn adopt_shared_state(&mut self, now_ms: u64) {
-        let Some((etag, json)) = shared_news(&mut self.state, pull::STATE_KEY) else {
+        let Some((etag, json)) = pull::shared_news(&pull::STATE, &mut self.state) else {
             return;
         };
         let Ok(mut vm) = self.vm.try_borrow_mut() else {
@@ -135,8 +135,7 @@ impl Root {
                 } else {
                     etag
                 };
-                let _ = host::shared_set(pull::CONFIG_KEY, &pull::encode_shared(&etag, body), None);
-                self.config.shared_cas = host::shared_get(pull::CONFIG_KEY).1;
+                pull::store(&pull::CONFIG, &mut self.config, &etag, body);
                 vm.adopt(cfg, "controller", now);
                 // New routes: fetch their current state at once rather than wait for a change.
                 self.state.etag = None;
@@ -157,8 +156,7 @@ impl Root {
         };
         match vm.with_state(body) {
             Ok(next) => {
-                let _ = host::shared_set(pull::STATE_KEY, &pull::encode_shared(&etag, body), None);
-                self.state.shared_cas = host::shared_get(pull::STATE_KEY).1;
+                pull::store(&pull::STATE, &mut self.state, &etag, body);
                 vm.adopt_state(next, "controller", now);
             }
             Err(e) => {
@@ -168,18 +166,6 @@ impl Root {
         }
         self.state.etag = Some(etag);
     }
-}
-
-/// The shared record of `key` if it changed since `ch` last looked and holds another ETag than
-/// the one `ch` runs.
-fn shared_news(ch: &mut Channel, key: &str) -> Option<(String, Vec<u8>)> {
-    let (v, cas) = host::shared_get(key);
-    if cas == ch.shared_cas {
-        return None;
-    }
-    ch.shared_cas = cas;
-    let (etag, json) = v.as_deref().and_then(pull::decode_shared)?;
-    (ch.etag.as_deref() != Some(etag.as_str())).then(|| (etag, json.to_vec()))
 }
 
 /// Start a long-poll on `ch`; if the host refuses the call, retry at `retry_at`.

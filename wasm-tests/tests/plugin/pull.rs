@@ -140,6 +140,7 @@ fn a_pulled_config_may_not_rename_the_cluster_or_mirror_header() {
     renamed["cluster_header"] = json!("x-other-upstream");
     let record = format!("shared-rename\n{renamed}");
     h.set_shared_data("fleetgate/config", record.as_bytes());
+    h.set_shared_data("fleetgate/config/etag", b"shared-rename");
     h.clear_logs();
     h.tick();
     assert!(h.logged(
