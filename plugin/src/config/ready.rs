@@ -143,6 +143,20 @@ impl Visitor<'_> for ReadyVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_counts_read_back_from_their_text(
+            routes in proptest::collection::vec(
+                proptest::collection::vec(proptest::option::of(any::<u32>()), 1..6),
+                0..20,
+            )
+        ) {
+            let r = Ready::from_routes(routes);
+            prop_assert_eq!(Ready::parse(&r.to_string()), Ok(r));
+        }
+    }
 
     #[test]
     fn counts_round_trip_through_the_text() {
