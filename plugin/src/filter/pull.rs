@@ -1,7 +1,7 @@
 //! Dynamic config: one worker at a time (holder of a shared-data lease) long-polls the
-//! controller with `dispatch_http_call`; an accepted config is stored in shared data, from
-//! which every worker adopts it on its next tick. A bad or failed pull never replaces the last
-//! good config.
+//! controller with `dispatch_http_call`, the routes and (apart, with its own ETag) the state
+//! document; an accepted document is stored in shared data, from which every worker adopts it
+//! on its next tick. A bad or failed pull never replaces the last good config or state.
 
 use crate::config::ConfigSourceV1;
 
