@@ -13,6 +13,8 @@ use fleetgate_wasm_tests::bench::{exchange_at, memory_bytes, time_requests};
 use fleetgate_wasm_tests::{Host, LogLevel, Module};
 use serde_json::{json, Value};
 
+// Beside this file, not in `benches/`, so cargo does not take it for a bench of its own.
+#[path = "plugin/state_update.rs"]
 mod state_update;
 
 /// `n` routes, one host each, three clusters, a pin and a canary on every route: the work per
