@@ -22,13 +22,23 @@ pub(super) struct Root {
     config: Channel,
     /// The state document, pulled apart from the routes.
     state: Channel,
+    /// The controller answered 404 to the state pull (one without `/v1/state`): full configs
+    /// only, which carry the state too.
+    no_state: bool,
 }
 
 /// What a pull answered.
 enum Answer {
     NotModified,
-    Body { etag: String, body: Vec<u8> },
-    Failed(String),
+    Body {
+        etag: String,
+        body: Vec<u8>,
+    },
+    /// Why; `not_found`: the answer was 404.
+    Failed {
+        why: String,
+        not_found: bool,
+    },
 }
 
 impl Root {
@@ -47,6 +57,7 @@ impl Root {
             vm_token,
             config: Channel::default(),
             state: Channel::default(),
+            no_state: false,
         }
     }
 
@@ -107,7 +118,8 @@ impl Root {
                 .as_ref()
                 .is_some_and(|c| c.routes_revision.is_some())
         });
-        let want_state = pull::split(src) && has_routes_revision && self.state.idle(now_ms);
+        let want_state =
+            pull::split(src) && !self.no_state && has_routes_revision && self.state.idle(now_ms);
         let want_config = self.config.idle(now_ms);
         if !(want_config || want_state)
             || !pull::acquire_lease(self.vm_token, now_ms, pull::lease_ms(src))
@@ -186,7 +198,10 @@ fn start(src: &ConfigSourceV1, ch: &mut Channel, path: &str, retry_at: u64) {
 /// Read the answer to the call that just completed.
 fn answer(num_headers: usize, body_size: usize) -> Answer {
     if num_headers == 0 {
-        return Answer::Failed("failed (no response)".to_string());
+        return Answer::Failed {
+            why: "failed (no response)".to_string(),
+            not_found: false,
+        };
     }
     let status = host::call_response_header(":status").unwrap_or_default();
     match status.as_str() {
@@ -197,7 +212,10 @@ fn answer(num_headers: usize, body_size: usize) -> Answer {
                 .map(|e| pull::strip_etag(&e))
                 .unwrap_or_default(),
         },
-        other => Answer::Failed(format!("answered status \"{other}\"")),
+        other => Answer::Failed {
+            why: format!("answered status \"{other}\""),
+            not_found: other == "404",
+        },
     }
 }
 
@@ -232,7 +250,16 @@ impl Root {
         let backoff = now + 5 * u64::from(self.source.as_ref().map_or(1000, |s| s.poll_ms));
         match answer(num_headers, body_size) {
             Answer::NotModified => {}
-            Answer::Failed(why) => {
+            Answer::Failed {
+                not_found: true, ..
+            } if !is_config => {
+                host::log(
+                    host::LOG_INFO,
+                    "fleetgate: the controller serves no state document (404); pulling full configs only",
+                );
+                self.no_state = true;
+            }
+            Answer::Failed { why, .. } => {
                 host::log(host::LOG_WARN, &format!("fleetgate: {doc} pull {why}"));
                 ch.retry_at_ms = backoff;
             }

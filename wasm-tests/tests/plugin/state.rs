@@ -209,3 +209,31 @@ fn without_a_state_path_only_full_configs_are_pulled() {
     assert_eq!(calls.len(), 1, "no state pull: {calls:?}");
     assert_eq!(calls[0].header("if-none-match"), Some("\"full-2\""));
 }
+
+#[test]
+fn a_controller_without_a_state_document_leaves_full_configs_in_charge() {
+    let (h, _) = pulled();
+    let call = pending_pull(&h, "/v1/state");
+    h.complete_http_call(call.id, 404, &[], b"no state document\n");
+    assert!(h.logged(LogLevel::Info, "serves no state document (404)"));
+    for _ in 0..3 {
+        h.advance(Duration::from_secs(2));
+        h.tick();
+        let calls = h.pending_http_calls();
+        assert_eq!(calls.len(), 1, "the routes pull only: {calls:?}");
+        assert!(calls[0].header(":path").unwrap().starts_with("/v1/config"));
+    }
+    // Ready counts still arrive, with the full config.
+    let mut next = boot();
+    next["routes"][0]["backends"][0]["ready"] = json!(0);
+    next["routes"][0]["backends"][1]["ready"] = json!(2);
+    let call = pending_pull(&h, "/v1/config");
+    h.complete_http_call(
+        call.id,
+        200,
+        &[("etag", "\"full-2\"")],
+        next.to_string().as_bytes(),
+    );
+    assert_eq!(route_once(&h, &[]).as_deref(), Some("hz-b"));
+    assert!(!h.logged(LogLevel::Warn, "state pull"), "{:?}", h.logs());
+}
