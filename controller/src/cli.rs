@@ -438,7 +438,7 @@ fn scenario(args: &ExplainArgs) -> Result<Scenario, CliError> {
         match what_if(v).map_err(CliError::Usage)? {
             WhatIf::State(st) => cfg.clusters[ci].state = st,
             WhatIf::Ejected => {
-                for r in &cfg.routes {
+                for r in cfg.routes.iter() {
                     let svcs = std::iter::once(&r.base).chain(&r.canaries);
                     for b in svcs.flat_map(|s| &s.backends).filter(|b| b.cluster == ci) {
                         ejected.insert(b.upstream);

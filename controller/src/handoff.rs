@@ -4,6 +4,11 @@
 //!   `If-None-Match` equals the current ETag waits until the config changes or `?wait=<seconds>`
 //!   (default 20, max 60) elapses, then gets 304; `Authorization: Bearer <token>` is required
 //!   when a token is configured (401 otherwise, nothing served);
+//! - routes and state apart, for plugins that pull them so: `GET /v1/config?watch=routes`
+//!   serves the same full config with the routes revision as ETag (a state-only change does not
+//!   answer its long-poll), and `GET /v1/state` the state document (cluster states and ready
+//!   counts) with its own revision as ETag, same token and long-poll. Plain `/v1/config` keeps
+//!   its ETag on the full revision, so a plugin that only knows v1 still gets every ready count;
 //! - an atomic file write (temp file in the same directory + rename);
 //! - server-side apply of a Higress `WasmPlugin` whose `spec.defaultConfig` is the config.
 
@@ -16,6 +21,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 use fleetgate_plugin::config::ConfigV1;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::Api;
@@ -57,10 +63,20 @@ pub enum HandoffError {
     Json(#[from] serde_json::Error),
 }
 
+/// What the endpoints serve from one derivation.
+#[derive(Debug)]
+pub struct Served {
+    pub config: Arc<Published>,
+    /// The config's ETag under `?watch=routes`: the full revision when published without a split.
+    pub routes_revision: String,
+    /// The state document (`/v1/state`); `None` when published without a split.
+    pub state: Option<Arc<Published>>,
+}
+
 /// The latest config, shared by the derive loop (writer) and the HTTP endpoint (readers).
 #[derive(Clone)]
 pub struct ConfigCell {
-    tx: Arc<watch::Sender<Option<Arc<Published>>>>,
+    tx: Arc<watch::Sender<Option<Arc<Served>>>>,
     /// Set once on shutdown: long polls answer at once so gateways re-poll another replica.
     draining: Arc<watch::Sender<bool>>,
 }
@@ -75,20 +91,61 @@ impl Default for ConfigCell {
 }
 
 impl ConfigCell {
-    /// Publish a config; returns false (and wakes nobody) if the revision is unchanged.
+    /// Publish a config without a state document (`/v1/state` answers 404, `?watch=routes`
+    /// watches the full revision); returns false (and wakes nobody) if the revision is unchanged.
     pub fn publish(&self, p: Published) -> bool {
+        self.publish_served(Served {
+            routes_revision: p.revision.clone(),
+            state: None,
+            config: Arc::new(p),
+        })
+    }
+
+    /// Publish a derivation: the config, its routes revision and its state document.
+    pub fn publish_derived(&self, d: &crate::derive::Derived) -> bool {
+        let config = Published {
+            revision: d.revision.clone(),
+            json: d.json.clone(),
+        };
+        let state = Published {
+            revision: d.split.state.revision.clone(),
+            json: d.split.json.clone(),
+        };
+        self.publish_split(config, d.split.routes_revision.clone(), state)
+    }
+
+    /// Publish a config with its routes revision and state document.
+    pub fn publish_split(
+        &self,
+        config: Published,
+        routes_revision: String,
+        state: Published,
+    ) -> bool {
+        self.publish_served(Served {
+            config: Arc::new(config),
+            routes_revision,
+            state: Some(Arc::new(state)),
+        })
+    }
+
+    /// The full revision covers routes and state, so an unchanged one changes nothing.
+    fn publish_served(&self, s: Served) -> bool {
         self.tx.send_if_modified(|cur| {
-            if cur.as_ref().is_some_and(|c| c.revision == p.revision) {
+            if cur
+                .as_ref()
+                .is_some_and(|c| c.config.revision == s.config.revision)
+            {
                 return false;
             }
-            *cur = Some(Arc::new(p));
+            *cur = Some(Arc::new(s));
             true
         })
     }
+
     pub fn current(&self) -> Option<Arc<Published>> {
-        self.tx.borrow().clone()
+        self.tx.borrow().as_ref().map(|s| s.config.clone())
     }
-    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Served>>> {
         self.tx.subscribe()
     }
     /// Shutting down: every parked long poll answers `304` now, and new ones do not park.
@@ -107,16 +164,44 @@ pub struct Endpoint {
     pub waiting: Gauge,
 }
 
-/// The router with `GET /v1/config`.
+/// The router with `GET /v1/config` and `GET /v1/state`.
 pub fn router(ep: Endpoint) -> Router {
     Router::new()
         .route("/v1/config", get(get_config))
+        .route("/v1/state", get(get_state))
         .with_state(ep)
 }
 
 #[derive(Debug, Deserialize)]
 struct WaitQuery {
     wait: Option<String>,
+    /// `routes`: the config with the routes revision as ETag.
+    watch: Option<String>,
+}
+
+/// A document the endpoints serve, and what its ETag follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Doc {
+    /// The full config; ETag = its revision (any change).
+    Config,
+    /// The full config; ETag = the routes revision.
+    Routes,
+    /// The state document; ETag = its revision.
+    State,
+}
+
+impl Doc {
+    /// (revision, body) of this document in `s`; `None` if `s` has none.
+    fn of(self, s: &Served) -> Option<(String, Bytes)> {
+        match self {
+            Doc::Config => Some((s.config.revision.clone(), s.config.json.clone())),
+            Doc::Routes => Some((s.routes_revision.clone(), s.config.json.clone())),
+            Doc::State => s
+                .state
+                .as_ref()
+                .map(|p| (p.revision.clone(), p.json.clone())),
+        }
+    }
 }
 
 fn etag_of(rev: &str) -> String {
@@ -154,6 +239,23 @@ async fn get_config(
     Query(q): Query<WaitQuery>,
     headers: HeaderMap,
 ) -> Response {
+    let doc = match q.watch.as_deref() {
+        Some("routes") => Doc::Routes,
+        _ => Doc::Config,
+    };
+    long_poll(ep, q, headers, doc).await
+}
+
+async fn get_state(
+    State(ep): State<Endpoint>,
+    Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
+) -> Response {
+    long_poll(ep, q, headers, Doc::State).await
+}
+
+/// Serve `doc`, or hold a request that already has it until its revision changes.
+async fn long_poll(ep: Endpoint, q: WaitQuery, headers: HeaderMap, doc: Doc) -> Response {
     if !authorized(&headers, ep.token.as_deref()) {
         return (
             StatusCode::UNAUTHORIZED,
@@ -177,9 +279,16 @@ async fn get_config(
         )
             .into_response();
     };
-    let etag = etag_of(&current.revision);
+    let Some((revision, body)) = doc.of(&current) else {
+        return (
+            StatusCode::NOT_FOUND,
+            "no state document: this controller publishes full configs only\n",
+        )
+            .into_response();
+    };
+    let etag = etag_of(&revision);
     if !matches_etag(&headers, &etag) {
-        return config_response(&current);
+        return doc_response(&revision, body);
     }
     // Long-poll until the revision changes, the wait elapses or the server drains.
     ep.waiting.inc();
@@ -197,8 +306,9 @@ async fn get_config(
         match changed {
             Ok(Ok(())) => {
                 let next = rx.borrow_and_update().clone();
-                if let Some(next) = next.filter(|n| n.revision != current.revision) {
-                    return config_response(&next);
+                let next = next.as_deref().and_then(|n| doc.of(n));
+                if let Some((rev, body)) = next.filter(|(rev, _)| *rev != revision) {
+                    return doc_response(&rev, body);
                 }
             }
             // Timeout, or the publisher is gone: nothing new.
@@ -218,7 +328,7 @@ fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
 }
 
-fn config_response(p: &Published) -> Response {
+fn doc_response(revision: &str, body: Bytes) -> Response {
     (
         StatusCode::OK,
         [
@@ -226,10 +336,10 @@ fn config_response(p: &Published) -> Response {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             ),
-            (header::ETAG, header_value(&etag_of(&p.revision))),
+            (header::ETAG, header_value(&etag_of(revision))),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
-        p.json.clone(),
+        body,
     )
         .into_response()
 }

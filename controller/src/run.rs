@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 use crate::admin::{self, Admin, Metrics};
 use crate::cli;
 use crate::derive::{DeriveError, DeriveOptions, Derived, Deriver, IngressKey, Severity};
-use crate::handoff::{self, ConfigCell, Endpoint, Published};
+use crate::handoff::{self, ConfigCell, Endpoint};
 use crate::leader::Elector;
 use crate::members::{self, MemberSpec};
 use crate::serve::{self, XdsServe};
@@ -450,7 +450,7 @@ fn unavailable_by_ingress(d: &Derived) -> BTreeMap<IngressKey, BTreeSet<(String,
             let Some(cluster) = c.clusters.get(b.cluster) else {
                 continue;
             };
-            let why = match (cluster.state, b.ready) {
+            let why = match (cluster.state, c.ready(b)) {
                 (ClusterState::Down, _) => "down".to_string(),
                 (_, Some(n)) => format!("{n} ready endpoints (min-healthy {})", r.min_healthy),
                 (state, None) => format!("{state:?}").to_lowercase(),
@@ -579,10 +579,7 @@ impl Publisher {
             self.metrics.error("config_too_large");
             return None;
         }
-        let changed = self.cell.publish(Published {
-            revision: derived.revision.clone(),
-            json: derived.json.clone(),
-        });
+        let changed = self.cell.publish_derived(&derived);
         self.metrics.observe_published(&derived, changed);
         self.ready.store(true, Ordering::Relaxed);
         if let Some(feed) = &self.xds {

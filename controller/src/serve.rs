@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::admin::{self, Admin, Metrics};
 use crate::cli::{self, RenderArgs};
 use crate::endpoints::MemberIndex;
-use crate::handoff::{self, ConfigCell, Endpoint, Published};
+use crate::handoff::{self, ConfigCell, Endpoint};
 use crate::xds::feed::{self, Feed};
 use crate::xds::{AdsServer, Auth, XdsOptions};
 
@@ -86,11 +86,7 @@ fn refresh(args: &RenderArgs, out: &Outputs, state: &mut Rendered) {
         }
     }
     let revision = d.revision.clone();
-    let published = Published {
-        revision: d.revision.clone(),
-        json: d.json.clone(),
-    };
-    let changed = cell.publish(published);
+    let changed = cell.publish_derived(&d);
     metrics.observe_published(&d, changed);
     out.admin.ready.store(true, Ordering::Relaxed);
     if let Some(feed) = &out.xds {

@@ -194,3 +194,105 @@ async fn draining_answers_parked_and_new_long_polls_at_once() {
     );
     assert_eq!(waiting.get(), 0);
 }
+
+/// Config `c`, routes revision `routes`, state `s`, published together.
+fn publish_split(cell: &ConfigCell, c: &str, routes: &str, s: &str) -> bool {
+    let state = Published {
+        revision: s.to_string(),
+        json: format!("{{\"revision\":\"{s}\"}}").into(),
+    };
+    cell.publish_split(published(c), routes.to_string(), state)
+}
+
+/// A long poll of `path` with `If-None-Match: "<etag>"`, once it is parked.
+async fn parked(
+    addr: SocketAddr,
+    waiting: &Gauge,
+    path: &'static str,
+    etag: &str,
+) -> tokio::task::JoinHandle<Reply> {
+    let before = waiting.get();
+    let inm = format!("\"{etag}\"");
+    let poll = tokio::spawn(async move { get(addr, path, &[AUTH, ("If-None-Match", &inm)]).await });
+    let t0 = Instant::now();
+    while waiting.get() == before {
+        assert!(t0.elapsed() < Duration::from_secs(5), "client never parked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    poll
+}
+
+#[tokio::test]
+async fn state_and_routes_have_their_own_etags_and_long_polls() {
+    let (addr, cell, waiting) = serve(Some("t0ken")).await;
+    assert!(publish_split(&cell, "c1", "routes1", "s1"));
+    let r = get(addr, "/v1/state", &[AUTH]).await;
+    assert_eq!((r.status, r.header("etag")), (200, Some("\"s1\"")));
+    assert_eq!(r.body, "{\"revision\":\"s1\"}");
+    let r = get(addr, "/v1/config?watch=routes", &[AUTH]).await;
+    assert_eq!((r.status, r.header("etag")), (200, Some("\"routes1\"")));
+    assert_eq!(r.body, "{\"revision\":\"c1\"}", "the full config");
+    let r = get(addr, "/v1/config", &[AUTH]).await;
+    assert_eq!(r.header("etag"), Some("\"c1\""));
+    assert_eq!(get(addr, "/v1/state", &[]).await.status, 401);
+
+    let state = parked(addr, &waiting, "/v1/state?wait=30", "s1").await;
+    let routes = parked(addr, &waiting, "/v1/config?wait=30&watch=routes", "routes1").await;
+    let full = parked(addr, &waiting, "/v1/config?wait=30", "c1").await;
+    // A state-only change: the state poll and the plain config poll (plugins that only know
+    // v1 must see ready counts) answer; the routes poll does not.
+    let changed = Instant::now();
+    assert!(publish_split(&cell, "c2", "routes1", "s2"));
+    let r = state.await.unwrap();
+    assert!(
+        changed.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        changed.elapsed()
+    );
+    assert_eq!((r.status, r.header("etag")), (200, Some("\"s2\"")));
+    assert_eq!(r.body, "{\"revision\":\"s2\"}");
+    let r = full.await.unwrap();
+    assert_eq!(r.header("etag"), Some("\"c2\""));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!routes.is_finished(), "a state change woke the routes poll");
+    // The routes change: now it answers, with the routes revision.
+    assert!(publish_split(&cell, "c3", "routes2", "s3"));
+    let r = routes.await.unwrap();
+    assert_eq!((r.status, r.header("etag")), (200, Some("\"routes2\"")));
+    assert_eq!(r.body, "{\"revision\":\"c3\"}");
+    assert_eq!(waiting.get(), 0);
+}
+
+#[tokio::test]
+async fn an_unchanged_state_is_304_after_the_wait() {
+    let (addr, cell, _) = serve(None).await;
+    publish_split(&cell, "c1", "routes1", "s1");
+    let started = Instant::now();
+    let r = get(addr, "/v1/state?wait=1", &[("If-None-Match", "\"s1\"")]).await;
+    assert_eq!((r.status, r.header("etag")), (304, Some("\"s1\"")));
+    assert!(r.body.is_empty());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    // Publishing the same config again wakes nobody: still 304 after the wait.
+    let poll =
+        tokio::spawn(
+            async move { get(addr, "/v1/state?wait=1", &[("If-None-Match", "\"s1\"")]).await },
+        );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!publish_split(&cell, "c1", "routes1", "s1"));
+    assert_eq!(poll.await.unwrap().status, 304);
+}
+
+#[tokio::test]
+async fn a_config_published_without_a_split_has_no_state_document() {
+    let (addr, cell, _) = serve(None).await;
+    cell.publish(published("r1"));
+    let r = get(addr, "/v1/state", &[]).await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("no state document"), "{}", r.body);
+    let r = get(addr, "/v1/config?watch=routes", &[]).await;
+    assert_eq!((r.status, r.header("etag")), (200, Some("\"r1\"")));
+}

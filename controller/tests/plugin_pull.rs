@@ -1,5 +1,6 @@
 //! The real plugin `.wasm`, in the local gateway's workers, pulls its config from a real
-//! `fleetgate-controller serve` process on 127.0.0.1 and picks up a change within one second.
+//! `fleetgate-controller serve` process on 127.0.0.1 and picks up a change within one second:
+//! a ready-count change arrives as a state document, without a config parse.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -44,6 +45,22 @@ fn wait_log(
             Err(_) => panic!("worker {worker} never logged {needle:?} within {within:?}"),
         }
     }
+}
+
+/// The revision of the first state both workers apply (`None` if they differ or time out).
+fn states_on_both(rx: &mpsc::Receiver<GatewayLog>) -> Option<String> {
+    let mut seen: [Option<String>; 2] = [None, None];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.iter().any(Option::is_none) {
+        let l = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok()?;
+        if l.message.contains("state accepted from") {
+            seen[l.worker].get_or_insert(revision_of(&l.message));
+        }
+    }
+    let [a, b] = seen;
+    a.filter(|a| Some(a) == b.as_ref())
 }
 
 fn revision_of(line: &str) -> String {
@@ -115,7 +132,9 @@ fn the_plugin_pulls_a_change_from_the_controller_process_within_a_second() {
     } else {
         first
     };
-    let r1 = revision_of(&first);
+    assert!(first.contains("from controller") || first.contains("from shared data"));
+    // Then both run the state of those routes.
+    let s1 = states_on_both(&rx).expect("both workers apply the first state");
 
     // hz-b scales to zero: its EndpointSlice dump changes under the running controller.
     let changed_at = Instant::now();
@@ -130,9 +149,13 @@ fn the_plugin_pulls_a_change_from_the_controller_process_within_a_second() {
         let l = rx
             .recv_timeout(left)
             .expect("both workers adopt the change");
-        if l.message.contains("config accepted from")
-            && !l.message.contains(&format!("revision {r1}"))
-            && !l.message.contains("plugin configuration")
+        assert!(
+            !l.message.contains("config accepted from"),
+            "a ready-count change re-sent the routes: {}",
+            l.message
+        );
+        if l.message.contains("state accepted from")
+            && !l.message.contains(&format!("revision {s1},"))
         {
             seen[l.worker] = true;
         }

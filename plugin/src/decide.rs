@@ -255,7 +255,7 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
         let av: Vec<Availability> = (0..svc.backends.len())
             .map(|i| self.avail(svc, i))
             .collect();
-        let i = weighted(svc, &av, |a| a.usable, true, rng)?;
+        let i = weighted(self.cfg, svc, &av, |a| a.usable, true, rng)?;
         Some(self.target_of(Some(c), i, Reason::Canary))
     }
 
@@ -265,7 +265,7 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
         let av: Vec<Availability> = (0..svc.backends.len())
             .map(|i| self.avail(svc, i))
             .collect();
-        let b = &svc.backends[weighted(svc, &av, |a| a.usable, true, rng)?];
+        let b = &svc.backends[weighted(self.cfg, svc, &av, |a| a.usable, true, rng)?];
         Some(Target {
             canary: None,
             cluster: b.cluster,
@@ -283,7 +283,7 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
             .map(|i| self.avail(svc, i))
             .collect();
         let chosen = match route.mode {
-            Mode::ActiveActive => weighted(svc, &av, |a| a.usable, true, rng).map(|i| {
+            Mode::ActiveActive => weighted(self.cfg, svc, &av, |a| a.usable, true, rng).map(|i| {
                 let all_up = svc
                     .backends
                     .iter()
@@ -327,13 +327,13 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
                 ..*a
             })
             .collect();
-        if let Some(i) = weighted(svc, &pool, |a| a.usable, false, rng) {
+        if let Some(i) = weighted(self.cfg, svc, &pool, |a| a.usable, false, rng) {
             return Some(self.target_of(None, i, Reason::Panic));
         }
         match route.when_unavailable {
             WhenUnavailable::Reject => None,
             WhenUnavailable::Panic => {
-                let i = weighted(svc, &av, |_| true, false, rng)?;
+                let i = weighted(self.cfg, svc, &av, |_| true, false, rng)?;
                 Some(self.target_of(None, i, Reason::Panic))
             }
         }
@@ -343,6 +343,7 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
 /// Weighted pick among backends that pass `ok`: weight x failback/probation factor; if every
 /// candidate is held at factor 0, ignore the factors; if every weight is 0, pick uniformly.
 fn weighted(
+    cfg: &Config,
     svc: &Service,
     av: &[Availability],
     ok: impl Fn(&Availability) -> bool,
@@ -359,12 +360,12 @@ fn weighted(
     cands().next()?;
     let draw = rng.f64();
     if use_factor {
-        let with_factor = cands().map(|(i, (b, a))| (i, f64::from(b.weight) * a.factor));
+        let with_factor = cands().map(|(i, (b, a))| (i, f64::from(cfg.weight(b)) * a.factor));
         if let Some(i) = pick(with_factor, draw) {
             return Some(i);
         }
     }
-    let plain = cands().map(|(i, (b, _))| (i, f64::from(b.weight)));
+    let plain = cands().map(|(i, (b, _))| (i, f64::from(cfg.weight(b))));
     pick(plain, draw).or_else(|| pick(cands().map(|(i, _)| (i, 1.0)), draw))
 }
 

@@ -13,8 +13,8 @@
 
 use std::hash::Hasher;
 
-use crate::config::{Config, Route};
-use crate::failover::controller_allows;
+use crate::config::Config;
+use crate::failover::{slot_allows, slots_allowed};
 use crate::health::ramp;
 
 /// A backend's identity across configs: hash of (route name, service name, cluster id).
@@ -64,53 +64,48 @@ pub fn carried(
 /// Set every backend's failback timer in `new` (see [`carried`]).
 pub fn carry_over(mine: Option<&Ledger>, shared: &Ledger, new: &mut Config, now_ms: u64) {
     let nothing_to_carry = mine.is_none() && shared.is_empty();
-    let timers: Vec<Option<u64>> = backends(new)
-        .map(|b| {
-            if nothing_to_carry {
-                return None;
+    for slot in 0..new.backends.len() {
+        let t = match nothing_to_carry {
+            true => None,
+            false => {
+                let k = new.slots[slot].key;
+                let usable = slot_allows(new, slot);
+                carried(mine.and_then(|m| m.get(k)), shared.get(k), usable, now_ms)
             }
-            let (k, usable) = (b.key(), b.prior != Prior::Unusable);
-            carried(mine.and_then(|m| m.get(k)), shared.get(k), usable, now_ms)
-        })
-        .collect();
-    let mut timers = timers.into_iter();
-    for svc in new.routes.iter_mut().flat_map(Route::services_mut) {
-        for b in &mut svc.backends {
-            b.recovered_at_ms = timers.next().flatten();
-        }
+        };
+        new.backends[slot].recovered_at_ms = t;
     }
 }
 
-/// One backend of a config as the ledger sees it.
-struct Seen<'c> {
-    route: &'c Route,
-    service: &'c str,
-    cluster: &'c str,
-    prior: Prior,
-}
-
-impl Seen<'_> {
-    fn key(&self) -> Key {
-        key(&self.route.name, self.service, self.cluster)
+/// [`carry_over`] for `new`, a new state of `old`'s very routes (same slots, same keys): what
+/// `old` said of a backend is at hand by slot, so only a backend that turns usable looks in
+/// the shared ledger. One pass over flat arrays. Answers whether any backend turned usable or
+/// unusable: if none did, every timer stayed and the ledger has nothing new to learn.
+pub fn carry_state(old: &Config, shared: &Ledger, new: &mut Config, now_ms: u64) -> bool {
+    let (was, is) = (slots_allowed(old), slots_allowed(new));
+    let mut flipped = false;
+    let slots = was.iter().zip(&is).zip(&mut new.backends).enumerate();
+    for (slot, ((&was, &is), b)) in slots {
+        flipped |= was != is;
+        let mine = match was {
+            true => Prior::Usable(old.backends.get(slot).and_then(|o| o.recovered_at_ms)),
+            false => Prior::Unusable,
+        };
+        let theirs = match (was, is) {
+            (false, true) => new.slots.get(slot).and_then(|s| shared.get(s.key)),
+            _ => None,
+        };
+        b.recovered_at_ms = carried(Some(mine), theirs, is, now_ms);
     }
+    flipped
 }
 
-/// Every backend of `cfg` in a fixed order (routes, then [`Route::services`]).
-fn backends(cfg: &Config) -> impl Iterator<Item = Seen<'_>> {
-    cfg.routes.iter().flat_map(move |r| {
-        r.services().flat_map(move |svc| {
-            svc.backends.iter().map(move |b| Seen {
-                route: r,
-                service: &svc.name,
-                cluster: cfg.clusters.get(b.cluster).map_or("", |c| c.id.as_str()),
-                prior: if controller_allows(cfg, r, b) {
-                    Prior::Usable(b.recovered_at_ms)
-                } else {
-                    Prior::Unusable
-                },
-            })
-        })
-    })
+/// What `cfg` says of the backend in `slot`.
+fn prior(cfg: &Config, slot: usize) -> Prior {
+    match slot_allows(cfg, slot) {
+        true => Prior::Usable(cfg.backends.get(slot).and_then(|b| b.recovered_at_ms)),
+        false => Prior::Unusable,
+    }
 }
 
 /// Backend states by key, sorted for binary search.
@@ -127,25 +122,30 @@ const UNUSABLE: u64 = u64::MAX;
 impl Ledger {
     /// Every backend of `cfg`: what an instance that ran it knows.
     pub fn of(cfg: &Config) -> Ledger {
-        Ledger::collect(backends(cfg).map(|b| (b.key(), b.prior)))
+        let slots = cfg.slots.iter().enumerate();
+        Ledger::collect(slots.map(|(i, s)| (s.key, prior(cfg, i))))
     }
 
     /// What a later instance needs of `cfg` at `now_ms`: its unusable backends and those still
     /// in failback hold or ramp. Usable backends without a timer are left out (no entry means
     /// no timer), so the size follows the backends that are down or coming back.
     pub fn to_share(cfg: &Config, now_ms: u64) -> Ledger {
-        let needed = |r: &Route, p: Prior| match p {
-            Prior::Unusable => true,
-            Prior::Usable(None) => false,
-            Prior::Usable(Some(t)) => {
-                ramp(now_ms, t, r.failback.hold_seconds, r.failback.ramp_seconds) < 1.0
-            }
+        let ramping = |route: u32, t: u64| {
+            let Some(r) = cfg.routes.get(route as usize) else {
+                return false;
+            };
+            ramp(now_ms, t, r.failback.hold_seconds, r.failback.ramp_seconds) < 1.0
         };
-        Ledger::collect(
-            backends(cfg)
-                .filter(|b| needed(b.route, b.prior))
-                .map(|b| (b.key(), b.prior)),
-        )
+        let slots = cfg.slots.iter().enumerate();
+        Ledger::collect(slots.filter_map(|(i, s)| {
+            let p = prior(cfg, i);
+            let needed = match p {
+                Prior::Unusable => true,
+                Prior::Usable(None) => false,
+                Prior::Usable(Some(t)) => ramping(s.route, t),
+            };
+            needed.then_some((s.key, p))
+        }))
     }
 
     /// Sorted, one entry per key (the smallest state if a config repeats a key), so every
@@ -236,7 +236,7 @@ mod tests {
     }
 
     fn timer_of_a(c: &Config) -> Option<u64> {
-        c.routes[0].base.backends[0].recovered_at_ms
+        c.recovered_at_ms(&c.routes[0].base.backends[0])
     }
 
     /// One worker adopts `new` after running `old` (or as a fresh instance), with `shared` the

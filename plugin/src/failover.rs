@@ -2,7 +2,9 @@
 //! ready endpoints against `min_healthy`), the data plane's passive health, and the failback
 //! hold-down and ramp of a backend that came back (its timer is set by [`crate::failback`]).
 
-use crate::config::{Backend, ClusterState, Config, Mode, Route, Service, UpstreamId};
+use crate::config::{
+    Backend, BackendState, ClusterState, Config, Mode, Route, Service, Slot, UpstreamId,
+};
 use crate::health::{ramp, PassiveState};
 
 /// A backend's availability at one instant.
@@ -16,13 +18,39 @@ pub struct Availability {
     pub factor: f64,
 }
 
-/// Does the controller's view let this backend take traffic for this route?
-pub fn controller_allows(cfg: &Config, route: &Route, b: &Backend) -> bool {
+/// Does the controller's view let this backend (of `route`) take traffic? See [`slot_allows`].
+pub fn controller_allows(cfg: &Config, _route: &Route, b: &Backend) -> bool {
+    slot_allows(cfg, b.slot)
+}
+
+/// Does the controller's view let the backend in `slot` take traffic: its cluster not `down`,
+/// its ready endpoints (if counted) at least its route's `min_healthy`?
+pub fn slot_allows(cfg: &Config, slot: usize) -> bool {
+    let (Some(s), Some(b)) = (cfg.slots.get(slot), cfg.backends.get(slot)) else {
+        return false;
+    };
     let state = cfg
         .clusters
-        .get(b.cluster)
+        .get(s.cluster as usize)
         .map_or(ClusterState::Down, |c| c.state);
-    state != ClusterState::Down && b.ready.is_none_or(|r| r >= route.min_healthy)
+    allows(state == ClusterState::Down, s, b)
+}
+
+/// [`slot_allows`] for every slot in order, in one pass (a state update at 10,000 routes).
+pub fn slots_allowed(cfg: &Config) -> Vec<bool> {
+    let down: Vec<bool> = cfg
+        .clusters
+        .iter()
+        .map(|c| c.state == ClusterState::Down)
+        .collect();
+    let down_at = |c: u32| down.get(c as usize).copied().unwrap_or(true);
+    (cfg.slots.iter().zip(&cfg.backends))
+        .map(|(s, b)| allows(down_at(s.cluster), s, b))
+        .collect()
+}
+
+fn allows(cluster_down: bool, s: &Slot, b: &BackendState) -> bool {
+    !cluster_down && b.ready.is_none_or(|r| r >= s.min_healthy)
 }
 
 pub fn availability(
@@ -34,7 +62,7 @@ pub fn availability(
 ) -> Availability {
     let by_controller = controller_allows(cfg, route, b);
     let usable = by_controller && !passive.is_ejected(now_ms);
-    let failback = match b.recovered_at_ms {
+    let failback = match cfg.recovered_at_ms(b) {
         Some(t) => ramp(
             now_ms,
             t,

@@ -3,7 +3,8 @@
 //! Everything but [`filter`] is plain Rust without hostcalls, compiled natively too: the
 //! controller's `explain` runs the same engine, and it is unit-tested natively.
 //!
-//! - [`config`]: schema v1 (wire types) and validation into an indexed [`config::Config`];
+//! - [`config`]: schema v1 (wire types) and validation into an indexed [`config::Config`],
+//!   and the state document applied to its routes ([`config::StateV1`]);
 //! - [`route`]: host/path matching with Ingress precedence;
 //! - [`request`]: the request view, cookies and query parameters;
 //! - [`split`]: weighted choice and Higress canary normalisation;

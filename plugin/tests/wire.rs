@@ -119,6 +119,7 @@ fn rich() -> ConfigV1 {
             upstream: "ctl".into(),
             authority: "ctl.local".into(),
             path: "/v2".into(),
+            state_path: "/v2/state".into(),
             token: Some("t".into()),
             poll_ms: 500,
             wait_seconds: 5,

@@ -1,6 +1,8 @@
 //! The plugin's per-request cost in the test host against a minimal router (host map, one
 //! header) and the noop filter, in the same run, for configs of 10, 1,000 and 10,000 routes;
-//! config parse+index time; linear memory.
+//! config parse+index time; linear memory; and routes and state apart: a state update (cluster
+//! states and ready counts) of the largest config through the pull, with the memory a VM needs
+//! after pulling the routes and after a state update.
 //! `cargo bench -p fleetgate-wasm-tests --bench plugin`; `cargo test --benches` runs a smoke mode.
 //! `-- --config-load` times only the config load of 10,000 routes in the VM, against the module
 //! in `FLEETGATE_BASELINE_WASM` too if set (rounds interleaved), to compare two builds.
@@ -10,6 +12,10 @@ use std::time::{Duration, Instant};
 use fleetgate_wasm_tests::bench::{exchange_at, memory_bytes, time_requests};
 use fleetgate_wasm_tests::{Host, LogLevel, Module};
 use serde_json::{json, Value};
+
+// Beside this file, not in `benches/`, so cargo does not take it for a bench of its own.
+#[path = "plugin/state_update.rs"]
+mod state_update;
 
 /// `n` routes, one host each, three clusters, a pin and a canary on every route: the work per
 /// request is that of a realistic route, whatever `n`.
@@ -175,5 +181,6 @@ fn main() -> anyhow::Result<()> {
             memory / 1024
         );
     }
-    Ok(())
+    let n = *sizes.last().unwrap_or(&10);
+    state_update::report(&plugin, &config(n), if full { 21 } else { 2 })
 }

@@ -99,6 +99,7 @@ pub(crate) fn finished(route: RouteV1, origin: RouteOrigin, ctx: &Ctx<'_>) -> Bu
     // Serializing plain data into a String cannot fail.
     let json = serde_json::to_string(&route).unwrap_or_default();
     let digest: [u8; 32] = Sha256::digest(json.as_bytes()).into();
+    let (shape_digest, ready) = super::state::shape_and_ready(&route);
     let members = ctx
         .members
         .iter()
@@ -108,6 +109,8 @@ pub(crate) fn finished(route: RouteV1, origin: RouteOrigin, ctx: &Ctx<'_>) -> Bu
         json,
         origin,
         digest,
+        shape_digest,
+        ready,
         members,
     }
 }
@@ -171,7 +174,15 @@ pub(crate) fn finish(
     );
     problems.sort();
     problems.dedup();
-    Ok(Derived::new(json, head, problems, built.to_vec(), order))
+    let state = super::state::split(&head, order.iter().map(route))?;
+    Ok(Derived::new(
+        json,
+        head,
+        problems,
+        built.to_vec(),
+        order,
+        state,
+    ))
 }
 
 /// Put the routes' JSON into the head's empty `"routes":[]` (serde writes the field once, and
@@ -195,7 +206,7 @@ fn splice_routes<'a>(head: &str, routes: impl Iterator<Item = &'a str> + Clone) 
     out
 }
 
-fn hex16(bytes: &[u8]) -> String {
+pub(crate) fn hex16(bytes: &[u8]) -> String {
     bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 

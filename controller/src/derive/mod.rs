@@ -21,6 +21,7 @@ mod claims;
 mod finish;
 mod ingress;
 mod routes;
+mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub use crate::endpoints::{PortRef, SERVICE_NAME_LABEL};
 pub use crate::settings::PluginSettings;
 pub use ingress::{is_ours, LEGACY_CLASS_ANNOTATION};
 pub use routes::render_template;
+pub use state::Split;
 
 /// Default Envoy cluster name of a Service in one member cluster (Istio subset = member).
 pub const DEFAULT_UPSTREAM_TEMPLATE: &str =
@@ -173,6 +175,8 @@ pub struct Derived {
     pub json: Bytes,
     pub revision: String,
     pub problems: Vec<Problem>,
+    /// The routes revision and the state document (`/v1/state`).
+    pub split: Split,
     /// The config without its routes (settings, cluster states, revision).
     head: ConfigV1,
     built: Vec<Arc<routes::BuiltBase>>,
@@ -189,11 +193,13 @@ impl Derived {
         problems: Vec<Problem>,
         built: Vec<Arc<routes::BuiltBase>>,
         order: Vec<(usize, usize)>,
+        split: Split,
     ) -> Self {
         Derived {
             json: Bytes::from(json),
             revision: head.revision.clone().unwrap_or_default(),
             problems,
+            split,
             head,
             built,
             order,

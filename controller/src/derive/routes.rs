@@ -37,6 +37,11 @@ pub(crate) struct BuiltRoute {
     pub origin: RouteOrigin,
     /// SHA-256 of `json` (the revision hashes these, not the whole config).
     pub digest: [u8; 32],
+    /// SHA-256 of the route without its ready counts (the routes revision hashes these).
+    pub shape_digest: [u8; 32],
+    /// Ready counts of its backends in the plugin's slot order (base, canaries, fallback):
+    /// the route's row of the state document.
+    pub ready: Vec<Option<u32>>,
     /// Per member (in member order): what the route says about its capacity there.
     pub members: Vec<MemberUse>,
 }

@@ -847,3 +847,43 @@ fn ready_by_member_counts_each_upstream_once() {
     ];
     assert_eq!(derive(&ings).ready_by_member(), vec![2 + 1, 1 + 1]);
 }
+
+#[test]
+fn a_ready_count_changes_the_state_not_the_routes_revision() {
+    let shop = [shop_on_port("80")];
+    let d1 = derive_config(&shop, &two_members(), &DeriveOptions::default()).unwrap();
+    let mut ms = two_members();
+    ms[1] = member(
+        "hz-b",
+        Contact::Live,
+        &["shop"],
+        vec![slice("shop", &[Some(true); 3])],
+    );
+    let d2 = derive_config(&shop, &ms, &DeriveOptions::default()).unwrap();
+    assert_ne!(d1.revision, d2.revision, "the full config changed");
+    assert_eq!(d1.split.routes_revision, d2.split.routes_revision);
+    assert_ne!(d1.split.state.revision, d2.split.state.revision);
+    // The state document is the config's state, in the plugin's slot order, and applies to
+    // the plugin's own reading of the routes.
+    let state = &d2.split.state;
+    assert_eq!(state.routes_revision, d2.split.routes_revision);
+    assert_eq!(state.ready.route(0), ready(&d2).as_slice());
+    assert_eq!(state.ready.route(0), [Some(2), Some(3)]);
+    let mut routes = (*d1.plugin().unwrap()).clone();
+    routes.routes_revision = Some(d1.split.routes_revision.clone());
+    let applied = routes.with_state(state).unwrap();
+    assert_eq!(applied.backends, d2.plugin().unwrap().backends);
+    let doc: fleetgate_plugin::config::StateV1 = serde_json::from_slice(&d2.split.json).unwrap();
+    assert_eq!(&doc, state);
+    // The routes themselves changing (another path) moves the routes revision.
+    let annotated = [ingress(
+        "shop",
+        "2025-01-01T00:00:00Z",
+        &[],
+        "/api",
+        "shop",
+        "80",
+    )];
+    let d4 = derive_config(&annotated, &ms, &DeriveOptions::default()).unwrap();
+    assert_ne!(d4.split.routes_revision, d2.split.routes_revision);
+}

@@ -286,7 +286,7 @@ fn every_plugin_upstream_is_an_envoy_cluster() {
         for f in wasm_filters(&v) {
             let cfg = fleetgate_plugin::config::parse(f.configuration.as_bytes()).unwrap();
             assert!(!cfg.upstreams.is_empty());
-            for u in &cfg.upstreams {
+            for u in cfg.upstreams.iter() {
                 assert!(
                     names.contains(u),
                     "{}: upstream {u:?} is not an Envoy cluster",

@@ -3,11 +3,17 @@
 //! JSON path and the reason.
 
 mod at;
+mod ready;
+pub mod state;
 pub mod validate;
 pub mod wire;
 
+pub use ready::Ready;
+pub use state::{parse_state, StateV1};
+
 pub use validate::{
-    Backend, Cluster, Condition, Config, Matcher, Pin, Route, Service, Source, UpstreamId,
+    Backend, BackendState, Cluster, Condition, Config, Matcher, Pin, Route, Service, Slot, Source,
+    UpstreamId,
 };
 pub use wire::*;
 
@@ -89,24 +95,29 @@ pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
 /// Parse the JSON shape only. Shape and syntax errors name the JSON path where they happened;
 /// serde_json's recursion limit rejects absurdly deep nesting.
 pub fn parse_wire(json: &[u8]) -> Result<ConfigV1, ConfigError> {
+    parse_json(json)
+}
+
+/// [`parse_wire`] for any document type (the config, the state document).
+fn parse_json<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, ConfigError> {
     if json.len() > MAX_CONFIG_BYTES {
         let (mib, max) = (json.len() >> 20, MAX_CONFIG_BYTES >> 20);
         return Err(ConfigError::new(
             "",
-            format!("the config is {mib} MiB, more than the {max} MiB this plugin reads"),
+            format!("the document is {mib} MiB, more than the {max} MiB this plugin reads"),
         ));
     }
     // Tracking the path costs about as much as the parse itself, so only a rejected document
     // is read a second time, with `serde_path_to_error`, to say where it failed.
     serde_json::from_slice(json).map_err(|e| {
-        located_error(json).unwrap_or_else(|| ConfigError::new("", without_position(&e)))
+        located_error::<T>(json).unwrap_or_else(|| ConfigError::new("", without_position(&e)))
     })
 }
 
 /// The error of a rejected document with its JSON path; `None` if it reads fine this time.
-fn located_error(json: &[u8]) -> Option<ConfigError> {
+fn located_error<T: serde::de::DeserializeOwned>(json: &[u8]) -> Option<ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    match serde_path_to_error::deserialize::<_, ConfigV1>(&mut de) {
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Err(e) => Some(ConfigError::new(
             json_path(e.path()),
             without_position(e.inner()),

@@ -3,6 +3,8 @@
 //!
 //! Every check names the JSON path of the offending field, so an operator can find it.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap as HashMap;
 
 use super::at::At;
@@ -25,22 +27,57 @@ const MAX_WEIGHT: u32 = 1_000_000;
 /// shares in a fixed array).
 pub const MAX_ORDER: usize = 16;
 
-/// A validated config. Immutable once built, except [`Backend::recovered_at_ms`], which
-/// [`crate::failback::carry_over`] sets before the config is put in service.
+/// A validated config: the routes, immutable once built and shared by every state applied to
+/// them ([`Arc`]), and the state the controller reports (cluster states, ready endpoints per
+/// backend) with the failback timers [`crate::failback`] derives from it. A state update
+/// ([`Config::with_state`]) replaces only the state; it never re-reads the routes.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub revision: Option<String>,
+    /// The revision of the routes this config runs (the pull's ETag); state documents name it.
+    pub routes_revision: Option<String>,
+    /// The revision of the last state document applied, if any.
+    pub state_revision: Option<String>,
     pub cluster_header: String,
     pub mirror_header: String,
     pub decision_header: Option<String>,
     pub random_seed: Option<u64>,
+    /// Member clusters with their current state.
     pub clusters: Vec<Cluster>,
     pub passive: PassiveHealthV1,
-    pub routes: Vec<Route>,
-    pub table: RouteTable,
+    pub routes: Arc<Vec<Route>>,
+    pub table: Arc<RouteTable>,
     /// Every distinct upstream name referenced by a backend or mirror.
-    pub upstreams: Vec<String>,
+    pub upstreams: Arc<Vec<String>>,
+    /// Per backend ([`Backend::slot`]): what the controller counted and its failback timer.
+    pub backends: Vec<BackendState>,
+    /// Per backend: what its state needs of its route, so a state is applied and failback
+    /// timers carried over flat arrays, not by walking the routes.
+    pub slots: Arc<Vec<Slot>>,
     pub config_source: Option<ConfigSourceV1>,
+}
+
+/// The immutable part of one backend that its state is judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// Index of its route.
+    pub route: u32,
+    /// Index of its cluster in [`Config::clusters`].
+    pub cluster: u32,
+    /// Its route's `min_healthy`.
+    pub min_healthy: u32,
+    /// Its failback key ([`crate::failback::key`] of route, service and cluster).
+    pub key: u64,
+}
+
+/// The mutable part of one backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendState {
+    /// Ready endpoints the controller counted; `None` = not counted.
+    pub ready: Option<u32>,
+    /// When this backend last became usable again after being unusable (failback hold + ramp);
+    /// `None` = no failback timer (usable since before the plugin knew it).
+    pub recovered_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,24 +121,15 @@ impl Route {
             .chain(&self.fallback)
     }
 
-    /// [`Route::services`], mutable, in the same order.
-    pub fn services_mut(&mut self) -> impl Iterator<Item = &mut Service> {
-        std::iter::once(&mut self.base)
-            .chain(&mut self.canaries)
-            .chain(&mut self.fallback)
-    }
-
     /// Every upstream a decision on this route may pick (base, canaries, fallback).
     pub fn upstreams(&self) -> impl Iterator<Item = UpstreamId> + '_ {
         self.services()
             .flat_map(|s| s.backends.iter().map(|b| b.upstream))
     }
 
-    /// Is a backend in its failback hold or ramp (so decisions depend on the time)?
-    pub fn has_failback_timers(&self) -> bool {
-        self.services()
-            .flat_map(|s| &s.backends)
-            .any(|b| b.recovered_at_ms.is_some())
+    /// Every backend of the route in slot order: base, canaries, fallback.
+    pub fn backends(&self) -> impl Iterator<Item = &Backend> {
+        self.services().flat_map(|s| &s.backends)
     }
 }
 
@@ -116,14 +144,13 @@ pub struct Service {
 pub struct Backend {
     pub cluster: usize,
     pub upstream: UpstreamId,
-    pub ready: Option<u32>,
-    /// Effective weight: explicit, or ready endpoints (1 if not counted).
-    pub weight: u32,
+    /// Index of its state in [`Config::backends`]: backends are numbered routes first, then
+    /// [`Route::services`] order, the order of a state document's `ready`.
+    pub slot: usize,
+    /// Explicit weight; `None` = weighted by ready endpoints (see [`Config::weight`]).
+    pub weight: Option<u32>,
     /// An explicit weight of 0: drained on purpose, so its absence is not a failover.
     pub drained: bool,
-    /// When this backend last became usable again after being unusable (failback hold + ramp);
-    /// `None` = no failback timer (usable since before the plugin knew it).
-    pub recovered_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +207,25 @@ impl Matcher {
 }
 
 impl Config {
+    /// Ready endpoints the controller counted for this backend (`None` = not counted).
+    pub fn ready(&self, b: &Backend) -> Option<u32> {
+        self.backends.get(b.slot).and_then(|s| s.ready)
+    }
+
+    /// Effective weight: explicit, or ready endpoints (1 if not counted).
+    pub fn weight(&self, b: &Backend) -> u32 {
+        b.weight.unwrap_or_else(|| self.ready(b).unwrap_or(1))
+    }
+
+    pub fn recovered_at_ms(&self, b: &Backend) -> Option<u64> {
+        self.backends.get(b.slot).and_then(|s| s.recovered_at_ms)
+    }
+
+    /// Is a backend of the route in its failback hold or ramp (so decisions depend on the time)?
+    pub fn has_failback_timers(&self, route: &Route) -> bool {
+        route.backends().any(|b| self.recovered_at_ms(b).is_some())
+    }
+
     pub fn cluster_index(&self, id: &str) -> Option<usize> {
         self.clusters.iter().position(|c| c.id == id)
     }
@@ -195,6 +241,11 @@ struct Builder<'w> {
     upstreams: Vec<String>,
     upstream_ids: HashMap<&'w str, UpstreamId>,
     regexes: HashMap<&'w str, std::sync::Arc<regex_lite::Regex>>,
+    /// Per backend slot, in numbering order.
+    backends: Vec<BackendState>,
+    slots: Vec<Slot>,
+    /// The route being built: index, `min_healthy`, name.
+    route: (u32, u32, &'w str),
 }
 
 impl<'w> Builder<'w> {
@@ -249,6 +300,9 @@ impl TryFrom<ConfigV1> for Config {
             upstreams: Vec::new(),
             upstream_ids: HashMap::default(),
             regexes: HashMap::default(),
+            backends: Vec::new(),
+            slots: Vec::new(),
+            route: (0, 0, ""),
         };
         let mut clusters = Vec::with_capacity(w.clusters.len());
         let at_clusters = At::Root.field("clusters");
@@ -278,21 +332,26 @@ impl TryFrom<ConfigV1> for Config {
         let mut routes = Vec::with_capacity(w.routes.len());
         let at_routes = At::Root.field("routes");
         for (i, r) in w.routes.iter().enumerate() {
+            b.route = (i as u32, r.min_healthy, &r.name);
             routes.push(build_route(&mut b, &at_routes.index(i), r)?);
         }
         let table = RouteTable::build(&w.routes)?;
 
         Ok(Config {
             revision: w.revision,
+            routes_revision: None,
+            state_revision: None,
             cluster_header,
             mirror_header,
             decision_header,
             random_seed: w.random_seed,
             clusters,
             passive: w.passive_health,
-            routes,
-            table,
-            upstreams: b.upstreams,
+            routes: Arc::new(routes),
+            table: Arc::new(table),
+            upstreams: Arc::new(b.upstreams),
+            backends: b.backends,
+            slots: Arc::new(b.slots),
             config_source: w.config_source,
         })
     }
@@ -538,17 +597,26 @@ fn build_service<'w>(
         if let Some(w) = be.weight {
             check_weight(&p.field("weight"), w)?;
         }
-        let weight = be.weight.unwrap_or_else(|| be.ready.unwrap_or(1));
         out.push(Backend {
             cluster,
             upstream: b.upstream(&be.upstream),
-            ready: be.ready,
-            weight,
+            slot: b.backends.len(),
+            weight: be.weight,
             drained: be.weight == Some(0),
+        });
+        b.backends.push(BackendState {
+            ready: be.ready,
             recovered_at_ms: None,
         });
+        let (route, min_healthy, route_name) = b.route;
+        b.slots.push(Slot {
+            route,
+            cluster: cluster as u32,
+            min_healthy,
+            key: crate::failback::key(route_name, name, &be.cluster),
+        });
     }
-    if explicit != 0 && out.iter().all(|o| o.weight == 0) {
+    if explicit != 0 && out.iter().all(|o| o.weight == Some(0)) {
         return Err(ConfigError::new(path, "all weights are zero"));
     }
     Ok(Service {
@@ -731,6 +799,12 @@ fn check_source(s: &ConfigSourceV1) -> Result<(), ConfigError> {
         return Err(ConfigError::new(
             "config_source.path",
             "must start with '/'",
+        ));
+    }
+    if !(s.state_path.is_empty() || s.state_path.starts_with('/')) {
+        return Err(ConfigError::new(
+            "config_source.state_path",
+            "must start with '/' (or be empty: no state pulls)",
         ));
     }
     if s.poll_ms < 50 || s.poll_ms > 3_600_000 {

@@ -358,6 +358,10 @@ pub struct ConfigSourceV1 {
     pub authority: String,
     #[serde(default = "default_source_path")]
     pub path: String,
+    /// Path of the state document (cluster states, ready counts), pulled apart from the routes;
+    /// empty = pull only full configs (a controller without `/v1/state`).
+    #[serde(default = "default_state_path")]
+    pub state_path: String,
     /// Bearer token for the controller's config endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
@@ -374,6 +378,9 @@ pub fn default_source_authority() -> String {
 }
 pub fn default_source_path() -> String {
     "/v1/config".to_string()
+}
+pub fn default_state_path() -> String {
+    "/v1/state".to_string()
 }
 pub fn default_poll_ms() -> u32 {
     200

@@ -15,13 +15,31 @@ const CAS_RETRIES: usize = 8;
 /// If shared data fails, the timers come from `old` and whatever could be read.
 pub fn carry_over(old: Option<&Config>, new: &mut Config, now_ms: u64) {
     let mine = old.map(Ledger::of);
+    carry_with(new, now_ms, |shared, new| {
+        failback::carry_over(mine.as_ref(), shared, new, now_ms)
+    });
+}
+
+/// [`carry_over`] for a new state of `old`'s routes ([`failback::carry_state`]). A state that
+/// turns no backend usable or unusable (most ready-count changes) needs no shared timer and
+/// leaves the ledger as it is: shared data is not touched.
+pub fn carry_state(old: &Config, new: &mut Config, now_ms: u64) {
+    if failback::carry_state(old, &Ledger::default(), new, now_ms) {
+        carry_with(new, now_ms, |shared, new| {
+            failback::carry_state(old, shared, new, now_ms);
+        });
+    }
+}
+
+/// Read the ledger, `carry` the timers into `new`, store what `new` leaves, with CAS.
+fn carry_with(new: &mut Config, now_ms: u64, carry: impl Fn(&Ledger, &mut Config)) {
     for _ in 0..CAS_RETRIES {
         let (stored, cas) = host::shared_get(KEY);
         let shared = stored
             .as_deref()
             .and_then(Ledger::decode)
             .unwrap_or_default();
-        failback::carry_over(mine.as_ref(), &shared, new, now_ms);
+        carry(&shared, new);
         let next = Ledger::to_share(new, now_ms).encode();
         if stored.as_deref() == Some(next.as_slice()) {
             return;

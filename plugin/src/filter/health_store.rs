@@ -38,7 +38,7 @@ impl HealthStore {
         let quiet = route
             .upstreams()
             .all(|u| self.cached(u) == PassiveState::default());
-        if quiet && !route.has_failback_timers() {
+        if quiet && !cfg.has_failback_timers(route) {
             0
         } else {
             host::now_ms()

@@ -61,4 +61,40 @@ impl Vm {
         );
         self.metrics.inc("fleetgate_config_rejections_total");
     }
+
+    /// The config in service with the state document `json` applied (the routes are shared).
+    fn with_state(&self, json: &[u8]) -> Result<Config, config::ConfigError> {
+        let Some(cfg) = self.config.as_deref() else {
+            return Err(config::ConfigError::new("", "no routes to apply it to yet"));
+        };
+        cfg.with_state(&config::parse_state(json)?)
+    }
+
+    /// Put a new state of the routes in service: timers carried by slot; the upstreams and
+    /// clusters are those of the routes, so the health cache and metric ids stay.
+    fn adopt_state(&mut self, mut next: Config, origin: &str, now_ms: u64) {
+        if let Some(old) = self.config.as_deref() {
+            failback_store::carry_state(old, &mut next, now_ms);
+        }
+        host::log(
+            host::LOG_INFO,
+            &format!(
+                "fleetgate: state accepted from {origin} (revision {}, routes revision {})",
+                next.state_revision.as_deref().unwrap_or("-"),
+                next.routes_revision.as_deref().unwrap_or("-"),
+            ),
+        );
+        self.metrics.inc("fleetgate_state_accepts_total");
+        self.config = Some(Rc::new(next));
+    }
+
+    fn reject_state(&mut self, origin: &str, err: &config::ConfigError) {
+        host::log(
+            host::LOG_ERROR,
+            &format!(
+                "fleetgate: state rejected from {origin}: {err}; keeping the last good state and config"
+            ),
+        );
+        self.metrics.inc("fleetgate_state_rejections_total");
+    }
 }

@@ -121,12 +121,11 @@ fn pulled_host(first: &serde_json::Value) -> Host {
 pub fn serve(h: &Host, cfg: &serde_json::Value, rev: &str) {
     h.advance(Duration::from_millis(100));
     h.tick();
-    let calls = h.pending_http_calls();
-    assert_eq!(calls.len(), 1, "exactly one worker pulls: {calls:?}");
+    let call = pending_pull(h, "/v1/config");
     let mut cfg = cfg.clone();
     cfg["revision"] = json!(rev);
     h.complete_http_call(
-        calls[0].id,
+        call.id,
         200,
         &[("etag", &format!("\"{rev}\""))],
         cfg.to_string().as_bytes(),

@@ -13,10 +13,11 @@ mod limits;
 mod pull;
 mod routing;
 mod split;
+mod state;
 
 use std::collections::BTreeMap;
 
-use fleetgate_wasm_tests::{Host, LogLevel, Module, Stream, Target, VmId};
+use fleetgate_wasm_tests::{Host, HttpCallRequest, LogLevel, Module, Stream, Target, VmId};
 use serde_json::{json, Value};
 
 pub const UPSTREAM_HEADER: &str = "x-fleetgate-upstream";
@@ -113,6 +114,17 @@ pub fn distribution_on(
         *m.entry(c).or_default() += 1;
     }
     m
+}
+
+/// The one pending pull whose `:path` starts with `path` (`/v1/config`, `/v1/state`).
+pub fn pending_pull(host: &Host, path: &str) -> HttpCallRequest {
+    let calls: Vec<HttpCallRequest> = host
+        .pending_http_calls()
+        .into_iter()
+        .filter(|c| c.header(":path").is_some_and(|p| p.starts_with(path)))
+        .collect();
+    assert_eq!(calls.len(), 1, "exactly one pull of {path}: {calls:?}");
+    calls.into_iter().next().expect("one call")
 }
 
 pub fn share(d: &BTreeMap<String, usize>, cluster: &str) -> f64 {

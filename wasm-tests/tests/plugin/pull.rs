@@ -26,7 +26,8 @@ fn one_worker_long_polls_with_token_and_etag_and_all_workers_adopt() {
     assert_eq!(calls.len(), 1, "one pull for both workers");
     let c = &calls[0];
     assert_eq!(c.upstream, "fleetgate-controller");
-    assert_eq!(c.header(":path"), Some("/v1/config?wait=20"));
+    // The routes revision is its ETag: a state-only change does not answer it.
+    assert_eq!(c.header(":path"), Some("/v1/config?wait=20&watch=routes"));
     assert_eq!(c.header("authorization"), Some("Bearer s3cret"));
     assert_eq!(c.timeout, Duration::from_secs(25));
 
@@ -51,12 +52,14 @@ fn one_worker_long_polls_with_token_and_etag_and_all_workers_adopt() {
     let s = h.request().vm(vm2).authority(HOST_NAME).path("/").send();
     assert_eq!(s.request_header(UPSTREAM_HEADER), Some(up("hz-b")));
     s.respond(200).finish();
-    // The next long-poll carries the ETag.
-    let calls = h.pending_http_calls();
-    assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0].header("if-none-match"), Some("\"r7\""));
+    // The next long-poll carries the ETag; the state of these routes is pulled beside it.
+    let call = pending_pull(&h, "/v1/config");
+    assert_eq!(call.header("if-none-match"), Some("\"r7\""));
+    let state = pending_pull(&h, "/v1/state?wait=20");
+    assert_eq!(state.header("authorization"), Some("Bearer s3cret"));
+    assert_eq!(state.header("if-none-match"), None);
     // 304: nothing changes.
-    h.complete_http_call(calls[0].id, 304, &[], b"");
+    h.complete_http_call(call.id, 304, &[], b"");
     assert_eq!(route_once(&h, &[]).as_deref(), Some("hz-b"));
 }
 
@@ -137,6 +140,7 @@ fn a_pulled_config_may_not_rename_the_cluster_or_mirror_header() {
     renamed["cluster_header"] = json!("x-other-upstream");
     let record = format!("shared-rename\n{renamed}");
     h.set_shared_data("fleetgate/config", record.as_bytes());
+    h.set_shared_data("fleetgate/config/etag", b"shared-rename");
     h.clear_logs();
     h.tick();
     assert!(h.logged(
