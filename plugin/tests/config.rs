@@ -89,11 +89,6 @@ fn bad_configs_name_the_field_and_the_reason() {
             }),
         ),
         (
-            "routes",
-            "at least one route",
-            Box::new(|v| v["routes"] = json!([])),
-        ),
-        (
             "routes[0].surprise",
             "unknown field",
             Box::new(|v| v["routes"][0]["surprise"] = json!(1)),

@@ -431,3 +431,11 @@ fn unmatched_requests_get_no_decision() {
     )
     .is_none());
 }
+
+#[test]
+fn a_config_without_routes_is_valid_and_routes_nothing() {
+    // What the controller publishes once the fleet's last Ingress of its class is deleted.
+    let c = cfg(json!({"version": 1, "clusters": clusters(&["hz-a"]), "routes": []}));
+    let mut rng = fastrand::Rng::with_seed(7);
+    assert!(select(&c, &req(), healthy, 0, &mut rng).is_none());
+}

@@ -154,7 +154,9 @@ pub(crate) fn finish(
         problems.extend(b.problems.iter().cloned());
         order.extend((0..b.routes.len()).map(|ri| (bi, ri)));
     }
-    if order.is_empty() {
+    // Ingresses of ours that are all unusable keep the last config (an invalid edit must not
+    // drop routes); no Ingress of ours at all (the last one deleted) is an empty config.
+    if order.is_empty() && !problems.is_empty() {
         return Err(DeriveError::NoRoutes(ctx.opts.ingress_class.clone()));
     }
     let route = |&(bi, ri): &(usize, usize)| &built[bi].routes[ri];

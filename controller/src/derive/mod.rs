@@ -150,7 +150,7 @@ impl Problem {
 pub enum DeriveError {
     #[error("no member clusters are known")]
     NoMembers,
-    #[error("no usable Ingress of class {0:?}: nothing to route")]
+    #[error("no Ingress of class {0:?} is usable (see its problems); keeping the last config")]
     NoRoutes(String),
     #[error("derived config rejected by the plugin: {0}")]
     Invalid(#[source] ConfigError),

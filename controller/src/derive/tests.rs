@@ -887,3 +887,23 @@ fn a_ready_count_changes_the_state_not_the_routes_revision() {
     let d4 = derive_config(&annotated, &ms, &DeriveOptions::default()).unwrap();
     assert_ne!(d4.split.routes_revision, d2.split.routes_revision);
 }
+
+#[test]
+fn the_last_ingress_deleted_is_an_empty_config_but_an_unusable_one_keeps_the_last() {
+    let mut deriver = Deriver::default();
+    let opts = DeriveOptions::default();
+    let d = deriver
+        .derive(&[Arc::new(shop_on_port("80"))], &two_members(), &opts)
+        .unwrap();
+    assert_eq!(d.route_count(), 1);
+    // Deleted: nothing of ours is left, so nothing is routed (not the deleted routes kept).
+    let empty = deriver.derive(&[], &two_members(), &opts).unwrap();
+    assert_eq!((empty.route_count(), empty.problems.len()), (0, 0));
+    assert_ne!(empty.revision, d.revision);
+    assert!(empty.plugin().unwrap().routes.is_empty());
+    // An Ingress of ours that cannot be used (a bad annotation): the last config stays.
+    let weights = [("fleetgate.io/cluster-weights", "hz-a=70,hz-b")];
+    let typo = ingress("shop", T0, &weights, "/", "shop", "80");
+    let unusable = derive_config(&[typo], &two_members(), &opts);
+    assert!(matches!(unusable, Err(DeriveError::NoRoutes(_))));
+}

@@ -323,12 +323,6 @@ impl TryFrom<ConfigV1> for Config {
             });
         }
 
-        if w.routes.is_empty() && w.config_source.is_none() {
-            return Err(ConfigError::new(
-                "routes",
-                "at least one route is required (or a config_source to pull routes from)",
-            ));
-        }
         let mut routes = Vec::with_capacity(w.routes.len());
         let at_routes = At::Root.field("routes");
         for (i, r) in w.routes.iter().enumerate() {

@@ -55,10 +55,6 @@ fn bad_configs() -> Vec<(&'static str, String)> {
             }),
         ),
         (
-            "routes: at least one route",
-            with(&|v| v["routes"] = json!([])),
-        ),
-        (
             "routes[0].backends[0].weight: 4294967295 is larger",
             with(&|v| {
                 v["routes"][0]["backends"][0]["weight"] = json!(4294967295u64);
