@@ -212,3 +212,33 @@ fn every_scenario_runs_within_its_design_bounds_and_the_report_is_written() {
     assert!(broken.is_empty(), "bounds not met: {broken:#?}");
     check_files(&out, &done);
 }
+
+/// Bad input: a scenario whose fleet cannot start is reported as not run, with why, and gets
+/// neither figures nor a timeline.
+#[test]
+fn a_scenario_that_cannot_start_is_reported_as_not_run_with_why() {
+    let _serial = serial();
+    let plan = test_plan();
+    let mut scenario = report::scenarios::all(&plan).remove(0);
+    scenario.fixture = "no-such-fixture";
+    let done = runtime().block_on(report::run_one(scenario, &plan));
+    let Outcome::NotRun(why) = &done.outcome else {
+        panic!("ran: {:?}", done.outcome);
+    };
+    assert!(
+        why.contains("starting the fleet") && why.contains("no-such-fixture"),
+        "{why}"
+    );
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("failover-report-not-run");
+    let _ = std::fs::remove_dir_all(&out);
+    report::write(&out, &plan, std::slice::from_ref(&done)).expect("written");
+    let markdown = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    let rows = table_rows(&markdown);
+    assert_eq!(rows.len(), 2, "{markdown}");
+    assert!(
+        rows[1][1].starts_with("not run: starting the fleet"),
+        "{:?}",
+        rows[1]
+    );
+    assert!(!report::svg_path(&out, &done.scenario).exists());
+}

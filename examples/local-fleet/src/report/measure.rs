@@ -74,14 +74,9 @@ fn failback_note(
 ) -> Option<String> {
     let (at, until) = phase(recording, index, s.duration)?;
     let samples = all_samples(recording);
-    // Its share in the second before the first event is what it gets back.
+    // Its share from the start to the first event is what it gets back.
     let first = recording.events.first()?.0;
-    let before = figures::decided_share(
-        &samples,
-        member,
-        first.saturating_sub(Duration::from_secs(1)),
-        first,
-    );
+    let before = figures::decided_share(&samples, member, Duration::ZERO, first);
     let Failback { first, full, .. } = figures::failback(&samples, member, at, until, before);
     let first = first.map_or("none".to_owned(), |d| format!("+{}", secs(d)));
     let full = full.map_or("not within the run".to_owned(), |d| format!("+{}", secs(d)));
@@ -100,6 +95,11 @@ fn keep_note(recording: &Recording, member: &str, index: usize, end: Duration) -
     ))
 }
 
+/// Bytes of the recording's sample buffers (capacity, not length: what the client holds).
+fn sample_buffers(recording: &Recording) -> usize {
+    (recording.gets.capacity() + recording.posts.capacity()) * std::mem::size_of::<Sample>()
+}
+
 /// The figures of `scenario` from `recording`.
 pub fn figures(recording: &Recording, s: &Scenario, plan: &Plan) -> Figures {
     let samples = all_samples(recording);
@@ -112,11 +112,12 @@ pub fn figures(recording: &Recording, s: &Scenario, plan: &Plan) -> Figures {
     }
     if let Some(churn) = s.churn {
         notes.push(format!(
-            "{} config changes published ({}'s ready replicas alternating every {} ms); the RSS includes the client's {} recorded requests",
+            "{} config changes published ({}'s ready replicas alternating every {} ms); the RSS includes the client's {} recorded requests, whose buffers alone take {:.1} MiB",
             recording.changes,
             churn.member,
             churn.period.as_millis(),
-            samples.len()
+            samples.len(),
+            sample_buffers(recording) as f64 / (1024.0 * 1024.0)
         ));
     }
     Figures {

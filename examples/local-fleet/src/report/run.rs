@@ -58,6 +58,7 @@ pub async fn record(scenario: &Scenario, plan: &Plan) -> anyhow::Result<Recordin
 }
 
 async fn drive(fleet: &Fleet, scenario: &Scenario) -> anyhow::Result<Recording> {
+    // Memory is part of every row: a system without /proc/self/status cannot run the report.
     rss_kib()?;
     let origin = Instant::now();
     let traffic = |method: Method| {
@@ -67,7 +68,7 @@ async fn drive(fleet: &Fleet, scenario: &Scenario) -> anyhow::Result<Recording> 
     let (gets, posts) = (traffic(Method::GET), traffic(Method::POST));
     let done = Arc::new(AtomicBool::new(false));
     let rss = tokio::spawn(sample_rss(origin, Arc::clone(&done)));
-    let changes = Arc::new(AtomicU64::new(0));
+    let changes = AtomicU64::new(0);
     let churn = async {
         if let Some(churn) = scenario.churn {
             churn_config(fleet, churn, origin, scenario.duration, &changes).await?;
