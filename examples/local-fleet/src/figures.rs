@@ -82,22 +82,30 @@ pub fn windows(
 /// A share drop that counts: more than this many points between consecutive 1 s windows.
 pub const FLAP_DROP_POINTS: f64 = 15.0;
 
-/// Flaps of one member's share series (one value per 1 s window): a drop is a window more
-/// than [`FLAP_DROP_POINTS`] below the one before; consecutive dropping windows are one
-/// episode (a ramp down over several seconds); the first episode is the failover (or the
-/// failback, for a member that only gained) and every later one is a flap: the member lost
-/// its share, got it back and lost it again.
+/// Flaps of one member's share series (one value per 1 s window). A fall is a window more
+/// than [`FLAP_DROP_POINTS`] below the one before; after a fall the member has recovered once
+/// a window is more than [`FLAP_DROP_POINTS`] above its lowest since the fall; a flap is a
+/// fall after such a recovery: the member lost its share, got it back and lost it again. A
+/// failover (one fall), a failback ramp (rises) or a ramp down in steps (falls with no
+/// recovery between them) is no flap.
 pub fn flaps_in(shares: &[f64]) -> u32 {
-    let mut episodes = 0u32;
-    let mut dropping = false;
+    let mut flaps = 0;
+    // The lowest share since the last fall, while not recovered from it.
+    let mut low: Option<f64> = None;
+    let mut fell_before = false;
     for pair in shares.windows(2) {
-        let drop = pair[1] + FLAP_DROP_POINTS < pair[0];
-        if drop && !dropping {
-            episodes += 1;
+        let (previous, share) = (pair[0], pair[1]);
+        if share + FLAP_DROP_POINTS < previous {
+            if fell_before && low.is_none() {
+                flaps += 1;
+            }
+            fell_before = true;
+            low = Some(low.map_or(share, |l: f64| l.min(share)));
+        } else if let Some(l) = low {
+            low = (share <= l + FLAP_DROP_POINTS).then_some(l.min(share));
         }
-        dropping = drop;
     }
-    episodes.saturating_sub(1)
+    flaps
 }
 
 /// Flaps summed over `members`, from their answered shares per 1 s window up to `end`.
@@ -195,14 +203,16 @@ mod tests {
     }
 
     #[test]
-    fn a_ramp_down_is_one_episode_and_only_a_second_loss_is_a_flap() {
-        // Failover (one drop), then a slow ramp back: no flap.
+    fn only_a_share_lost_again_after_it_was_regained_is_a_flap() {
+        // Failover (one fall), then a slow ramp back: no flap.
         assert_eq!(flaps_in(&[33.0, 0.0, 0.0, 10.0, 20.0, 33.0]), 0);
-        // A ramp down over three windows of 20 points each is one episode.
-        assert_eq!(flaps_in(&[100.0, 80.0, 60.0, 40.0, 40.0]), 0);
+        // A ramp down in steps with plateaus (falls, no recovery between them): no flap.
+        assert_eq!(flaps_in(&[100.0, 80.0, 80.0, 60.0, 60.0, 40.0, 0.0]), 0);
         // Lost, back, lost again: one flap; and again: two.
         assert_eq!(flaps_in(&[33.0, 0.0, 33.0, 0.0]), 1);
         assert_eq!(flaps_in(&[33.0, 0.0, 33.0, 0.0, 33.0, 10.0]), 2);
+        // Back by a slow ramp (no single big rise), then lost again: a flap.
+        assert_eq!(flaps_in(&[33.0, 0.0, 10.0, 20.0, 30.0, 5.0]), 1);
         // Noise below the threshold never counts.
         assert_eq!(flaps_in(&[33.0, 20.0, 33.0, 19.0, 33.0]), 0);
     }

@@ -74,14 +74,12 @@ fn failback_note(
 ) -> Option<String> {
     let (at, until) = phase(recording, index, s.duration)?;
     let samples = all_samples(recording);
-    // Its share from the start to the first event is what it gets back.
-    let first = recording.events.first()?.0;
-    let before = figures::decided_share(&samples, member, Duration::ZERO, first);
-    let Failback { first, full, .. } = figures::failback(&samples, member, at, until, before);
+    let share = s.design_share(member);
+    let Failback { first, full, .. } = figures::failback(&samples, member, at, until, share);
     let first = first.map_or("none".to_owned(), |d| format!("+{}", secs(d)));
     let full = full.map_or("not within the run".to_owned(), |d| format!("+{}", secs(d)));
     Some(format!(
-        "failback of {member}: first request {first}, 90% of its {before:.0}% share {full}"
+        "failback of {member}: first request {first}, 90% of its {share:.0}% share (1 s window) {full}"
     ))
 }
 
