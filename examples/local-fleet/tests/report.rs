@@ -30,7 +30,7 @@ fn test_plan() -> Plan {
 
 fn figures_of(done: &Done) -> Result<&Figures, String> {
     match &done.outcome {
-        Outcome::Ran(figures) => Ok(figures),
+        Outcome::Ran(figures) => Ok(figures.as_ref()),
         Outcome::NotRun(why) => Err(format!("{} did not run: {why}", done.scenario.id)),
     }
 }

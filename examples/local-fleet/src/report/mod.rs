@@ -2,7 +2,9 @@
 //! (controller -> xDS -> gateway with the plugin -> members), with GET and POST traffic; one
 //! Markdown table (`report.md`) and one SVG timeline per scenario.
 //!
-//!     cargo run --profile fast -p fleetgate-local-fleet -- report [--quick] [--out DIR]
+//! ```text
+//! cargo run --profile fast -p fleetgate-local-fleet -- report [--quick] [--out DIR]
+//! ```
 
 pub mod measure;
 pub mod run;
@@ -22,7 +24,7 @@ pub use scenarios::{Plan, Scenario};
 /// A scenario's result.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Ran(Figures),
+    Ran(Box<Figures>),
     /// It could not run as planned; why.
     NotRun(String),
 }
@@ -38,7 +40,7 @@ pub struct Done {
 pub async fn run_one(scenario: Scenario, plan: &Plan) -> Done {
     match run::record(&scenario, plan).await {
         Ok(recording) => Done {
-            outcome: Outcome::Ran(measure::figures(&recording, &scenario, plan)),
+            outcome: Outcome::Ran(Box::new(measure::figures(&recording, &scenario, plan))),
             recording: Some(recording),
             scenario,
         },

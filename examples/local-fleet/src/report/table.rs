@@ -101,7 +101,7 @@ mod tests {
             rss_end_kib: None,
             notes: vec!["a | b".to_owned()],
         };
-        let ran = Outcome::Ran(figures);
+        let ran = Outcome::Ran(Box::new(figures));
         let not_run = Outcome::NotRun("port in use\nagain".to_owned());
         let table = render(&[("kill", &ran), ("flap", &not_run)]);
         let rows: Vec<&str> = table.lines().collect();
