@@ -31,6 +31,63 @@ pub struct Figures {
     pub notes: Vec<String>,
 }
 
+/// A passive-health transition the plugin logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Ejected { cluster: String, for_ms: u64 },
+    Recovered { cluster: String },
+}
+
+/// The transition a plugin log line reports (`fleetgate: ejected upstream U (cluster C) for
+/// N ms ...`, `fleetgate: upstream U (cluster C) recovered`), if any.
+pub fn parse_health(message: &str) -> Option<Health> {
+    let rest = message.strip_prefix("fleetgate: ")?;
+    let (_, after) = rest.split_once("(cluster ")?;
+    let (cluster, tail) = after.split_once(')')?;
+    let cluster = cluster.to_owned();
+    if rest.starts_with("ejected ") {
+        let for_ms = tail
+            .strip_prefix(" for ")?
+            .split_once(" ms")?
+            .0
+            .parse()
+            .ok()?;
+        Some(Health::Ejected { cluster, for_ms })
+    } else if tail.trim() == "recovered" {
+        Some(Health::Recovered { cluster })
+    } else {
+        None
+    }
+}
+
+/// The passive-health transitions of a run, in words (the first `MAX` of them).
+fn health_note(recording: &Recording) -> Option<String> {
+    const MAX: usize = 6;
+    let transitions: Vec<String> = recording
+        .health_log
+        .iter()
+        .filter_map(|(at, line)| Some((at, parse_health(line)?)))
+        .map(|(at, health)| match health {
+            Health::Ejected { cluster, for_ms } => {
+                format!("{cluster} ejected at {} for {} s", secs(*at), for_ms / 1000)
+            }
+            Health::Recovered { cluster } => format!("{cluster} recovered at {}", secs(*at)),
+        })
+        .collect();
+    if transitions.is_empty() {
+        return None;
+    }
+    let more = transitions.len().saturating_sub(MAX);
+    let mut note = format!(
+        "passive health: {}",
+        transitions[..transitions.len().min(MAX)].join(", ")
+    );
+    if more > 0 {
+        note.push_str(&format!(" (+{more} more)"));
+    }
+    Some(note)
+}
+
 /// Both methods' samples.
 pub fn all_samples(recording: &Recording) -> Vec<&Sample> {
     recording.gets.iter().chain(&recording.posts).collect()
@@ -108,6 +165,7 @@ pub fn figures(recording: &Recording, s: &Scenario, plan: &Plan) -> Figures {
     if let Some((member, index)) = s.failback {
         notes.extend(failback_note(recording, s, member, index));
     }
+    notes.extend(health_note(recording));
     if let Some(churn) = s.churn {
         notes.push(format!(
             "{} config changes published ({}'s ready replicas alternating every {} ms); the RSS includes the client's {} recorded requests, whose buffers alone take {:.1} MiB",
@@ -130,5 +188,29 @@ pub fn figures(recording: &Recording, s: &Scenario, plan: &Plan) -> Figures {
         rss_start_kib: recording.rss.first().map(|r| r.1),
         rss_end_kib: recording.rss.last().map(|r| r.1),
         notes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plugins_health_lines_parse_and_others_do_not() {
+        assert_eq!(
+            parse_health("fleetgate: ejected upstream outbound|80|hz-b|shop (cluster hz-b) for 10000 ms after consecutive failures"),
+            Some(Health::Ejected { cluster: "hz-b".to_owned(), for_ms: 10_000 })
+        );
+        assert_eq!(
+            parse_health("fleetgate: upstream outbound|80|hz-b|shop (cluster hz-b) recovered"),
+            Some(Health::Recovered {
+                cluster: "hz-b".to_owned()
+            })
+        );
+        assert_eq!(
+            parse_health("fleetgate: config accepted (revision abc)"),
+            None
+        );
+        assert_eq!(parse_health("something else"), None);
     }
 }

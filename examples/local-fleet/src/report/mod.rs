@@ -70,6 +70,7 @@ pub fn write(out: &Path, plan: &Plan, done: &[Done]) -> anyhow::Result<()> {
             members: d.scenario.members,
             samples: &samples,
             events: &recording.events,
+            health: &recording.health_log,
             end: d.scenario.duration,
         };
         let path = svg_path(out, &d.scenario);

@@ -3,12 +3,15 @@
 //! and the process's memory, into a [`Recording`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use fleetgate_local_gateway::GatewayLog;
 use http::Method;
 
+use super::measure;
 use super::scenarios::{Action, Churn, Plan, Scenario};
 use crate::fleet::{Fleet, FleetSpec};
 use crate::load::{self, LoadSpec, Sample};
@@ -25,6 +28,8 @@ pub struct Recording {
     pub rss: Vec<(Duration, u64)>,
     /// Config changes published by the churn.
     pub changes: u64,
+    /// The plugin's passive-health log lines (ejections, recoveries), when they arrived.
+    pub health_log: Vec<(Duration, String)>,
 }
 
 /// The resident set size of this process (`VmRSS` of `/proc/self/status`), in KiB: the
@@ -49,18 +54,25 @@ fn fleet_spec(scenario: &Scenario, plan: &Plan) -> FleetSpec {
 /// Runs `scenario`; an error means it could not run as planned (a fleet that did not start,
 /// an event that failed, such as a port taken while a member was down).
 pub async fn record(scenario: &Scenario, plan: &Plan) -> anyhow::Result<Recording> {
-    let fleet = Fleet::start(fleet_spec(scenario, plan))
-        .await
-        .context("starting the fleet")?;
-    let recording = drive(&fleet, scenario).await;
+    let (log_tx, log_rx) = std_mpsc::channel();
+    let mut spec = fleet_spec(scenario, plan);
+    spec.log_sink = Some(log_tx);
+    let fleet = Fleet::start(spec).await.context("starting the fleet")?;
+    let recording = drive(&fleet, scenario, log_rx).await;
     fleet.gateway.shutdown().context("stopping the gateway")?;
     recording
 }
 
-async fn drive(fleet: &Fleet, scenario: &Scenario) -> anyhow::Result<Recording> {
+async fn drive(
+    fleet: &Fleet,
+    scenario: &Scenario,
+    log: std_mpsc::Receiver<GatewayLog>,
+) -> anyhow::Result<Recording> {
     // Memory is part of every row: a system without /proc/self/status cannot run the report.
     rss_kib()?;
     let origin = Instant::now();
+    let stop_log = Arc::new(AtomicBool::new(false));
+    let health_log = health_lines(log, origin, Arc::clone(&stop_log));
     let traffic = |method: Method| {
         let spec = LoadSpec::get(scenario.rate, scenario.duration).method(method);
         load::spawn_collect(fleet.addr(), spec, origin)
@@ -79,6 +91,10 @@ async fn drive(fleet: &Fleet, scenario: &Scenario) -> anyhow::Result<Recording> 
     let (gets, posts) = (gets.await?, posts.await?);
     done.store(true, Ordering::Relaxed);
     let rss = rss.await??;
+    stop_log.store(true, Ordering::Relaxed);
+    let health_log = health_log
+        .join()
+        .map_err(|_| anyhow::anyhow!("the log reader panicked"))?;
     churned?;
     Ok(Recording {
         gets,
@@ -86,6 +102,29 @@ async fn drive(fleet: &Fleet, scenario: &Scenario) -> anyhow::Result<Recording> 
         events: events?,
         rss,
         changes: changes.load(Ordering::Relaxed),
+        health_log,
+    })
+}
+
+/// Reads the gateway's log on a thread of its own (the sink is a blocking channel) and keeps
+/// the plugin's passive-health lines, timed on arrival, until `stop`.
+fn health_lines(
+    log: std_mpsc::Receiver<GatewayLog>,
+    origin: Instant,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(Duration, String)>> {
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            match log.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) if measure::parse_health(&line.message).is_some() => {
+                    lines.push((origin.elapsed(), line.message));
+                }
+                Ok(_) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        lines
     })
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::measure::{parse_health, Health};
 use crate::figures::{self, By, Window};
 use crate::load::Sample;
 
@@ -27,6 +28,8 @@ pub struct Timeline<'a> {
     pub members: &'a [&'a str],
     pub samples: &'a [&'a Sample],
     pub events: &'a [(Duration, String)],
+    /// The plugin's passive-health log lines, when they arrived.
+    pub health: &'a [(Duration, String)],
     pub end: Duration,
 }
 
@@ -68,6 +71,21 @@ pub fn draw(path: &Path, timeline: &Timeline<'_>) -> anyhow::Result<()> {
         Cross::new((mid(w), percent), 5, FAILED.stroke_width(2))
     });
     chart.draw_series(failed)?;
+    let health = timeline
+        .health
+        .iter()
+        .filter_map(|(at, line)| Some((at.as_secs_f64(), parse_health(line)?)));
+    for (x, health) in health {
+        let at = (x, 3.0);
+        match health {
+            Health::Ejected { .. } => {
+                chart.draw_series([TriangleMarker::new(at, 7, BLACK.filled())])?
+            }
+            Health::Recovered { .. } => {
+                chart.draw_series([Circle::new(at, 5, BLACK.stroke_width(2))])?
+            }
+        };
+    }
     for (i, (at, label)) in timeline.events.iter().enumerate() {
         let x = at.as_secs_f64();
         let line = DashedLineSeries::new([(x, 0.0), (x, 112.0)], 6, 4, BLACK.mix(0.5).into());
@@ -106,6 +124,10 @@ fn legend(strip: &DrawingArea<SVGBackend<'_>, Shift>, members: &[&str]) -> anyho
     strip.draw(&cross)?;
     let x = label(x + 24, "failed (% of the 100 ms)".to_owned())?;
     strip.draw(&PathElement::new(vec![(x, y), (x + 24, y)], BLACK.mix(0.5)))?;
-    label(x + 30, "scenario event".to_owned())?;
+    let x = label(x + 30, "scenario event".to_owned())?;
+    strip.draw(&TriangleMarker::new((x, y), 7, BLACK.filled()))?;
+    let x = label(x + 12, "ejection".to_owned())?;
+    strip.draw(&Circle::new((x, y), 5, BLACK.stroke_width(2)))?;
+    label(x + 12, "recovery (plugin log)".to_owned())?;
     Ok(())
 }
