@@ -35,11 +35,13 @@ pub fn fixtures_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fleet"))
 }
 
-/// A member's replicas as its EndpointSlices list them: addresses, the first `ready` ready.
+/// A member's replicas as its EndpointSlices list them: addresses, the first `ready` ready;
+/// and whether the controller's watch of the member's API server is live.
 #[derive(Debug, Clone)]
 struct Replicas {
     addrs: Vec<SocketAddr>,
     ready: u32,
+    contact: Contact,
 }
 
 /// How the plugin gets its config.
@@ -102,6 +104,7 @@ impl ControlPlane {
         let replicas = |addrs: &Vec<SocketAddr>| Replicas {
             addrs: addrs.clone(),
             ready: u32::try_from(addrs.len()).unwrap_or(u32::MAX),
+            contact: Contact::Live,
         };
         let control = ControlPlane {
             fleet,
@@ -128,6 +131,14 @@ impl ControlPlane {
     /// Requires `Authorization: Bearer <token>` on the config endpoint (set before `serve`).
     pub fn with_token(mut self, token: &str) -> Self {
         self.token = Some(token.to_owned());
+        self
+    }
+
+    /// Passive health's first ejection and its ramp back, in seconds (set before `serve`).
+    pub fn with_passive_health(mut self, ejection_seconds: u32, ramp_seconds: u32) -> Self {
+        let health = &mut self.options.settings.passive_health;
+        health.base_ejection_seconds = ejection_seconds;
+        health.ramp_seconds = ramp_seconds;
         self
     }
 
@@ -165,11 +176,21 @@ impl ControlPlane {
     /// Sets how many of a member's replicas are ready (an EndpointSlice change: the others
     /// leave the slices) and publishes the new config and xDS.
     pub fn set_ready(&self, member: &str, ready: u32) -> anyhow::Result<String> {
+        self.change(member, |replicas| replicas.ready = ready)
+    }
+
+    /// Sets whether the controller's watch of `member`'s API server is live (`Contact::Lost`:
+    /// unreachable past the grace period; its last endpoints stay) and publishes.
+    pub fn set_contact(&self, member: &str, contact: Contact) -> anyhow::Result<String> {
+        self.change(member, |replicas| replicas.contact = contact)
+    }
+
+    fn change(&self, member: &str, edit: impl FnOnce(&mut Replicas)) -> anyhow::Result<String> {
         let mut members = self.lock();
         let replicas = members
             .get_mut(member)
             .ok_or_else(|| anyhow!("no member {member}"))?;
-        replicas.ready = ready;
+        edit(replicas);
         drop(members);
         self.publish()
     }
@@ -218,7 +239,7 @@ impl ControlPlane {
         let snapshots = self
             .lock()
             .iter()
-            .map(|(id, r)| member_snapshot(id, &r.addrs, r.ready))
+            .map(|(id, r)| member_snapshot(id, r))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let derived = derive::derive_config(&self.fleet.ingresses, &snapshots, &self.options)
             .map_err(|error| anyhow!("deriving the config: {error}"))?;
@@ -307,9 +328,9 @@ impl Drop for ControlPlane {
 /// 9090`) and one EndpointSlice per replica (each
 /// listens on its own loopback port; a slice's port is per slice), the first `ready` ready and
 /// the others out of the slices (scaled down).
-fn member_snapshot(id: &str, addrs: &[SocketAddr], ready: u32) -> anyhow::Result<MemberSnapshot> {
-    let ready = usize::try_from(ready).unwrap_or(usize::MAX);
-    let slices = addrs.iter().enumerate().map(|(i, addr)| {
+fn member_snapshot(id: &str, replicas: &Replicas) -> anyhow::Result<MemberSnapshot> {
+    let ready = usize::try_from(replicas.ready).unwrap_or(usize::MAX);
+    let slices = replicas.addrs.iter().enumerate().map(|(i, addr)| {
         let endpoints: Vec<serde_json::Value> = (i < ready)
             .then(|| serde_json::json!({
                 "addresses": [addr.ip().to_string()],
@@ -351,7 +372,7 @@ fn member_snapshot(id: &str, addrs: &[SocketAddr], ready: u32) -> anyhow::Result
     Ok(MemberSnapshot {
         id: id.to_owned(),
         zone: None,
-        contact: Contact::Live,
+        contact: replicas.contact,
         index: std::sync::Arc::new(MemberIndex::from_objects(
             &dump.services,
             &dump.endpoint_slices,

@@ -10,12 +10,13 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
+use fleetgate_controller::derive::Contact;
 use fleetgate_local_gateway::{GatewayLog, XdsGateway, XdsGatewayConfig};
 use fleetgate_wasm_tests::Module;
 
 use crate::control::{ControlPlane, PluginConfigPath};
 use crate::load::{self, LoadSpec};
-use crate::member::Member;
+use crate::member::{Member, Mode};
 
 /// The aggregate cluster the plugin names for `member` (the controller's default template).
 pub fn upstream_name(member: &str) -> String {
@@ -35,6 +36,8 @@ pub struct FleetSpec {
     pub scenario: String,
     /// Failback (hold, ramp) seconds through annotations; `None` = the fixture's.
     pub failback: Option<(u32, u32)>,
+    /// Passive health (first ejection, ramp) seconds; `None` = the plugin's defaults.
+    pub passive_health: Option<(u32, u32)>,
     /// Service time of a member replica.
     pub service_delay: Duration,
     pub workers: usize,
@@ -61,6 +64,7 @@ impl FleetSpec {
             members: members.iter().map(|m| ((*m).to_owned(), 3)).collect(),
             scenario: "active-active".to_owned(),
             failback: None,
+            passive_health: None,
             service_delay: Duration::from_millis(2),
             workers: 2,
             wasm: wasm_path(&Module::plugin_wasip1()),
@@ -95,6 +99,9 @@ impl Fleet {
             .map(|m: &Member| (m.id(), m.addrs()))
             .collect();
         let mut control = ControlPlane::new(&spec.scenario, &endpoints, spec.failback, &spec.wasm)?;
+        if let Some((ejection, ramp)) = spec.passive_health {
+            control = control.with_passive_health(ejection, ramp);
+        }
         if let Some(token) = &spec.token {
             control = control.with_token(token);
         }
@@ -185,5 +192,34 @@ impl Fleet {
     /// Restarts `id`'s processes on their old endpoints.
     pub fn revive(&self, id: &str) -> anyhow::Result<()> {
         self.member(id)?.revive()
+    }
+
+    /// A member outage the controller notices: `id`'s processes die, and `notice` later its
+    /// EndpointSlices list no ready endpoint (its API server is still up).
+    pub async fn lose(&self, id: &str, notice: Duration) -> anyhow::Result<()> {
+        self.kill(id)?;
+        tokio::time::sleep(notice).await;
+        self.control.set_ready(id, 0)?;
+        Ok(())
+    }
+
+    /// `id`'s API server becomes unreachable (`reachable = false`: the controller's watch has
+    /// failed past its grace period, so it marks the member `unknown` and keeps its last
+    /// endpoints) or reachable again. The member's processes are not touched.
+    pub fn set_api_reachable(&self, id: &str, reachable: bool) -> anyhow::Result<()> {
+        self.member(id)?;
+        let contact = if reachable {
+            Contact::Live
+        } else {
+            Contact::Lost
+        };
+        self.control.set_contact(id, contact)?;
+        Ok(())
+    }
+
+    /// Switches how `id`'s replicas answer (slow, half broken, normal).
+    pub fn set_mode(&self, id: &str, mode: Mode) -> anyhow::Result<()> {
+        self.member(id)?.set_mode(mode);
+        Ok(())
     }
 }

@@ -4,9 +4,11 @@
 //! and figures the demo, the end-to-end tests and the benchmark share.
 
 pub mod control;
+pub mod figures;
 pub mod fleet;
 pub mod load;
 pub mod member;
+pub mod report;
 pub mod timed;
 
 pub use fleet::{Fleet, FleetSpec};

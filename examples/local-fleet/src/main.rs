@@ -4,12 +4,18 @@
 //! outright, and (c) brought back. Prints a table line per second and a summary.
 //!
 //!     cargo run --profile fast -p fleetgate-local-fleet [-- --quick] [--rate N]
+//!
+//! `report` runs the failover report instead (see `fleetgate_local_fleet::report`):
+//!
+//!     cargo run --profile fast -p fleetgate-local-fleet -- report [--quick] [--out DIR]
 
+use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use fleetgate_local_fleet::load::{self, LoadSpec, Sample, Tally};
+use fleetgate_local_fleet::{figures, report};
 use fleetgate_local_fleet::{Fleet, FleetSpec};
 use fleetgate_local_gateway::GatewayLog;
 use tokio::sync::mpsc;
@@ -104,12 +110,47 @@ fn timeline(quick: bool) -> Timeline {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if std::env::args().nth(1).as_deref() == Some("report") {
+        let (plan, out, only) = parse_report_args()?;
+        runtime.block_on(report::run_all(&plan, &out, &only))?;
+        println!("wrote {}", out.join("report.md").display());
+        return Ok(());
+    }
+    let args = parse_args()?;
     runtime.block_on(demo(args))
+}
+
+fn parse_report_args() -> anyhow::Result<(report::Plan, PathBuf, Vec<String>)> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let mut plan = if quick {
+        report::Plan::quick()
+    } else {
+        report::Plan::full()
+    };
+    let mut out = PathBuf::from("target/failover-report");
+    let mut only = Vec::new();
+    let mut it = std::env::args().skip(2);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => {}
+            "--out" => out = it.next().context("--out needs a directory")?.into(),
+            "--only" => only.push(it.next().context("--only needs a scenario id")?),
+            "--rate" => plan.rate = it.next().context("--rate needs a value")?.parse()?,
+            "--churn-rate" => {
+                plan.churn_rate = it.next().context("--churn-rate needs a value")?.parse()?;
+            }
+            "-h" | "--help" => {
+                println!("usage: fleetgate-local-fleet report [--quick] [--out DIR] [--only ID]... [--rate GETS_PER_S] [--churn-rate GETS_PER_S]  (POSTs: as many; default DIR: target/failover-report)");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try report --help)"),
+        }
+    }
+    Ok((plan, out, only))
 }
 
 async fn demo(args: Args) -> anyhow::Result<()> {
@@ -200,12 +241,8 @@ async fn demo(args: Args) -> anyhow::Result<()> {
 
 fn print_second(t: Duration, samples: &[Sample]) {
     let tally = Tally::of(samples);
-    let mut latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
-    latencies.sort();
-    let p99 = latencies
-        .get((latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or_default();
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let p99 = figures::latency_percentile(&refs, 99);
     println!(
         "{:>5} {:>5} {:>5} {:>7} {:>7.1} {:>7.1} {:>7.1} {:>7.1}",
         t.as_secs(),
@@ -251,7 +288,10 @@ fn summary(samples: &[Sample], events: &[(Duration, Step)]) {
                 );
             }
             Step::ScaleUp(m) | Step::Revive(m) => {
-                let (first, full, dips) = failback_profile(samples, m, *at, until);
+                let refs: Vec<&Sample> = samples.iter().collect();
+                let fair = 100.0 / MEMBERS.len() as f64;
+                let failback = figures::failback(&refs, m, *at, until, fair);
+                let (first, full, dips) = (failback.first, failback.full, failback.dips);
                 println!(
                     "  {step}\n      first request to {m}: {}; reached its full share: {}; seconds with a share drop > 15 points (flapping): {dips}; failed requests: {} of {}",
                     first.map_or("never".to_owned(), |d| format!("+{:.1} s", d.as_secs_f64())),
@@ -262,50 +302,4 @@ fn summary(samples: &[Sample], events: &[(Duration, Step)]) {
             }
         }
     }
-}
-
-/// After `member` came back at `at`: when it got its first request, when its per-second share
-/// first reached 90% of an equal share, and how many seconds its share fell more than 15 points
-/// below its best so far (flapping; per-second noise at 200 req/s is about 3 points).
-fn failback_profile(
-    samples: &[Sample],
-    member: &str,
-    at: Duration,
-    until: Duration,
-) -> (Option<Duration>, Option<Duration>, u32) {
-    let fair = 100.0 / MEMBERS.len() as f64;
-    let first = samples
-        .iter()
-        .filter(|s| s.sent >= at && s.sent < until && s.decided.as_deref() == Some(member))
-        .map(|s| s.sent - at)
-        .min();
-    let mut full = None;
-    let mut dips = 0;
-    let mut best: f64 = 0.0;
-    let mut start = at;
-    while start + Duration::from_secs(1) <= until.min(at + Duration::from_secs(120)) {
-        let end = start + Duration::from_secs(1);
-        let in_second: Vec<&Sample> = samples
-            .iter()
-            .filter(|s| s.sent >= start && s.sent < end)
-            .collect();
-        if in_second.is_empty() {
-            break;
-        }
-        let share = 100.0
-            * in_second
-                .iter()
-                .filter(|s| s.decided.as_deref() == Some(member))
-                .count() as f64
-            / in_second.len() as f64;
-        if share + 15.0 < best {
-            dips += 1;
-        }
-        best = best.max(share);
-        if full.is_none() && share >= 0.9 * fair {
-            full = Some(end - at);
-        }
-        start = end;
-    }
-    (first, full, dips)
 }

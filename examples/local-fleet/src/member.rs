@@ -1,10 +1,11 @@
 //! A member "cluster" on loopback: a few replicas of an HTTP service that answer with the
 //! member's id. Replicas keep their ports for the member's life (a stable address, as a member's
-//! east-west gateway has), so a killed member can come back on the same endpoints.
+//! east-west gateway has), so a killed member can come back on the same endpoints. A member can
+//! be switched, while it serves, to answer slowly or to fail half its requests ([`Mode`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +21,18 @@ use tokio::task::{JoinHandle, JoinSet};
 /// The response header naming the member that answered.
 pub const MEMBER_HEADER: &str = "x-member";
 
+/// How a member's replicas answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// 200 after the member's service time.
+    #[default]
+    Normal,
+    /// 200 after the service time plus this much more.
+    Slow(Duration),
+    /// 503 for a random half of the requests (each a coin toss), 200 for the others.
+    HalfBroken,
+}
+
 struct Replica {
     addr: SocketAddr,
     task: Option<JoinHandle<()>>,
@@ -29,6 +42,7 @@ struct Replica {
 pub struct Member {
     id: String,
     delay: Duration,
+    mode: Arc<Mutex<Mode>>,
     replicas: Mutex<Vec<Replica>>,
 }
 
@@ -38,6 +52,7 @@ impl Member {
         let member = Member {
             id: id.to_owned(),
             delay,
+            mode: Arc::default(),
             replicas: Mutex::new(Vec::new()),
         };
         for _ in 0..replicas {
@@ -55,6 +70,11 @@ impl Member {
     /// The member's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Switches how every replica answers from the next request on.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap_or_else(PoisonError::into_inner) = mode;
     }
 
     /// Every replica's address (running or not).
@@ -94,6 +114,7 @@ impl Member {
     fn serve(&self, listener: TcpListener, addr: SocketAddr) -> JoinHandle<()> {
         let id = self.id.clone();
         let delay = self.delay;
+        let mode = Arc::clone(&self.mode);
         let replica = format!("{id}-{}", addr.port());
         tokio::spawn(async move {
             // Dropping the set (when the task is aborted) aborts every connection.
@@ -105,9 +126,11 @@ impl Member {
                 let _ = tcp.set_nodelay(true);
                 let id = id.clone();
                 let replica = replica.clone();
+                let mode = Arc::clone(&mode);
                 connections.spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {
-                        answer(id.clone(), replica.clone(), delay, request)
+                        let mode = *mode.lock().unwrap_or_else(PoisonError::into_inner);
+                        answer(id.clone(), replica.clone(), delay, mode, request)
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
@@ -136,13 +159,21 @@ async fn answer(
     id: String,
     replica: String,
     delay: Duration,
+    mode: Mode,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let _ = request.into_body().collect().await;
+    let delay = match mode {
+        Mode::Slow(extra) => delay + extra,
+        Mode::Normal | Mode::HalfBroken => delay,
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let mut response = Response::new(Full::new(Bytes::from(format!("{id}\n"))));
+    if mode == Mode::HalfBroken && fastrand::bool() {
+        *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    }
     let headers = response.headers_mut();
     if let Ok(value) = id.parse() {
         headers.insert(MEMBER_HEADER, value);
