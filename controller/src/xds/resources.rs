@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use fleetgate_plugin::config::RouteV1;
+use rayon::prelude::*;
 
 use super::clusters;
 use super::listener;
@@ -150,21 +151,28 @@ pub fn build(
     Ok(r)
 }
 
-/// Where [`emit`] puts each resource as soon as it is built.
+/// Where [`emit`] puts the resources as they are built: the many clusters and load
+/// assignments in batches (built in parallel, and a sink may encode them in parallel), so a
+/// fleet's messages are never all held at once.
 pub(crate) trait Sink {
-    fn cluster(&mut self, c: Cluster);
-    fn assignment(&mut self, a: ClusterLoadAssignment);
+    /// Direct clusters, each with its load assignment, in name order.
+    fn direct(&mut self, batch: Vec<(Cluster, ClusterLoadAssignment)>);
+    /// Other clusters: the aggregates in name order, then the `.wasm` source.
+    fn clusters(&mut self, batch: Vec<Cluster>);
     fn listener(&mut self, l: Listener);
     fn route(&mut self, r: RouteConfiguration);
     fn extension(&mut self, e: TypedExtensionConfig);
 }
 
 impl Sink for Resources {
-    fn cluster(&mut self, c: Cluster) {
-        self.clusters.push(c);
+    fn direct(&mut self, batch: Vec<(Cluster, ClusterLoadAssignment)>) {
+        for (c, a) in batch {
+            self.clusters.push(c);
+            self.endpoints.push(a);
+        }
     }
-    fn assignment(&mut self, a: ClusterLoadAssignment) {
-        self.endpoints.push(a);
+    fn clusters(&mut self, batch: Vec<Cluster>) {
+        self.clusters.extend(batch);
     }
     fn listener(&mut self, l: Listener) {
         self.listeners.push(l);
@@ -177,14 +185,18 @@ impl Sink for Resources {
     }
 }
 
+/// Resources per batch: enough to keep both cores busy, few enough to hold.
+const BATCH: usize = 4096;
+
 /// What [`emit`] tells besides the resources.
 pub(crate) struct Emitted {
     pub direct: BTreeMap<String, DirectTarget>,
     pub unresolved_mirrors: Vec<String>,
 }
 
-/// Build every resource into `sink` (unvalidated): direct clusters (by name) each followed by
-/// its load assignment, then the aggregates (by name), then the `.wasm` source.
+/// Build every resource into `sink` (unvalidated): the listener, routes and plugin, the direct
+/// clusters (by name) with their load assignments, then the aggregates (by name), then the
+/// `.wasm` source.
 pub(crate) fn emit(
     derived: &Derived,
     members: &[MemberSnapshot],
@@ -208,27 +220,40 @@ pub(crate) fn emit(
     sink.route(listener::route_config(cluster_header, mirror_header));
     let json = String::from_utf8_lossy(&derived.json);
     sink.extension(listener::plugin(&json, &opts.wasm));
-    let mut direct = Vec::with_capacity(plan.direct.len());
-    for (name, d) in plan.direct {
-        sink.cluster(clusters::direct(&name));
-        let m = d.member;
-        sink.assignment(clusters::member_load_assignment(
-            &name, &m.index, &d.svc, m.gateway,
-        ));
-        let member = d.member.id.clone();
-        direct.push((name, DirectTarget { member, svc: d.svc }));
+    let direct: Vec<(String, Direct)> = plan.direct.into_iter().collect();
+    for chunk in direct.chunks(BATCH) {
+        sink.direct(chunk.par_iter().map(|(n, d)| d.resources(n)).collect());
     }
-    for (name, members) in &plan.aggregates {
-        sink.cluster(clusters::aggregate(name, members));
+    let aggregates: Vec<(String, Vec<String>)> = plan.aggregates.into_iter().collect();
+    for chunk in aggregates.chunks(BATCH) {
+        sink.clusters(
+            chunk
+                .par_iter()
+                .map(|(n, m)| clusters::aggregate(n, m))
+                .collect(),
+        );
     }
     if let Some(c) = clusters::wasm_source(&opts.wasm)? {
-        sink.cluster(c);
+        sink.clusters(vec![c]);
     }
+    let direct = direct.into_iter().map(|(name, d)| {
+        let member = d.member.id.clone();
+        (name, DirectTarget { member, svc: d.svc })
+    });
     Ok(Emitted {
         // In name order already: built in bulk, not searched for each insert.
-        direct: direct.into_iter().collect(),
+        direct: direct.collect(),
         unresolved_mirrors,
     })
+}
+
+impl Direct<'_> {
+    /// The direct cluster `name` and its load assignment.
+    fn resources(&self, name: &str) -> (Cluster, ClusterLoadAssignment) {
+        let m = self.member;
+        let cla = clusters::member_load_assignment(name, &m.index, &self.svc, m.gateway);
+        (clusters::direct(name), cla)
+    }
 }
 
 /// The route's failover order: its `order` (active-standby), then the other members by id.

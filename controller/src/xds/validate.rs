@@ -33,15 +33,44 @@ const MAX_LISTED: usize = 20;
 /// headers the plugin writes.
 pub fn validate(r: &Resources, plugin: &ConfigV1) -> Result<(), XdsError> {
     let mut c = Checker::default();
-    r.clusters
-        .iter()
-        .for_each(|x| c.cluster(x, &Arc::from(x.name.as_str())));
+    for x in &r.clusters {
+        let name = Arc::from(x.name.as_str());
+        let refs = ClusterRefs::of(x, &name);
+        c.cluster(&name, refs);
+    }
     let name = |e: &ClusterLoadAssignment| Arc::from(e.cluster_name.as_str());
     r.endpoints.iter().for_each(|e| c.assignment(&name(e)));
     r.listeners.iter().for_each(|l| c.listener(l));
     r.routes.iter().for_each(|x| c.route(x));
     r.extensions.iter().for_each(|x| c.extension(x));
     c.finish(plugin)
+}
+
+/// The names a cluster gives other resources, read from its message (apart from the checks,
+/// so that it can be read where the cluster is encoded, in parallel).
+#[derive(Debug)]
+pub struct ClusterRefs {
+    /// The EDS service whose load assignment it needs (EDS clusters only).
+    eds: Option<Arc<str>>,
+    /// The clusters it lists (aggregate clusters only).
+    members: Vec<String>,
+}
+
+impl ClusterRefs {
+    /// The references of `c`, named `name`.
+    pub fn of(c: &Cluster, name: &Arc<str>) -> Self {
+        let eds = is_eds(c).then(|| {
+            let service = c.eds_cluster_config.as_ref().map(|e| &e.service_name);
+            match service.filter(|s| !s.is_empty() && **s != **name) {
+                Some(s) => Arc::from(s.as_str()),
+                None => Arc::clone(name),
+            }
+        });
+        ClusterRefs {
+            eds,
+            members: aggregate_members(c),
+        }
+    }
 }
 
 /// The checks of [`validate`], fed one resource at a time (so a snapshot can be checked while
@@ -61,19 +90,15 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// A cluster named `name` (its own name, shared).
-    pub fn cluster(&mut self, c: &Cluster, name: &Arc<str>) {
+    /// A cluster named `name` (its own name, shared) that refers to `refs`.
+    pub fn cluster(&mut self, name: &Arc<str>, refs: ClusterRefs) {
         if !self.clusters.insert(Arc::clone(name)) {
             self.errors.push(format!("duplicate cluster name {name:?}"));
         }
-        if is_eds(c) {
-            let service = c.eds_cluster_config.as_ref().map(|e| &e.service_name);
-            match service.filter(|s| !s.is_empty() && **s != **name) {
-                Some(s) => self.eds.insert(Arc::from(s.as_str())),
-                None => self.eds.insert(Arc::clone(name)),
-            };
+        if let Some(service) = refs.eds {
+            self.eds.insert(service);
         }
-        let members = aggregate_members(c);
+        let members = refs.members;
         if members.iter().any(|m| !self.clusters.contains(m.as_str())) {
             self.pending.push((Arc::clone(name), members));
         } else {
