@@ -28,9 +28,12 @@ impl PartialEq for Entries {
 impl Entries {
     /// `entries` must be sorted by name with unique names.
     pub fn from_sorted(entries: Vec<Entry>) -> Self {
+        let len = entries.len();
+        let mut moved = entries.into_iter();
+        let chunks = (0..len.div_ceil(CHUNK)).map(|_| moved.by_ref().take(CHUNK).collect());
         Entries {
-            len: entries.len(),
-            chunks: entries.chunks(CHUNK).map(Arc::from).collect(),
+            len,
+            chunks: chunks.collect(),
         }
     }
 

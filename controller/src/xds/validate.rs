@@ -8,6 +8,7 @@ use foldhash::HashSet;
 
 use fleetgate_plugin::config::{BackendV1, ConfigV1};
 use prost::Message;
+use rayon::prelude::*;
 
 use super::listener::WASM_TYPE_URL;
 use super::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
@@ -81,8 +82,8 @@ pub struct Checker {
     /// Service names of EDS clusters, and the load assignments there are.
     eds: HashSet<Arc<str>>,
     assignments: HashSet<Arc<str>>,
-    /// Aggregates naming clusters not seen yet: checked at the end.
-    pending: Vec<(Arc<str>, Vec<String>)>,
+    /// Aggregates and the clusters they list: checked at the end (on every core).
+    aggregates: Vec<(Arc<str>, Vec<String>)>,
     hcms: Vec<HttpConnectionManager>,
     routes: Vec<RouteConfiguration>,
     extensions: HashSet<String>,
@@ -98,20 +99,8 @@ impl Checker {
         if let Some(service) = refs.eds {
             self.eds.insert(service);
         }
-        let members = refs.members;
-        if members.iter().any(|m| !self.clusters.contains(m.as_str())) {
-            self.pending.push((Arc::clone(name), members));
-        } else {
-            self.check_aggregate(name, &members);
-        }
-    }
-
-    fn check_aggregate(&mut self, name: &str, members: &[String]) {
-        for member in members {
-            if !self.clusters.contains(member.as_str()) || member == name {
-                let e = format!("aggregate {name:?} names unknown cluster {member:?}");
-                self.errors.push(e);
-            }
+        if !refs.members.is_empty() {
+            self.aggregates.push((Arc::clone(name), refs.members));
         }
     }
 
@@ -134,16 +123,15 @@ impl Checker {
 
     /// Run the checks that need every resource.
     pub fn finish(mut self, plugin: &ConfigV1) -> Result<(), XdsError> {
-        for (name, members) in std::mem::take(&mut self.pending) {
-            self.check_aggregate(&name, &members);
-        }
+        self.check_aggregates();
         self.check_eds();
-        for upstream in plugin_upstreams(plugin) {
-            if !self.clusters.contains(upstream) {
-                let e = format!("plugin upstream {upstream:?} is not a cluster");
-                self.errors.push(e);
-            }
-        }
+        let upstreams: Vec<&str> = plugin_upstreams(plugin).collect();
+        let unknown = upstreams
+            .par_iter()
+            .filter(|u| !self.clusters.contains(**u));
+        let unknown = unknown.map(|u| format!("plugin upstream {u:?} is not a cluster"));
+        let unknown: Vec<String> = unknown.collect();
+        self.errors.extend(unknown);
         self.check_listeners(plugin);
         let mut errors = self.errors;
         if errors.is_empty() {
@@ -157,10 +145,26 @@ impl Checker {
         Err(XdsError::Invalid(errors))
     }
 
+    /// Every cluster an aggregate lists is another cluster.
+    fn check_aggregates(&mut self) {
+        let clusters = &self.clusters;
+        let unknown = self.aggregates.par_iter().flat_map_iter(|(name, members)| {
+            let unknown = members
+                .iter()
+                .filter(|m| !clusters.contains(m.as_str()) || **m == **name);
+            unknown.map(move |m| format!("aggregate {name:?} names unknown cluster {m:?}"))
+        });
+        let unknown: Vec<String> = unknown.collect();
+        self.errors.extend(unknown);
+    }
+
     /// Each EDS cluster has exactly its endpoints.
     fn check_eds(&mut self) {
-        let mut missing: Vec<&Arc<str>> = self.eds.difference(&self.assignments).collect();
-        let mut orphans: Vec<&Arc<str>> = self.assignments.difference(&self.eds).collect();
+        let absent = |a: &HashSet<Arc<str>>, b: &HashSet<Arc<str>>| -> Vec<Arc<str>> {
+            a.par_iter().filter(|x| !b.contains(*x)).cloned().collect()
+        };
+        let mut missing = absent(&self.eds, &self.assignments);
+        let mut orphans = absent(&self.assignments, &self.eds);
         missing.sort();
         orphans.sort();
         for m in missing {
