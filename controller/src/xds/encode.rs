@@ -6,8 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use rayon::prelude::*;
-
 use super::pb::envoy::config::cluster::v3::Cluster;
 use super::pb::envoy::config::core::v3::TypedExtensionConfig;
 use super::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -62,21 +60,24 @@ struct Encoder {
 }
 
 impl Sink for Encoder {
-    fn direct(&mut self, batch: Vec<(Cluster, ClusterLoadAssignment)>) {
-        let encode = |(c, a): (Cluster, ClusterLoadAssignment)| {
-            (encode_cluster(c), Entry::encode(&a.cluster_name, &a))
-        };
-        let encoded: Vec<_> = batch.into_par_iter().map(encode).collect();
-        for ((c, refs), a) in encoded {
+    type Direct = ((Entry, ClusterRefs), Entry);
+    type Cluster = (Entry, ClusterRefs);
+    fn keep_direct(c: Cluster, a: ClusterLoadAssignment) -> Self::Direct {
+        (encode_cluster(c), Entry::encode(&a.cluster_name, &a))
+    }
+    fn keep_cluster(c: Cluster) -> Self::Cluster {
+        encode_cluster(c)
+    }
+    fn direct(&mut self, batch: Vec<Self::Direct>) {
+        for ((c, refs), a) in batch {
             self.checker.cluster(&c.name, refs);
             self.checker.assignment(&a.name);
             self.clusters.push(c);
             self.endpoints.push(a);
         }
     }
-    fn clusters(&mut self, batch: Vec<Cluster>) {
-        let encoded: Vec<_> = batch.into_par_iter().map(encode_cluster).collect();
-        for (c, refs) in encoded {
+    fn clusters(&mut self, batch: Vec<Self::Cluster>) {
+        for (c, refs) in batch {
             self.checker.cluster(&c.name, refs);
             self.clusters.push(c);
         }
@@ -95,8 +96,8 @@ impl Sink for Encoder {
     }
 }
 
-/// A cluster encoded, and what the checks need of it (on a worker: the message is dropped
-/// there too).
+/// A cluster encoded, and what the checks need of it (on the core that built it, where the
+/// message is dropped too).
 fn encode_cluster(c: Cluster) -> (Entry, ClusterRefs) {
     let e = Entry::encode(&c.name, &c);
     let refs = ClusterRefs::of(&c, &e.name);

@@ -155,19 +155,33 @@ pub fn build(
 }
 
 /// Where [`emit`] puts the resources as they are built: the many clusters and load
-/// assignments in batches (built in parallel, and a sink may encode them in parallel), so a
-/// fleet's messages are never all held at once.
+/// assignments in batches, each resource first turned into what the sink keeps
+/// ([`Sink::keep_direct`], [`Sink::keep_cluster`]) on the core that built it, so a fleet's
+/// messages are never all held at once, nor even a batch of them.
 pub(crate) trait Sink {
+    /// What the sink keeps of a direct cluster and its load assignment, of another cluster.
+    type Direct: Send;
+    type Cluster: Send;
+    fn keep_direct(c: Cluster, a: ClusterLoadAssignment) -> Self::Direct;
+    fn keep_cluster(c: Cluster) -> Self::Cluster;
     /// Direct clusters, each with its load assignment, in name order.
-    fn direct(&mut self, batch: Vec<(Cluster, ClusterLoadAssignment)>);
+    fn direct(&mut self, batch: Vec<Self::Direct>);
     /// Other clusters: the aggregates in name order, then the `.wasm` source.
-    fn clusters(&mut self, batch: Vec<Cluster>);
+    fn clusters(&mut self, batch: Vec<Self::Cluster>);
     fn listener(&mut self, l: Listener);
     fn route(&mut self, r: RouteConfiguration);
     fn extension(&mut self, e: TypedExtensionConfig);
 }
 
 impl Sink for Resources {
+    type Direct = (Cluster, ClusterLoadAssignment);
+    type Cluster = Cluster;
+    fn keep_direct(c: Cluster, a: ClusterLoadAssignment) -> Self::Direct {
+        (c, a)
+    }
+    fn keep_cluster(c: Cluster) -> Cluster {
+        c
+    }
     fn direct(&mut self, batch: Vec<(Cluster, ClusterLoadAssignment)>) {
         for (c, a) in batch {
             self.clusters.push(c);
@@ -200,11 +214,11 @@ pub(crate) struct Emitted {
 /// Build every resource into `sink` (unvalidated): the listener, routes and plugin, the direct
 /// clusters (by name) with their load assignments, then the aggregates (by name), then the
 /// `.wasm` source.
-pub(crate) fn emit(
+pub(crate) fn emit<S: Sink>(
     derived: &Derived,
     members: &[MemberSnapshot],
     opts: &XdsOptions,
-    sink: &mut impl Sink,
+    sink: &mut S,
 ) -> Result<Emitted, XdsError> {
     let mut sorted: Vec<&MemberSnapshot> = members.iter().collect();
     sorted.sort_by(|a, b| a.id.cmp(&b.id));
@@ -220,19 +234,16 @@ pub(crate) fn emit(
     sink.extension(listener::plugin(&json, &opts.wasm));
     let direct: Vec<(String, Direct)> = plan.direct.into_iter().collect();
     for chunk in direct.chunks(BATCH) {
-        sink.direct(chunk.par_iter().map(|(n, d)| d.resources(n)).collect());
+        let kept = chunk.par_iter().map(|(n, d)| d.resources(n));
+        sink.direct(kept.map(|(c, a)| S::keep_direct(c, a)).collect());
     }
     let aggregates: Vec<(String, Vec<String>)> = plan.aggregates.into_iter().collect();
     for chunk in aggregates.chunks(BATCH) {
-        sink.clusters(
-            chunk
-                .par_iter()
-                .map(|(n, m)| clusters::aggregate(n, m))
-                .collect(),
-        );
+        let kept = chunk.par_iter().map(|(n, m)| clusters::aggregate(n, m));
+        sink.clusters(kept.map(S::keep_cluster).collect());
     }
     if let Some(c) = clusters::wasm_source(&opts.wasm)? {
-        sink.clusters(vec![c]);
+        sink.clusters(vec![S::keep_cluster(c)]);
     }
     // Freed on every core (800,000 strings).
     aggregates.into_par_iter().for_each(drop);
