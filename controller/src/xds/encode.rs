@@ -68,6 +68,11 @@ impl Sink for Encoder {
     fn keep_cluster(c: Cluster) -> Self::Cluster {
         encode_cluster(c)
     }
+    fn reserve(&mut self, direct: usize, clusters: usize) {
+        self.clusters.reserve(direct + clusters);
+        self.endpoints.reserve(direct);
+        self.checker.reserve(direct, clusters);
+    }
     fn direct(&mut self, batch: Vec<Self::Direct>) {
         for ((c, refs), a) in batch {
             self.checker.cluster(&c.name, refs);

@@ -164,6 +164,9 @@ pub(crate) trait Sink {
     type Cluster: Send;
     fn keep_direct(c: Cluster, a: ClusterLoadAssignment) -> Self::Direct;
     fn keep_cluster(c: Cluster) -> Self::Cluster;
+    /// Room for this many direct clusters (with their load assignments) and other clusters:
+    /// memory grown once, not by doubling (fresh pages are dear).
+    fn reserve(&mut self, direct: usize, clusters: usize);
     /// Direct clusters, each with its load assignment, in name order.
     fn direct(&mut self, batch: Vec<Self::Direct>);
     /// Other clusters: the aggregates in name order, then the `.wasm` source.
@@ -181,6 +184,10 @@ impl Sink for Resources {
     }
     fn keep_cluster(c: Cluster) -> Cluster {
         c
+    }
+    fn reserve(&mut self, direct: usize, clusters: usize) {
+        self.clusters.reserve(direct + clusters);
+        self.endpoints.reserve(direct);
     }
     fn direct(&mut self, batch: Vec<(Cluster, ClusterLoadAssignment)>) {
         for (c, a) in batch {
@@ -233,6 +240,7 @@ pub(crate) fn emit<S: Sink>(
     let json = String::from_utf8_lossy(&derived.json);
     sink.extension(listener::plugin(&json, &opts.wasm));
     let direct: Vec<(String, Direct)> = plan.direct.into_iter().collect();
+    sink.reserve(direct.len(), plan.aggregates.len() + 1);
     for chunk in direct.chunks(BATCH) {
         let kept = chunk.par_iter().map(|(n, d)| d.resources(n));
         sink.direct(kept.map(|(c, a)| S::keep_direct(c, a)).collect());
@@ -355,7 +363,10 @@ impl<'a> Plan<'a> {
             .par_iter()
             .filter_map(|(svc, order)| plan_service(svc, order, sorted, opts))
             .collect();
-        let (mut direct, mut aggregates) = (Vec::new(), Vec::new());
+        let direct = plans.iter().map(|(d, _)| d.len()).sum();
+        let aggregates = plans.iter().map(|(_, a)| a.len()).sum();
+        let (mut direct, mut aggregates) =
+            (Vec::with_capacity(direct), Vec::with_capacity(aggregates));
         for (d, a) in plans {
             direct.extend(d);
             aggregates.extend(a);

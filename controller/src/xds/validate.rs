@@ -91,6 +91,15 @@ pub struct Checker {
 }
 
 impl Checker {
+    /// Room for this many direct (EDS) clusters with their load assignments, and other
+    /// clusters (aggregates).
+    pub fn reserve(&mut self, direct: usize, clusters: usize) {
+        self.clusters.reserve(direct + clusters);
+        self.eds.reserve(direct);
+        self.assignments.reserve(direct);
+        self.aggregates.reserve(clusters);
+    }
+
     /// A cluster named `name` (its own name, shared) that refers to `refs`.
     pub fn cluster(&mut self, name: &Arc<str>, refs: ClusterRefs) {
         if !self.clusters.insert(Arc::clone(name)) {
