@@ -1,7 +1,11 @@
 //! xDS at fleet scale, figures printed (not asserted): 10,000 Ingresses x 20 members x 3
-//! replicas -> the full snapshot (build + validate + encode) and its size; one EndpointSlice
-//! change (a pod replaced in place) -> the time until a subscribed state-of-the-world client,
-//! then a delta client, has the new endpoints (p50/p99); the process's peak RSS.
+//! replicas -> the full snapshot (build + validate + encode, on every core: its CPU time is
+//! all threads') and its size; the two ends of a SotW EDS push without the transport; one
+//! EndpointSlice change (a pod replaced in place) -> the time until a subscribed
+//! state-of-the-world client, then a delta client, has the new endpoints (p50/p99), and how
+//! much of it was making and publishing the new snapshot; the process's peak RSS. The clients
+//! use Envoy's default HTTP/2 windows (256 MiB). The machine is shared: compare runs made
+//! back to back.
 //!
 //! `cargo bench -p fleetgate-controller --bench xds [-- INGRESSES MEMBERS]`
 //! (`FLEETGATE_BENCH_CHANGES`: changes per client, default 100).
