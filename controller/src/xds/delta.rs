@@ -47,42 +47,39 @@ impl Subscription {
 }
 
 /// Entries of `new` that are not in `old` as they are, and names of `old` not in `new`; both
-/// lists are sorted by name, and unchanged entries are the same allocation (cheap to compare).
+/// lists are sorted by name. With the same names, only the chunks that are not shared are
+/// compared.
 fn diff<'a>(old: &TypeSnapshot, new: &'a TypeSnapshot) -> (Vec<&'a Entry>, Vec<Arc<str>>) {
     if std::ptr::eq(old, new) {
         return (Vec::new(), Vec::new());
     }
     if new.same_names(old) {
-        let pairs = old.entries.iter().zip(&new.entries);
+        let pairs = new.entries.changed_chunks(&old.entries);
+        let pairs = pairs.flat_map(|(n, o)| n.iter().zip(o));
         let changed = pairs
-            .filter(|(o, n)| o.digest() != n.digest())
-            .map(|(_, n)| n);
+            .filter(|(n, o)| o.digest() != n.digest())
+            .map(|(n, _)| n);
         return (changed.collect(), Vec::new());
     }
     let (mut changed, mut gone) = (Vec::new(), Vec::new());
-    let (old, new) = (&old.entries, &new.entries);
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        let order = match (old.get(i), new.get(j)) {
+    let (mut old, mut new) = (old.entries.iter().peekable(), new.entries.iter().peekable());
+    loop {
+        let order = match (old.peek(), new.peek()) {
             (Some(x), Some(y)) => x.name.cmp(&y.name),
             (Some(_), None) => Ordering::Less,
-            _ => Ordering::Greater,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => break,
         };
         match order {
-            Ordering::Less => {
-                gone.push(Arc::clone(&old[i].name));
-                i += 1;
-            }
-            Ordering::Greater => {
-                changed.push(&new[j]);
-                j += 1;
-            }
+            Ordering::Less => gone.extend(old.next().map(|o| Arc::clone(&o.name))),
+            Ordering::Greater => changed.extend(new.next()),
             Ordering::Equal => {
-                if old[i].digest() != new[j].digest() {
-                    changed.push(&new[j]);
+                let (o, n) = (old.next(), new.next());
+                if let (Some(o), Some(n)) = (o, n) {
+                    if o.digest() != n.digest() {
+                        changed.push(n);
+                    }
                 }
-                i += 1;
-                j += 1;
             }
         }
     }
@@ -244,7 +241,7 @@ impl DeltaStream {
         let (candidates, gone): (Vec<&Entry>, Vec<Arc<str>>) = match old {
             Some(old) if !full => diff(old, ts),
             _ => {
-                let present = |n: &str| ts.entries.binary_search_by(|e| (*e.name).cmp(n)).is_ok();
+                let present = |n: &str| ts.entries.find(n).is_some();
                 let gone = sub.known.keys().filter(|n| !present(n)).cloned().collect();
                 (ts.entries.iter().collect(), gone)
             }
@@ -257,7 +254,7 @@ impl DeltaStream {
                 resources.push(Resource {
                     name: e.name.to_string(),
                     version: e.version(),
-                    resource: Some((*e.resource).clone()),
+                    resource: Some(e.any(type_url)),
                     ..Resource::default()
                 });
             }

@@ -1,6 +1,8 @@
-//! Build, check and encode a snapshot in one pass: each resource is encoded and checked as
-//! soon as it is built, then dropped, so a fleet's messages are never all held at once (at
-//! 600,000 resources holding them, and a copy to encode, cost gigabytes of page faults).
+//! Build, check and encode a snapshot in one pass: each batch of resources is encoded and
+//! checked as soon as it is built, then dropped, so a fleet's messages are never all held at
+//! once (at 600,000 resources holding them, and a copy to encode, cost gigabytes of page
+//! faults). Batches are built and encoded on every core (rayon); the checks that need the
+//! whole snapshot run on the caller's thread over names.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +13,7 @@ use super::pb::envoy::config::listener::v3::Listener;
 use super::pb::envoy::config::route::v3::RouteConfiguration;
 use super::resources::{emit, DirectTarget, Sink, XdsOptions};
 use super::snapshot::{Entry, Snapshot};
-use super::validate::Checker;
+use super::validate::{Checker, ClusterRefs};
 use super::XdsError;
 use crate::derive::{Derived, MemberSnapshot};
 
@@ -58,15 +60,32 @@ struct Encoder {
 }
 
 impl Sink for Encoder {
-    fn cluster(&mut self, c: Cluster) {
-        let e = Entry::encode(&c.name, &c);
-        self.checker.cluster(&c, &e.name);
-        self.clusters.push(e);
+    type Direct = ((Entry, ClusterRefs), Entry);
+    type Cluster = (Entry, ClusterRefs);
+    fn keep_direct(c: Cluster, a: ClusterLoadAssignment) -> Self::Direct {
+        (encode_cluster(c), Entry::encode(&a.cluster_name, &a))
     }
-    fn assignment(&mut self, a: ClusterLoadAssignment) {
-        let e = Entry::encode(&a.cluster_name, &a);
-        self.checker.assignment(&e.name);
-        self.endpoints.push(e);
+    fn keep_cluster(c: Cluster) -> Self::Cluster {
+        encode_cluster(c)
+    }
+    fn reserve(&mut self, direct: usize, clusters: usize) {
+        self.clusters.reserve(direct + clusters);
+        self.endpoints.reserve(direct);
+        self.checker.reserve(direct, clusters);
+    }
+    fn direct(&mut self, batch: Vec<Self::Direct>) {
+        for ((c, refs), a) in batch {
+            self.checker.cluster(&c.name, refs);
+            self.checker.assignment(&a.name);
+            self.clusters.push(c);
+            self.endpoints.push(a);
+        }
+    }
+    fn clusters(&mut self, batch: Vec<Self::Cluster>) {
+        for (c, refs) in batch {
+            self.checker.cluster(&c.name, refs);
+            self.clusters.push(c);
+        }
     }
     fn listener(&mut self, l: Listener) {
         self.checker.listener(&l);
@@ -80,4 +99,12 @@ impl Sink for Encoder {
         self.checker.extension(&x);
         self.extensions.push(Entry::encode(&x.name, &x));
     }
+}
+
+/// A cluster encoded, and what the checks need of it (on the core that built it, where the
+/// message is dropped too).
+fn encode_cluster(c: Cluster) -> (Entry, ClusterRefs) {
+    let e = Entry::encode(&c.name, &c);
+    let refs = ClusterRefs::of(&c, &e.name);
+    (e, refs)
 }

@@ -7,9 +7,12 @@
 //! - [`clusters`], [`listener`]: the Envoy messages themselves;
 //! - [`validate`]: cross-reference checks run before anything is sent;
 //! - [`encode`]: build, check and encode in one pass (what the server publishes);
-//! - [`snapshot`]: resources encoded once per type, with a content version per type;
+//! - [`snapshot`]: resources encoded once per type, with a content version per type, kept in
+//!   shared chunks ([`entries`]);
 //! - [`feed`]: the snapshot kept up to date off the derive loop (endpoint-only updates);
 //! - [`server`]: the ADS server (tonic), state of the world, and [`delta`] (incremental);
+//! - [`grpc`]: the gRPC service routing both, [`wire`]: SotW responses written from the
+//!   pre-encoded resources;
 //! - [`metrics`]: the server's Prometheus metrics;
 //! - [`bootstrap`]: the minimal Envoy bootstrap that points at the server.
 
@@ -17,13 +20,16 @@ pub mod bootstrap;
 pub mod clusters;
 pub mod delta;
 pub mod encode;
+pub mod entries;
 pub mod feed;
+pub mod grpc;
 pub mod listener;
 pub mod metrics;
 pub mod resources;
 pub mod server;
 pub mod snapshot;
 pub mod validate;
+pub mod wire;
 
 pub use encode::{build_snapshot, Encoded};
 pub use envoy_types::pb;

@@ -27,14 +27,11 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::delta::{DeltaMsg, DeltaStream};
+use super::grpc::AdsService;
 use super::pb::envoy::config::core::v3::Node;
-use super::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use super::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
-};
+use super::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use super::snapshot::{Selection, Snapshot, TypeSnapshot};
+use super::wire::WireResponse;
 use super::{XdsError, CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE, TYPES};
 use crate::handoff::authorized;
 
@@ -137,10 +134,7 @@ impl AdsServer {
     pub async fn serve(self, listener: TcpListener) -> Result<(), XdsError> {
         let shutdown = self.shutdown.clone();
         let tls = self.auth.server_tls();
-        // SotW EDS responses of a large fleet exceed gRPC's 4 MiB default.
-        let service = AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(16 << 20)
-            .max_encoding_message_size(usize::MAX);
+        let service = AdsService(Arc::new(self));
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {
             builder = builder.tls_config(tls)?;
@@ -168,21 +162,15 @@ pub async fn serve(
         .await
 }
 
-type SentMsg = Result<DiscoveryResponse, Status>;
+pub(crate) type SentMsg = Result<WireResponse, Status>;
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ReceiverStream<SentMsg>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<DeltaMsg>;
-
-    async fn stream_aggregated_resources(
+impl AdsServer {
+    /// A state-of-the-world stream: checked, then driven by its own task.
+    pub(crate) fn open_sotw(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let headers = request.metadata().clone().into_headers();
-        if !authorized(&headers, self.auth.token.as_deref()) {
-            return Err(Status::unauthenticated("missing or wrong bearer token"));
-        }
+    ) -> Result<Response<ReceiverStream<SentMsg>>, Status> {
+        self.check(&request)?;
         // Small: a client that does not read holds its stream task, not our memory.
         let (tx, rx) = mpsc::channel(4);
         let stream = AdsStream {
@@ -198,19 +186,25 @@ impl AggregatedDiscoveryService for AdsServer {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn delta_aggregated_resources(
+    /// An incremental stream (see [`super::delta`]).
+    pub(crate) fn open_delta(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let headers = request.metadata().clone().into_headers();
-        if !authorized(&headers, self.auth.token.as_deref()) {
-            return Err(Status::unauthenticated("missing or wrong bearer token"));
-        }
+    ) -> Result<Response<ReceiverStream<DeltaMsg>>, Status> {
+        self.check(&request)?;
         let (tx, rx) = mpsc::channel(4);
         let stream = DeltaStream::new(self.snapshots.clone(), self.metrics.clone(), tx);
         let (metrics, shutdown) = self.stream_context();
         tokio::spawn(drive(stream, request.into_inner(), metrics, shutdown));
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    fn check<R>(&self, request: &Request<R>) -> Result<(), Status> {
+        let headers = request.metadata().clone().into_headers();
+        match authorized(&headers, self.auth.token.as_deref()) {
+            true => Ok(()),
+            false => Err(Status::unauthenticated("missing or wrong bearer token")),
+        }
     }
 }
 
@@ -428,6 +422,9 @@ impl AdsStream {
     }
 
     async fn send(&mut self, snapshot: &Snapshot, type_url: &str) -> Result<(), Gone> {
+        let Some(type_url) = TYPES.into_iter().find(|t| *t == type_url) else {
+            return Ok(());
+        };
         let Some(resources) = self.wanted(snapshot, type_url) else {
             return Ok(());
         };
@@ -436,14 +433,9 @@ impl AdsStream {
         };
         self.nonce += 1;
         let nonce = self.nonce.to_string();
-        let response = DiscoveryResponse {
-            version_info: resources.version.clone(),
-            resources: resources.select_cached(&sub.names, &mut sub.selection),
-            type_url: type_url.to_string(),
-            nonce: nonce.clone(),
-            ..DiscoveryResponse::default()
-        };
-        debug!(type_url, version = %resources.version, n = response.resources.len(), "push");
+        let at = resources.select_cached(&sub.names, &mut sub.selection);
+        let response = WireResponse::new(type_url, Arc::clone(&resources), at, nonce.clone());
+        debug!(type_url, version = %resources.version, n = response.len(), "push");
         sub.sent = Some(Sent {
             version: resources.version.clone(),
             nonce,

@@ -5,13 +5,15 @@
 //! A type's version is the wrapping sum of a 64-bit digest per resource (of its name and
 //! bytes): replacing a few resources updates it without rehashing the others.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use prost::{Message, Name};
-use sha2::{Digest, Sha256};
+use prost::Message;
 use tokio::sync::watch;
+use xxhash_rust::xxh3::Xxh3;
 
+use super::entries::Entries;
 use super::pb::google::protobuf::Any;
 use super::resources::Resources;
 use super::TYPES;
@@ -23,35 +25,56 @@ pub const HELD: &str = "+held";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub name: Arc<str>,
-    pub resource: Arc<Any>,
+    /// The message's bytes (an `Any`'s value; the type is the snapshot's).
+    value: Arc<[u8]>,
     digest: u64,
 }
 
 impl Entry {
-    pub fn new<M: Message + Name>(name: &str, message: M) -> Entry {
+    pub fn new<M: Message>(name: &str, message: M) -> Entry {
         Entry::encode(name, &message)
     }
 
     /// Encode `message` (borrowed: a snapshot's resources are encoded without a copy).
-    pub fn encode<M: Message + Name>(name: &str, message: &M) -> Entry {
-        let resource = Any {
-            type_url: M::type_url(),
-            value: message.encode_to_vec(),
-        };
-        let mut h = Sha256::new();
-        h.update((name.len() as u64).to_be_bytes());
+    pub fn encode<M: Message>(name: &str, message: &M) -> Entry {
+        thread_local! {
+            // Reused: each resource is one exact-size allocation, not a growing Vec's.
+            static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            message.encode_raw(buf);
+            Entry::from_value(name, Arc::from(buf.as_slice()))
+        })
+    }
+
+    fn from_value(name: &str, value: Arc<[u8]>) -> Entry {
+        // A stable, fast 64-bit digest (xxh3) of the name and bytes: equal across processes
+        // and releases, since delta clients send it back as their resource versions.
+        let mut h = Xxh3::new();
+        h.update(&(name.len() as u64).to_be_bytes());
         h.update(name.as_bytes());
-        h.update(&resource.value);
-        let d = h.finalize();
+        h.update(&value);
         Entry {
             name: Arc::from(name),
-            resource: Arc::new(resource),
-            digest: u64::from_be_bytes(d[..8].try_into().unwrap_or_default()),
+            value,
+            digest: h.digest(),
         }
     }
-}
 
-impl Entry {
+    /// The encoded message.
+    pub fn value(&self) -> &[u8] {
+        &self.value
+    }
+
+    /// The resource as an `Any` of `type_url` (a copy).
+    pub fn any(&self, type_url: &str) -> Any {
+        Any {
+            type_url: type_url.to_string(),
+            value: self.value.to_vec(),
+        }
+    }
+
     /// The resource's own version (delta xDS): its digest in hex.
     pub fn version(&self) -> String {
         format!("{:016x}", self.digest)
@@ -65,10 +88,10 @@ impl Entry {
 /// The resources of one type.
 #[derive(Debug, Clone, Default)]
 pub struct TypeSnapshot {
-    /// 16 hex digits.
+    /// 16 hex digits: the wrapping sum of the digests.
     pub version: String,
-    /// Sorted by name, names unique.
-    pub entries: Vec<Entry>,
+    sum: u64,
+    pub entries: Entries,
     /// Equal in two snapshots of a type when they have the same names at the same positions
     /// (one made from the other by replacing resources): lets a stream skip looking for
     /// removed names and reuse where its subscribed names are.
@@ -90,47 +113,55 @@ impl PartialEq for TypeSnapshot {
 }
 
 impl TypeSnapshot {
-    fn new(mut entries: Vec<Entry>) -> Self {
+    pub(crate) fn new(mut entries: Vec<Entry>) -> Self {
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         entries.dedup_by(|a, b| a.name == b.name);
+        let sum = entries.iter().fold(0u64, |s, e| s.wrapping_add(e.digest));
         TypeSnapshot {
-            version: version(&entries),
-            entries,
+            version: format!("{sum:016x}"),
+            sum,
+            entries: Entries::from_sorted(entries),
             names: new_names_id(),
         }
     }
 
     /// These resources with `changed` added or replaced by name.
     fn with(&self, changed: Vec<Entry>) -> Self {
-        let mut entries = self.entries.clone();
-        let mut added = Vec::new();
+        let (mut replaced, mut added) = (Vec::new(), Vec::new());
+        let mut sum = self.sum;
         for e in changed {
-            match entries.binary_search_by(|x| x.name.cmp(&e.name)) {
-                Ok(i) => entries[i] = e,
-                Err(_) => added.push(e),
+            match self.entries.find(&e.name) {
+                Some(i) => {
+                    let old = self.entries.get(i).digest;
+                    sum = sum.wrapping_sub(old).wrapping_add(e.digest);
+                    replaced.push((i, e));
+                }
+                None => added.push(e),
             }
         }
         if added.is_empty() {
             return TypeSnapshot {
-                version: version(&entries),
-                entries,
+                version: format!("{sum:016x}"),
+                sum,
+                entries: self.entries.replacing(replaced),
                 names: self.names,
             };
         }
-        entries.extend(added);
-        TypeSnapshot::new(entries)
+        let replaced = self.entries.replacing(replaced);
+        let mut all: Vec<Entry> = replaced.iter().cloned().collect();
+        all.extend(added);
+        TypeSnapshot::new(all)
     }
 
     /// These resources plus those of `old` that are not among them, under a version of its
     /// own ([`HELD`] appended): what a stream is sent while the config that stops naming the
     /// removed ones is still on its way.
     pub fn keeping(&self, old: &TypeSnapshot) -> TypeSnapshot {
-        let removed = old.entries.iter().filter(|e| {
-            self.entries
-                .binary_search_by(|x| x.name.cmp(&e.name))
-                .is_err()
-        });
-        let mut all = self.entries.clone();
+        let removed = old
+            .entries
+            .iter()
+            .filter(|e| self.entries.find(&e.name).is_none());
+        let mut all: Vec<Entry> = self.entries.iter().cloned().collect();
         all.extend(removed.cloned());
         let mut t = TypeSnapshot::new(all);
         t.version = format!("{}{HELD}", self.version);
@@ -142,11 +173,9 @@ impl TypeSnapshot {
         if self.same_names(old) {
             return false;
         }
-        old.entries.iter().any(|e| {
-            self.entries
-                .binary_search_by(|x| x.name.cmp(&e.name))
-                .is_err()
-        })
+        old.entries
+            .iter()
+            .any(|e| self.entries.find(&e.name).is_none())
     }
 
     /// Whether `other` has the same names at the same positions (known without comparing them).
@@ -154,26 +183,18 @@ impl TypeSnapshot {
         self.names != 0 && self.names == other.names
     }
 
-    /// The resources a request names; all of them for a wildcard request (no names, or `*`).
-    /// Unknown names are left out (the client is told nothing about them, as SotW does).
-    pub fn select(&self, names: &[String]) -> Vec<Any> {
-        self.select_cached(names, &mut Selection::default())
-    }
-
-    /// [`TypeSnapshot::select`], with where the names are kept in `cache` for the next
-    /// snapshot of the same names (the caller resets it when its names change).
-    pub fn select_cached(&self, names: &[String], cache: &mut Selection) -> Vec<Any> {
+    /// Where the resources a request names are (`None`: all of them, for a wildcard request:
+    /// no names, or `*`); unknown names are left out (the client is told nothing about them,
+    /// as SotW does). Kept in `cache` for the next snapshot of the same names (the caller
+    /// resets it when its names change).
+    pub fn select_cached(&self, names: &[String], cache: &mut Selection) -> Option<Arc<[usize]>> {
         if self.names == 0 || cache.of != self.names {
             *cache = Selection {
                 of: self.names,
-                at: self.positions(names),
+                at: self.positions(names).map(Arc::from),
             };
         }
-        let any = |e: &Entry| (*e.resource).clone();
-        match &cache.at {
-            None => self.entries.iter().map(any).collect(),
-            Some(at) => at.iter().map(|i| any(&self.entries[*i])).collect(),
-        }
+        cache.at.clone()
     }
 
     /// Positions of the named entries (`None`: all of them).
@@ -181,8 +202,7 @@ impl TypeSnapshot {
         if names.is_empty() || names.iter().any(|n| n == "*") {
             return None;
         }
-        let find = |n: &String| self.entries.binary_search_by(|e| (*e.name).cmp(n.as_str()));
-        Some(names.iter().filter_map(|n| find(n).ok()).collect())
+        Some(names.iter().filter_map(|n| self.entries.find(n)).collect())
     }
 }
 
@@ -191,12 +211,7 @@ impl TypeSnapshot {
 #[derive(Debug, Default)]
 pub struct Selection {
     of: NamesId,
-    at: Option<Vec<usize>>,
-}
-
-fn version(entries: &[Entry]) -> String {
-    let sum = entries.iter().fold(0u64, |s, e| s.wrapping_add(e.digest));
-    format!("{sum:016x}")
+    at: Option<Arc<[usize]>>,
 }
 
 /// Every type's resources, in push order (see [`super::TYPES`]).
@@ -207,7 +222,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn new(r: &Resources) -> Self {
-        fn entries<M: Message + Name>(items: &[M], name: fn(&M) -> &str) -> Vec<Entry> {
+        fn entries<M: Message>(items: &[M], name: fn(&M) -> &str) -> Vec<Entry> {
             items.iter().map(|m| Entry::encode(name(m), m)).collect()
         }
         Snapshot::from_entries([
@@ -247,8 +262,8 @@ impl Snapshot {
 
     /// Approximate heap size: names and encoded resources.
     pub fn encoded_bytes(&self) -> usize {
-        let entries = self.types.iter().flat_map(|(_, s)| &s.entries);
-        let each = |e: &Entry| e.name.len() + e.resource.value.len() + e.resource.type_url.len();
+        let entries = self.types.iter().flat_map(|(_, s)| s.entries.iter());
+        let each = |e: &Entry| e.name.len() + e.value.len();
         entries.map(|e| each(e) + 64).sum()
     }
 

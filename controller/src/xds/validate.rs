@@ -8,6 +8,7 @@ use foldhash::HashSet;
 
 use fleetgate_plugin::config::{BackendV1, ConfigV1};
 use prost::Message;
+use rayon::prelude::*;
 
 use super::listener::WASM_TYPE_URL;
 use super::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
@@ -33,15 +34,44 @@ const MAX_LISTED: usize = 20;
 /// headers the plugin writes.
 pub fn validate(r: &Resources, plugin: &ConfigV1) -> Result<(), XdsError> {
     let mut c = Checker::default();
-    r.clusters
-        .iter()
-        .for_each(|x| c.cluster(x, &Arc::from(x.name.as_str())));
+    for x in &r.clusters {
+        let name = Arc::from(x.name.as_str());
+        let refs = ClusterRefs::of(x, &name);
+        c.cluster(&name, refs);
+    }
     let name = |e: &ClusterLoadAssignment| Arc::from(e.cluster_name.as_str());
     r.endpoints.iter().for_each(|e| c.assignment(&name(e)));
     r.listeners.iter().for_each(|l| c.listener(l));
     r.routes.iter().for_each(|x| c.route(x));
     r.extensions.iter().for_each(|x| c.extension(x));
     c.finish(plugin)
+}
+
+/// The names a cluster gives other resources, read from its message (apart from the checks,
+/// so that it can be read where the cluster is encoded, in parallel).
+#[derive(Debug)]
+pub struct ClusterRefs {
+    /// The EDS service whose load assignment it needs (EDS clusters only).
+    eds: Option<Arc<str>>,
+    /// The clusters it lists (aggregate clusters only).
+    members: Vec<String>,
+}
+
+impl ClusterRefs {
+    /// The references of `c`, named `name`.
+    pub fn of(c: &Cluster, name: &Arc<str>) -> Self {
+        let eds = is_eds(c).then(|| {
+            let service = c.eds_cluster_config.as_ref().map(|e| &e.service_name);
+            match service.filter(|s| !s.is_empty() && **s != **name) {
+                Some(s) => Arc::from(s.as_str()),
+                None => Arc::clone(name),
+            }
+        });
+        ClusterRefs {
+            eds,
+            members: aggregate_members(c),
+        }
+    }
 }
 
 /// The checks of [`validate`], fed one resource at a time (so a snapshot can be checked while
@@ -52,8 +82,8 @@ pub struct Checker {
     /// Service names of EDS clusters, and the load assignments there are.
     eds: HashSet<Arc<str>>,
     assignments: HashSet<Arc<str>>,
-    /// Aggregates naming clusters not seen yet: checked at the end.
-    pending: Vec<(Arc<str>, Vec<String>)>,
+    /// Aggregates and the clusters they list: checked at the end (on every core).
+    aggregates: Vec<(Arc<str>, Vec<String>)>,
     hcms: Vec<HttpConnectionManager>,
     routes: Vec<RouteConfiguration>,
     extensions: HashSet<String>,
@@ -61,32 +91,25 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// A cluster named `name` (its own name, shared).
-    pub fn cluster(&mut self, c: &Cluster, name: &Arc<str>) {
+    /// Room for this many direct (EDS) clusters with their load assignments, and other
+    /// clusters (aggregates).
+    pub fn reserve(&mut self, direct: usize, clusters: usize) {
+        self.clusters.reserve(direct + clusters);
+        self.eds.reserve(direct);
+        self.assignments.reserve(direct);
+        self.aggregates.reserve(clusters);
+    }
+
+    /// A cluster named `name` (its own name, shared) that refers to `refs`.
+    pub fn cluster(&mut self, name: &Arc<str>, refs: ClusterRefs) {
         if !self.clusters.insert(Arc::clone(name)) {
             self.errors.push(format!("duplicate cluster name {name:?}"));
         }
-        if is_eds(c) {
-            let service = c.eds_cluster_config.as_ref().map(|e| &e.service_name);
-            match service.filter(|s| !s.is_empty() && **s != **name) {
-                Some(s) => self.eds.insert(Arc::from(s.as_str())),
-                None => self.eds.insert(Arc::clone(name)),
-            };
+        if let Some(service) = refs.eds {
+            self.eds.insert(service);
         }
-        let members = aggregate_members(c);
-        if members.iter().any(|m| !self.clusters.contains(m.as_str())) {
-            self.pending.push((Arc::clone(name), members));
-        } else {
-            self.check_aggregate(name, &members);
-        }
-    }
-
-    fn check_aggregate(&mut self, name: &str, members: &[String]) {
-        for member in members {
-            if !self.clusters.contains(member.as_str()) || member == name {
-                let e = format!("aggregate {name:?} names unknown cluster {member:?}");
-                self.errors.push(e);
-            }
+        if !refs.members.is_empty() {
+            self.aggregates.push((Arc::clone(name), refs.members));
         }
     }
 
@@ -109,16 +132,15 @@ impl Checker {
 
     /// Run the checks that need every resource.
     pub fn finish(mut self, plugin: &ConfigV1) -> Result<(), XdsError> {
-        for (name, members) in std::mem::take(&mut self.pending) {
-            self.check_aggregate(&name, &members);
-        }
+        self.check_aggregates();
         self.check_eds();
-        for upstream in plugin_upstreams(plugin) {
-            if !self.clusters.contains(upstream) {
-                let e = format!("plugin upstream {upstream:?} is not a cluster");
-                self.errors.push(e);
-            }
-        }
+        let upstreams: Vec<&str> = plugin_upstreams(plugin).collect();
+        let unknown = upstreams
+            .par_iter()
+            .filter(|u| !self.clusters.contains(**u));
+        let unknown = unknown.map(|u| format!("plugin upstream {u:?} is not a cluster"));
+        let unknown: Vec<String> = unknown.collect();
+        self.errors.extend(unknown);
         self.check_listeners(plugin);
         let mut errors = self.errors;
         if errors.is_empty() {
@@ -132,10 +154,26 @@ impl Checker {
         Err(XdsError::Invalid(errors))
     }
 
+    /// Every cluster an aggregate lists is another cluster.
+    fn check_aggregates(&mut self) {
+        let clusters = &self.clusters;
+        let unknown = self.aggregates.par_iter().flat_map_iter(|(name, members)| {
+            let unknown = members
+                .iter()
+                .filter(|m| !clusters.contains(m.as_str()) || **m == **name);
+            unknown.map(move |m| format!("aggregate {name:?} names unknown cluster {m:?}"))
+        });
+        let unknown: Vec<String> = unknown.collect();
+        self.errors.extend(unknown);
+    }
+
     /// Each EDS cluster has exactly its endpoints.
     fn check_eds(&mut self) {
-        let mut missing: Vec<&Arc<str>> = self.eds.difference(&self.assignments).collect();
-        let mut orphans: Vec<&Arc<str>> = self.assignments.difference(&self.eds).collect();
+        let absent = |a: &HashSet<Arc<str>>, b: &HashSet<Arc<str>>| -> Vec<Arc<str>> {
+            a.par_iter().filter(|x| !b.contains(*x)).cloned().collect()
+        };
+        let mut missing = absent(&self.eds, &self.assignments);
+        let mut orphans = absent(&self.assignments, &self.eds);
         missing.sort();
         orphans.sort();
         for m in missing {

@@ -34,12 +34,20 @@ pub async fn start_ads(
     (addr, publisher, metrics)
 }
 
-/// A tonic ADS client of `addr` that takes responses of any size.
+/// Envoy's default HTTP/2 stream and connection windows (`Http2ProtocolOptions`, 256 MiB):
+/// a large SotW response flows without waiting for window updates, as it does to Envoy.
+const ENVOY_WINDOW: u32 = 256 << 20;
+
+/// A tonic ADS client of `addr` that takes responses of any size, with Envoy's windows.
 pub async fn ads_client(addr: &str) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
-    AggregatedDiscoveryServiceClient::connect(addr.to_string())
-        .await
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
         .unwrap()
-        .max_decoding_message_size(usize::MAX)
+        .initial_stream_window_size(ENVOY_WINDOW)
+        .initial_connection_window_size(ENVOY_WINDOW)
+        .connect()
+        .await
+        .unwrap();
+    AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX)
 }
 
 pub fn root() -> PathBuf {
