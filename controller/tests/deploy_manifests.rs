@@ -6,11 +6,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use fleetgate_controller::cli::{self, RenderArgs};
+use fleetgate_controller::cli;
 use fleetgate_controller::derive::DeriveOptions;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+mod fleet_fixture;
 mod manifests;
 use manifests::{check_manifests, root};
 
@@ -187,18 +188,11 @@ fn the_higress_overlay_derives_the_upstream_names_its_wasmplugin_routes_to() {
         names.sort();
         names
     };
-    let fleet = root().join("examples/fleet");
-    let args = RenderArgs {
-        fleet: vec![fleet.join("clusters"), fleet.join("active-active")],
-        members: ["hz-a", "hz-b"]
-            .map(|m| (m.to_owned(), fleet.join("members").join(m)))
-            .to_vec(),
-        zones: vec![],
-        options: DeriveOptions {
-            upstream_template: template.to_owned(),
-            ..DeriveOptions::default()
-        },
+    let options = DeriveOptions {
+        upstream_template: template.to_owned(),
+        ..DeriveOptions::default()
     };
+    let args = fleet_fixture::two_members("active-active", options);
     let derived = cli::render(&args).unwrap();
     let config: Value = serde_json::from_slice(&derived.json).unwrap();
     assert_eq!(upstreams(&config["routes"]), upstreams(&plugin["routes"]));

@@ -5,9 +5,9 @@
 //! (reviewed by hand); `UPDATE_GOLDEN=1` rewrites it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use fleetgate_controller::cli::{self, GatewayApiDump, RenderArgs};
+use fleetgate_controller::cli::{self, GatewayApiDump};
 use fleetgate_controller::derive::{DeriveOptions, MemberSnapshot};
 use fleetgate_controller::gateway_api::{
     self, status, Cond, FleetBackends, GatewayOutcome, Inputs, ObjKey, Outcome, RouteOutcome,
@@ -16,18 +16,16 @@ use k8s_openapi_gw::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi_gw::jiff::Timestamp;
 use serde_json::{json, Value};
 
-const ADDRESS: &str = "203.0.113.10";
+mod fleet_fixture;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+const ADDRESS: &str = "203.0.113.10";
 
 fn fixtures() -> (
     GatewayApiDump,
     BTreeMap<String, BTreeMap<String, String>>,
     Vec<MemberSnapshot>,
 ) {
-    let fleet = root().join("examples/fleet");
+    let fleet = fleet_fixture::fleet_dir();
     let dump = cli::load_dir(&fleet.join("gateway-api")).unwrap();
     let labels = (dump.namespaces.iter())
         .map(|n| {
@@ -35,14 +33,7 @@ fn fixtures() -> (
             (name, n.metadata.labels.clone().unwrap_or_default())
         })
         .collect();
-    let args = RenderArgs {
-        fleet: vec![fleet.join("clusters"), fleet.join("active-active")],
-        members: ["hz-a", "hz-b"]
-            .map(|m| (m.to_string(), fleet.join("members").join(m)))
-            .to_vec(),
-        zones: vec![],
-        options: DeriveOptions::default(),
-    };
+    let args = fleet_fixture::two_members("active-active", DeriveOptions::default());
     let (_, members) = cli::render_with_members(&args).unwrap();
     (dump.gateway_api, labels, members)
 }

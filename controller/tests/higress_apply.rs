@@ -3,11 +3,12 @@
 //! write, server-side apply as `fleetgate-controller`, garbage collection by owner label).
 
 mod common;
+mod fleet_fixture;
 
 use std::collections::BTreeSet;
 
 use common::{body_json, mock_client, ApiHandle};
-use fleetgate_controller::cli::{self, RenderArgs};
+use fleetgate_controller::cli;
 use fleetgate_controller::derive::DeriveOptions;
 use fleetgate_controller::higress::apply::{apply, ApplyError, ApplyReport, Publisher};
 use fleetgate_controller::higress::HigressObject;
@@ -15,7 +16,6 @@ use fleetgate_controller::higress::{HigressOptions, HIGRESS_UPSTREAM_TEMPLATE};
 use http::{Method, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{json, Value};
-use std::path::Path;
 
 fn respond(status: StatusCode, body: &Value) -> Response<Body> {
     Response::builder()
@@ -262,18 +262,11 @@ async fn accept_all(mut api: ApiHandle, refuse: bool) -> usize {
 
 #[tokio::test]
 async fn the_publisher_writes_a_generation_once_until_it_changes_fails_or_is_forced() {
-    let fleet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet");
-    let args = RenderArgs {
-        fleet: vec![fleet.join("clusters"), fleet.join("active-active")],
-        members: ["hz-a", "hz-b"]
-            .map(|m| (m.to_string(), fleet.join("members").join(m)))
-            .to_vec(),
-        zones: vec![],
-        options: DeriveOptions {
-            upstream_template: HIGRESS_UPSTREAM_TEMPLATE.to_string(),
-            ..DeriveOptions::default()
-        },
+    let options = DeriveOptions {
+        upstream_template: HIGRESS_UPSTREAM_TEMPLATE.to_string(),
+        ..DeriveOptions::default()
     };
+    let args = fleet_fixture::two_members("active-active", options);
     let (derived, members) = cli::render_with_members(&args).unwrap();
     let opts = HigressOptions {
         namespaces: namespaces(&["default", "fleetgate-system"]),
