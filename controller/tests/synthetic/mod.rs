@@ -63,7 +63,10 @@ pub fn slice(i: usize, m: usize, shape: Shape) -> EndpointSlice {
     let endpoints: Vec<_> = (0..REPLICAS)
         .map(|j| {
             let moved = if j == 0 { shape.generation } else { 0 };
-            let ip = format!("10.{m}.{}.{}", (i / 250 + j * 40) % 250, (i + moved) % 250);
+            // A moved pod's address differs from every earlier one for 62,500 moves (the
+            // third octet carries the moves past 250).
+            let third = (i / 250 + j * 40 + moved / 250) % 250;
+            let ip = format!("10.{m}.{third}.{}", (i + moved) % 250);
             json!({"addresses": [ip], "conditions": {"ready": j < shape.ready},
                    "zone": format!("zone-{}", m % 3),
                    "targetRef": {"kind": "Pod", "namespace": ns,

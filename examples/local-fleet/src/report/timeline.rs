@@ -42,7 +42,7 @@ pub fn draw(path: &Path, timeline: &Timeline<'_>) -> anyhow::Result<()> {
         BUCKET,
         timeline.end,
     );
-    let root = SVGBackend::new(path, (1100, 460)).into_drawing_area();
+    let root = SVGBackend::new(path, (1200, 460)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(timeline.title, ("sans-serif", 20))?;
     let (strip, area) = root.split_vertically(28);
