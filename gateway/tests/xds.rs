@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::util::pack_any;
 use fleetgate_controller::xds::{clusters, listener, Resources, WasmCode};
 use fleetgate_local_fleet::fleet::{direct_name, upstream_name, wasm_path};
-use fleetgate_local_fleet::load::{self, LoadSpec, Sample, Tally};
+use fleetgate_local_fleet::load::{self, served_by, LoadSpec, Sample, Tally};
 use fleetgate_local_fleet::timed::{runtime, serial};
 use fleetgate_local_fleet::{Fleet, FleetSpec};
 use fleetgate_local_gateway::xds::Kind;
@@ -54,20 +54,7 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 
 /// `n` sequential GETs through the gateway.
 async fn gets(fleet: &Fleet, n: usize) -> Vec<Sample> {
-    let client = load::client();
-    let spec = LoadSpec::get(1, Duration::ZERO);
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(load::send_one(&client, fleet.addr(), &spec, Instant::now()).await);
-    }
-    out
-}
-
-fn served_by(samples: &[Sample], member: &str) -> usize {
-    let hits = samples
-        .iter()
-        .filter(|s| s.served.as_deref() == Some(member));
-    hits.count()
+    load::sequential_gets(fleet.addr(), n).await
 }
 
 #[test]

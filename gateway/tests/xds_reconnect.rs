@@ -3,14 +3,13 @@
 //! plane, reconnects by itself, and applies what the new server sends, as Envoy does with a
 //! restarted management server. Bounded: a few hundred sequential requests.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetgate_controller::xds::{AdsServer, Auth, Snapshot, XdsMetrics};
 use fleetgate_local_fleet::control::ControlPlane;
 use fleetgate_local_fleet::fleet::wasm_path;
-use fleetgate_local_fleet::load::{self, LoadSpec, Sample};
+use fleetgate_local_fleet::load::{sequential_gets as gets, served_by, Sample};
 use fleetgate_local_fleet::member::Member;
 use fleetgate_local_fleet::timed::{runtime, serial};
 use fleetgate_local_gateway::xds::{XdsGateway, XdsGatewayConfig};
@@ -31,24 +30,6 @@ fn ads_server(listener: TcpListener, snapshot: Snapshot) -> (watch::Sender<bool>
         server.serve(listener).await.unwrap();
     });
     (stop, task)
-}
-
-/// `n` sequential GETs through the gateway at `addr`.
-async fn gets(addr: SocketAddr, n: usize) -> Vec<Sample> {
-    let client = load::client();
-    let spec = LoadSpec::get(1, Duration::ZERO);
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(load::send_one(&client, addr, &spec, Instant::now()).await);
-    }
-    out
-}
-
-fn served_by(samples: &[Sample], member: &str) -> usize {
-    let served = samples
-        .iter()
-        .filter(|s| s.served.as_deref() == Some(member));
-    served.count()
 }
 
 fn failed(samples: &[Sample]) -> usize {

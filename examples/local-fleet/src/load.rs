@@ -93,6 +93,25 @@ pub fn client() -> GatewayClient {
         .build(connector)
 }
 
+/// `n` GETs one after another through the gateway at `gateway` (tests that probe routing).
+pub async fn sequential_gets(gateway: SocketAddr, n: usize) -> Vec<Sample> {
+    let client = client();
+    let spec = LoadSpec::get(1, Duration::ZERO);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(send_one(&client, gateway, &spec, Instant::now()).await);
+    }
+    out
+}
+
+/// How many of `samples` `member` answered.
+pub fn served_by(samples: &[Sample], member: &str) -> usize {
+    let served = samples
+        .iter()
+        .filter(|s| s.served.as_deref() == Some(member));
+    served.count()
+}
+
 /// Sends one request and records it (`sent` relative to `origin`).
 pub async fn send_one(
     client: &GatewayClient,
