@@ -135,8 +135,7 @@ pub fn evaluate(inputs: &Inputs<'_>, backends: &impl Backends) -> Outcome {
     let mut routes: Vec<RouteOutcome> = inputs
         .routes
         .iter()
-        .map(|r| route_outcome(r, inputs, &gateways, backends))
-        .filter(|o| !o.parents.is_empty())
+        .filter_map(|r| route_outcome(r, inputs, &gateways, backends))
         .collect();
     routes.sort_by(|a, b| a.route.cmp(&b.route));
     listeners::count_attached(&mut gateways, &routes);
@@ -147,20 +146,24 @@ pub fn evaluate(inputs: &Inputs<'_>, backends: &impl Backends) -> Outcome {
     }
 }
 
+/// A route's outcome, `None` when none of its parents is ours (their controllers speak for it).
 fn route_outcome(
     route: &HttpRoute,
     inputs: &Inputs<'_>,
     gateways: &[GatewayOutcome],
     backends: &impl Backends,
-) -> RouteOutcome {
+) -> Option<RouteOutcome> {
     let key = ObjKey::of(&route.metadata);
+    let ours: Vec<_> = (route.spec.parent_refs.iter().flatten())
+        .filter_map(|p| parents::ours(p, &key, gateways).map(|g| (p, g)))
+        .collect();
+    if ours.is_empty() {
+        return None;
+    }
     let resolved = refs::resolve(route, &key, inputs.grants, backends);
     let mut parents = Vec::new();
     let mut attachments = Vec::new();
-    for parent in route.spec.parent_refs.iter().flatten() {
-        let Some(gateway) = parents::ours(parent, &key, gateways) else {
-            continue; // not a parent of ours: its controller speaks for it
-        };
+    for (parent, gateway) in ours {
         let (accepted, attached) = parents::attach(route, &key, parent, gateway, inputs.namespaces);
         attachments.extend(attached);
         parents.push(ParentOutcome {
@@ -169,11 +172,11 @@ fn route_outcome(
             resolved_refs: resolved.clone(),
         });
     }
-    RouteOutcome {
+    Some(RouteOutcome {
         route: key,
         parents,
         attachments,
-    }
+    })
 }
 
 /// The group and kind of a parentRef, defaulted as the spec says.
