@@ -76,16 +76,23 @@ pub struct GatewayApiDump {
 /// Read every `*.yaml`/`*.yml`/`*.json` file under `dir` (recursively, sorted), multi-document
 /// or `kind: List` as `kubectl get -o yaml` prints; unknown kinds are ignored.
 pub fn load_dir(dir: &Path) -> Result<Dump, CliError> {
-    let mut files = Vec::new();
-    collect_files(dir, &mut files)?;
-    files.sort();
+    load_dirs(&[dir])
+}
+
+/// [`load_dir`] of each directory in order, into one dump (every kind merged).
+pub fn load_dirs<P: AsRef<Path>>(dirs: &[P]) -> Result<Dump, CliError> {
     let mut dump = Dump::default();
-    for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|source| CliError::Io {
-            path: f.display().to_string(),
-            source,
-        })?;
-        load_text(&text, &f.display().to_string(), &mut dump)?;
+    for dir in dirs {
+        let mut files = Vec::new();
+        collect_files(dir.as_ref(), &mut files)?;
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|source| CliError::Io {
+                path: f.display().to_string(),
+                source,
+            })?;
+            load_text(&text, &f.display().to_string(), &mut dump)?;
+        }
     }
     Ok(dump)
 }
@@ -229,14 +236,7 @@ pub fn render_onto(
     args: &RenderArgs,
     indexes: &mut BTreeMap<String, Arc<MemberIndex>>,
 ) -> Result<(Derived, Vec<MemberSnapshot>), CliError> {
-    let mut fleet = Dump::default();
-    for dir in &args.fleet {
-        let d = load_dir(dir)?;
-        fleet.ingresses.extend(d.ingresses);
-        fleet.ingress_classes.extend(d.ingress_classes);
-        fleet.secrets.extend(d.secrets);
-        fleet.config_maps.extend(d.config_maps);
-    }
+    let fleet = load_dirs(&args.fleet)?;
     let mut snaps: BTreeMap<String, MemberSnapshot> = BTreeMap::new();
     let secrets = secret_members(&fleet.secrets);
     indexes.retain(|id, _| {
