@@ -33,6 +33,8 @@ impl PathTable {
             PathKind::Prefix => self
                 .prefix
                 .insert(path.trim_end_matches('/').to_string(), route),
+            // Refused by validation before a table is built.
+            PathKind::Regex => None,
         }
     }
 
@@ -100,6 +102,7 @@ impl RouteTable {
                                 match p.kind {
                                     PathKind::Exact => "Exact",
                                     PathKind::Prefix => "Prefix",
+                                    PathKind::Regex => "Regex",
                                 },
                                 routes[prev].name
                             ),
@@ -195,6 +198,14 @@ mod tests {
             mirror: None,
             sticky: None,
             when_unavailable: WhenUnavailable::Reject,
+            wildcard: Wildcard::Label,
+            method: None,
+            when: vec![],
+            request_headers: None,
+            response_headers: None,
+            rewrite: None,
+            redirect: None,
+            direct: None,
         }
     }
 

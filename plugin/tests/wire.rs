@@ -94,6 +94,7 @@ fn rich() -> ConfigV1 {
                 ],
                 weight: Some(30),
                 backends,
+                direct: None,
             }],
             canary_weight_total: Some(1000),
             fallback: Some(FallbackV1 {
@@ -114,6 +115,14 @@ fn rich() -> ConfigV1 {
                 max_age_seconds: 60,
             }),
             when_unavailable: WhenUnavailable::Panic,
+            wildcard: Wildcard::Label,
+            method: None,
+            when: vec![],
+            request_headers: None,
+            response_headers: None,
+            rewrite: None,
+            redirect: None,
+            direct: None,
         }],
         config_source: Some(ConfigSourceV1 {
             upstream: "ctl".into(),

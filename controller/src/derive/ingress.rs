@@ -30,6 +30,7 @@ impl Entry {
         let rank = match self.kind {
             PathKind::Exact => 0,
             PathKind::Prefix => 1,
+            PathKind::Regex => 2,
         };
         (self.host.clone(), rank, self.path.clone())
     }

@@ -306,6 +306,14 @@ fn build_path(
             .when_unavailable
             .unwrap_or(ctx.opts.settings.when_unavailable),
         fallback,
+        wildcard: Default::default(),
+        method: None,
+        when: Vec::new(),
+        request_headers: None,
+        response_headers: None,
+        rewrite: None,
+        redirect: None,
+        direct: None,
     };
     let route = admit(route, ctx, b.ingress, e, &mut canaries, problems)?;
     canary_keys.extend(canaries.into_iter().map(|(k, _)| k));
@@ -411,6 +419,7 @@ fn canary(c: &CanaryPlan<'_>, ctx: &Ctx<'_>) -> Result<CanaryV1, String> {
         when,
         weight,
         backends: backends(&c.entry.svc, ctx, c.annos.cluster.as_deref(), None)?,
+        direct: None,
     })
 }
 

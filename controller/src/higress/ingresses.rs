@@ -114,6 +114,8 @@ fn ingress(
             path_type: match p.kind {
                 PathKind::Exact => "Exact",
                 PathKind::Prefix => "Prefix",
+                // Only Gateway API routes have these; they are not generated for Higress.
+                PathKind::Regex => "ImplementationSpecific",
             }
             .to_string(),
             backend: backend(c),

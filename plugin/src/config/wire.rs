@@ -187,6 +187,119 @@ pub struct RouteV1 {
     pub sticky: Option<StickyV1>,
     #[serde(default)]
     pub when_unavailable: WhenUnavailable,
+    /// How `*.` host wildcards match: one DNS label (Ingress) or any suffix (Gateway API).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub wildcard: Wildcard,
+    /// Request method the route is limited to (exact, e.g. `GET`); absent = any method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Further request tests that must all match (Gateway API header and query matches).
+    /// Routes claiming the same host and path are tried most specific first: a method, then
+    /// more header tests, then more query tests; a tie goes to the route listed first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<ConditionV1>,
+    /// Header changes made to a routed request before it is forwarded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderEditV1>,
+    /// Header changes made to the response of a routed request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderEditV1>,
+    /// Rewrite the request's host and/or path before it is forwarded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<RewriteV1>,
+    /// Answer with a redirect instead of routing (backends are then not used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectV1>,
+    /// Answer with this fixed response instead of routing (e.g. 500 for a route whose backend
+    /// references cannot be resolved); `backends` may then be empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direct: Option<DirectV1>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// How a `*.suffix` host matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wildcard {
+    /// `*.example.com` matches `a.example.com`, not `a.b.example.com` (Ingress).
+    #[default]
+    Label,
+    /// `*.example.com` matches `a.example.com` and `a.b.example.com` (Gateway API); the
+    /// longest matching suffix wins.
+    Suffix,
+}
+
+/// Header changes, applied in field order: set (replace), add (append a value), remove.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEditV1 {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HeaderV1>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HeaderV1>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderV1 {
+    pub name: String,
+    pub value: String,
+}
+
+/// A new path: the whole path, or the matched `Prefix` path replaced (Gateway API
+/// `ReplaceFullPath` / `ReplacePrefixMatch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathRewriteV1 {
+    Full(String),
+    Prefix(String),
+}
+
+/// Gateway API `URLRewrite`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteV1 {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewriteV1>,
+}
+
+/// Gateway API `RequestRedirect`: the `Location` is the request's URL with these parts
+/// replaced; the query is kept; a port that is the scheme's default is left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectV1 {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Absent = the request's port (if its authority has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewriteV1>,
+    /// 301, 302, 303, 307 or 308.
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+}
+
+pub fn default_redirect_status() -> u16 {
+    302
+}
+
+/// A fixed local response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectV1 {
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub body: String,
 }
 
 pub fn default_min_healthy() -> u32 {
@@ -207,6 +320,10 @@ pub struct PathV1 {
 pub enum PathKind {
     Exact,
     Prefix,
+    /// The whole path (query excluded) matches this regular expression (Gateway API
+    /// `RegularExpression`); tried after every `Exact` and `Prefix` path of the host, in list
+    /// order.
+    Regex,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -302,6 +419,10 @@ pub struct CanaryV1 {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
     pub backends: Vec<BackendV1>,
+    /// Answer the canary's share with this fixed response (`backends` may then be empty): a
+    /// Gateway API backendRef that cannot be resolved keeps its weight and gets 500s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direct: Option<DirectV1>,
 }
 
 /// The route's default backend service, in whichever member clusters run it.
