@@ -9,10 +9,6 @@ use fleetgate_plugin::config::{self as pcfg, ConfigError};
 use fleetgate_plugin::decide::{select, Decision};
 use fleetgate_plugin::health::PassiveState;
 use fleetgate_plugin::request::SimpleRequest;
-use gateway_api::apis::standard::gatewayclasses::GatewayClass;
-use gateway_api::apis::standard::gateways::Gateway;
-use gateway_api::apis::standard::httproutes::HttpRoute;
-use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -60,17 +56,7 @@ pub struct Dump {
     pub endpoint_slices: Vec<EndpointSlice>,
     pub namespaces: Vec<Namespace>,
     /// Gateway API (`gateway.networking.k8s.io`).
-    pub gateway_api: GatewayApiDump,
-}
-
-/// The Gateway API objects of a dump, and the MCS `ServiceImport`s its routes may name.
-#[derive(Debug, Default)]
-pub struct GatewayApiDump {
-    pub classes: Vec<GatewayClass>,
-    pub gateways: Vec<Gateway>,
-    pub http_routes: Vec<HttpRoute>,
-    pub grants: Vec<ReferenceGrant>,
-    pub service_imports: Vec<kube::api::DynamicObject>,
+    pub gateway_api: crate::gateway_api::Objects,
 }
 
 /// Read every `*.yaml`/`*.yml`/`*.json` file under `dir` (recursively, sorted), multi-document

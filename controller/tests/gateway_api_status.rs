@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use fleetgate_controller::cli::{self, GatewayApiDump};
+use fleetgate_controller::cli;
+use fleetgate_controller::gateway_api::Objects;
 use fleetgate_controller::derive::{DeriveOptions, MemberSnapshot};
 use fleetgate_controller::gateway_api::{
     self, status, Cond, FleetBackends, GatewayOutcome, Inputs, ObjKey, Outcome, RouteOutcome,
@@ -21,7 +22,7 @@ mod fleet_fixture;
 const ADDRESS: &str = "203.0.113.10";
 
 fn fixtures() -> (
-    GatewayApiDump,
+    Objects,
     BTreeMap<String, BTreeMap<String, String>>,
     Vec<MemberSnapshot>,
 ) {
@@ -38,7 +39,7 @@ fn fixtures() -> (
     (dump.gateway_api, labels, members)
 }
 
-fn evaluate() -> (Outcome, GatewayApiDump) {
+fn evaluate() -> (Outcome, Objects) {
     let (dump, labels, members) = fixtures();
     let inputs = Inputs {
         classes: &dump.classes,
@@ -219,7 +220,7 @@ fn epoch(seconds: i64) -> Time {
 }
 
 /// Every status of ours, as YAML-ready JSON.
-fn statuses(o: &Outcome, dump: &GatewayApiDump, now: &Time) -> Value {
+fn statuses(o: &Outcome, dump: &Objects, now: &Time) -> Value {
     let classes: Vec<Value> = (o.classes.iter())
         .map(|(name, c)| json!({"GatewayClass": name, "status": status::class(c, Some(1), None, now)}))
         .collect();

@@ -78,6 +78,17 @@ impl Cond {
     }
 }
 
+/// The fleet's Gateway API objects, and the MCS `ServiceImport`s its routes may name, as a
+/// dump or the watches hold them.
+#[derive(Debug, Clone, Default)]
+pub struct Objects {
+    pub classes: Vec<GatewayClass>,
+    pub gateways: Vec<Gateway>,
+    pub http_routes: Vec<HttpRoute>,
+    pub grants: Vec<ReferenceGrant>,
+    pub service_imports: Vec<kube::api::DynamicObject>,
+}
+
 /// What the controller sees of the fleet cluster.
 pub struct Inputs<'a> {
     pub classes: &'a [GatewayClass],
