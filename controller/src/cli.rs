@@ -59,6 +59,18 @@ pub struct Dump {
     pub gateway_api: crate::gateway_api::Objects,
 }
 
+impl Dump {
+    /// Each namespace's labels, by name.
+    pub fn namespace_labels(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        (self.namespaces.iter())
+            .map(|n| {
+                let name = n.metadata.name.clone().unwrap_or_default();
+                (name, n.metadata.labels.clone().unwrap_or_default())
+            })
+            .collect()
+    }
+}
+
 /// Read every `*.yaml`/`*.yml`/`*.json` file under `dir` (recursively, sorted), multi-document
 /// or `kind: List` as `kubectl get -o yaml` prints; unknown kinds are ignored.
 pub fn load_dir(dir: &Path) -> Result<Dump, CliError> {
@@ -262,7 +274,15 @@ pub fn render_onto(
         tracing::warn!("{w}");
     }
     let snaps: Vec<MemberSnapshot> = snaps.into_values().collect();
-    let derived = derive::derive_config(&fleet.ingresses, &snaps, &options)?;
+    let ingresses: Vec<Arc<Ingress>> = fleet.ingresses.iter().cloned().map(Arc::new).collect();
+    let labels = fleet.namespace_labels();
+    let gateway = derive::GatewayInputs {
+        objects: &fleet.gateway_api,
+        namespaces: &labels,
+        address: None,
+    };
+    let derived =
+        derive::Deriver::default().derive_with(&ingresses, Some(gateway), &snaps, &options)?;
     Ok((derived, snaps))
 }
 

@@ -28,12 +28,7 @@ fn fixtures() -> (
 ) {
     let fleet = fleet_fixture::fleet_dir();
     let dump = cli::load_dir(&fleet.join("gateway-api")).unwrap();
-    let labels = (dump.namespaces.iter())
-        .map(|n| {
-            let name = n.metadata.name.clone().unwrap_or_default();
-            (name, n.metadata.labels.clone().unwrap_or_default())
-        })
-        .collect();
+    let labels = dump.namespace_labels();
     let args = fleet_fixture::two_members("active-active", DeriveOptions::default());
     let (_, members) = cli::render_with_members(&args).unwrap();
     (dump.gateway_api, labels, members)

@@ -34,6 +34,20 @@ pub(crate) fn validate(cfg: ConfigV1) -> Result<pcfg::Config, ConfigError> {
     pcfg::Config::try_from(cfg)
 }
 
+/// The plugin's validation of one route, alone in a config of the members.
+pub(crate) fn check(route: &RouteV1, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
+    let clusters: Vec<ClusterV1> = ctx
+        .members
+        .iter()
+        .map(|m| ClusterV1 {
+            id: m.id.clone(),
+            zone: None,
+            state: ClusterState::Healthy,
+        })
+        .collect();
+    validate(config(ctx, clusters, vec![route.clone()])).map(|_| ())
+}
+
 /// Check one route with the plugin's own validation (no JSON round trip). What the plugin
 /// refuses is dropped at the smallest unit: a canary, the mirror, else the path.
 pub(crate) fn admit(
@@ -44,18 +58,9 @@ pub(crate) fn admit(
     canaries: &mut Vec<(IngressKey, CanaryV1)>,
     problems: &mut Vec<Problem>,
 ) -> Option<RouteV1> {
-    let clusters: Vec<ClusterV1> = ctx
-        .members
-        .iter()
-        .map(|m| ClusterV1 {
-            id: m.id.clone(),
-            zone: None,
-            state: ClusterState::Healthy,
-        })
-        .collect();
     loop {
-        let err = match validate(config(ctx, clusters.clone(), vec![route.clone()])) {
-            Ok(_) => return Some(route),
+        let err = match check(&route, ctx) {
+            Ok(()) => return Some(route),
             Err(err) => err,
         };
         let at = err.path.strip_prefix("routes[0]").unwrap_or(&err.path);
@@ -160,7 +165,12 @@ pub(crate) fn finish(
         return Err(DeriveError::NoRoutes(ctx.opts.ingress_class.clone()));
     }
     let route = |&(bi, ri): &(usize, usize)| &built[bi].routes[ri];
-    order.sort_by(|a, b| route(a).origin.route.cmp(&route(b).origin.route));
+    // Ingress routes by name, then HTTPRoute routes in the spec's precedence (the plugin
+    // breaks ties between equally specific routes by list order).
+    order.sort_by(|a, b| {
+        let (a, b) = (&route(a).origin, &route(b).origin);
+        (a.rank, &a.route).cmp(&(b.rank, &b.route))
+    });
     let clusters = cluster_states(order.iter().map(route), ctx);
     let mut head = config(ctx, clusters, Vec::new());
     let mut hasher = Sha256::new();

@@ -19,6 +19,7 @@
 
 mod claims;
 mod finish;
+mod httproute;
 mod ingress;
 mod routes;
 mod state;
@@ -34,6 +35,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use thiserror::Error;
 
 use crate::endpoints::{MemberIndex, SvcKey};
+use crate::gateway_api;
 pub use crate::endpoints::{PortRef, SERVICE_NAME_LABEL};
 pub use crate::settings::PluginSettings;
 pub use ingress::{is_ours, LEGACY_CLASS_ANNOTATION};
@@ -158,10 +160,22 @@ pub enum DeriveError {
     Json(#[from] serde_json::Error),
 }
 
-/// Which Ingresses a route came from (for events and problems).
+/// The kind of object a route comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OriginKind {
+    Ingress,
+    HttpRoute,
+}
+
+/// Which objects a route came from (for events and problems).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteOrigin {
     pub route: String,
+    pub kind: OriginKind,
+    /// Position in the config: 0 for every Ingress route (then by name); HTTPRoute routes
+    /// count up from 1 in the spec's precedence order.
+    pub rank: u32,
+    /// The Ingress, or the HTTPRoute, the route is built from.
     pub base: IngressKey,
     pub canaries: Vec<IngressKey>,
     /// Services (base, canaries, fallback) the route sends traffic to.
@@ -184,6 +198,9 @@ pub struct Derived {
     order: Vec<(usize, usize)>,
     config: OnceLock<ConfigV1>,
     plugin: OnceLock<Result<Arc<pcfg::Config>, ConfigError>>,
+    /// The Gateway API evaluation (with what translating the routes found), when derived
+    /// with Gateway API objects: what their status should say.
+    pub gateway_api: Option<gateway_api::Outcome>,
 }
 
 impl Derived {
@@ -205,6 +222,7 @@ impl Derived {
             order,
             config: OnceLock::new(),
             plugin: OnceLock::new(),
+            gateway_api: None,
         }
     }
 
@@ -299,6 +317,36 @@ impl std::fmt::Display for SvcRef {
             PortRef::Number(n) => write!(f, "{}/{}:{n}", self.namespace, self.name),
             PortRef::Name(n) => write!(f, "{}/{}:{n:?}", self.namespace, self.name),
         }
+    }
+}
+
+/// The fleet's Gateway API objects as derive reads them.
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayInputs<'a> {
+    pub objects: &'a gateway_api::Objects,
+    /// Namespace labels (for listeners' `allowedRoutes` selectors).
+    pub namespaces: &'a BTreeMap<String, BTreeMap<String, String>>,
+    /// The address traffic reaches the gateway at, if known.
+    pub address: Option<&'a str>,
+}
+
+impl GatewayInputs<'_> {
+    /// Which Gateway API objects are ours and where routes attach.
+    fn evaluate(&self, members: &[MemberSnapshot]) -> gateway_api::Outcome {
+        let o = self.objects;
+        let inputs = gateway_api::Inputs {
+            classes: &o.classes,
+            gateways: &o.gateways,
+            routes: &o.http_routes,
+            grants: &o.grants,
+            namespaces: self.namespaces,
+            address: self.address,
+        };
+        let backends = gateway_api::FleetBackends {
+            members,
+            imports: &o.service_imports,
+        };
+        gateway_api::evaluate(&inputs, &backends)
     }
 }
 
@@ -398,6 +446,18 @@ impl Deriver {
         members: &[MemberSnapshot],
         opts: &DeriveOptions,
     ) -> Result<Derived, DeriveError> {
+        self.derive_with(ingresses, None, members, opts)
+    }
+
+    /// [`Deriver::derive`] with the fleet's Gateway API objects too: HTTPRoute routes follow
+    /// the Ingress routes (an Ingress wins a tie), and the result carries their evaluation.
+    pub fn derive_with(
+        &mut self,
+        ingresses: &[Arc<Ingress>],
+        gateway: Option<GatewayInputs<'_>>,
+        members: &[MemberSnapshot],
+        opts: &DeriveOptions,
+    ) -> Result<Derived, DeriveError> {
         let mut sorted: Vec<&MemberSnapshot> = members.iter().collect();
         sorted.sort_by(|a, b| a.id.cmp(&b.id));
         sorted.dedup_by(|a, b| a.id == b.id);
@@ -416,9 +476,23 @@ impl Deriver {
             }
             _ => self.prepare(ingresses, &ctx, &dirty),
         };
-        let derived = finish::finish(&prepared.built, &ctx, prepared.problems.clone());
+        let mut built = prepared.built.clone();
+        let outcome = gateway.map(|g| {
+            let mut outcome = g.evaluate(members);
+            let t = httproute::translate(g.objects, &outcome, members, &ctx);
+            gateway_api::mark_unsupported(&mut outcome, &t.invalid);
+            built.push(Arc::new(routes::BuiltBase {
+                routes: t.routes,
+                problems: Vec::new(),
+            }));
+            outcome
+        });
+        let derived = finish::finish(&built, &ctx, prepared.problems.clone());
         self.prepared = Some(prepared);
-        derived
+        derived.map(|mut d| {
+            d.gateway_api = outcome;
+            d
+        })
     }
 
     /// Read, plan and build (reusing what the caches still hold).

@@ -218,6 +218,8 @@ fn name_routes(key: &IngressKey, routes: Vec<PathRoute>, out: &mut Vec<(RouteV1,
         };
         let origin = RouteOrigin {
             route: r.route.name.clone(),
+            kind: super::OriginKind::Ingress,
+            rank: 0,
             base: key.clone(),
             canaries: r.canaries,
             services: r.services,
@@ -234,22 +236,19 @@ fn build_path(
 ) -> Option<PathRoute> {
     let e = p.entry;
     let a = b.annos;
-    let base = backends(&e.svc, ctx, None, a.cluster_weights.as_deref());
-    let (base, (mode, order)) = match (base, policy(a, ctx)) {
-        (Ok(base), Ok(policy)) => (base, policy),
-        (Err(m), _) | (_, Err(m)) => {
+    let base = backends(&e.svc, ctx, &[], a.cluster_weights.as_deref());
+    let built = base.and_then(|base| {
+        let p = policy(a, ctx)?;
+        Ok(policy_route(b.ingress.to_string(), a, ctx, p, base))
+    });
+    let mut route = match built {
+        Ok(route) => route,
+        Err(m) => {
             let msg = format!("{}: {m}; path not served", e.describe());
             problems.push(Problem::new(b.ingress, Severity::Warning, msg));
             return None;
         }
     };
-    let mut failback = FailbackV1::default();
-    if let Some(h) = a.failback_hold_seconds {
-        failback.hold_seconds = h;
-    }
-    if let Some(r) = a.failback_ramp_seconds {
-        failback.ramp_seconds = r;
-    }
     let mut services = vec![e.svc.clone()];
     let mut canary_keys = Vec::new();
     let mut canaries = Vec::new();
@@ -281,40 +280,15 @@ fn build_path(
             .map_err(|m| problems.push(Problem::new(b.ingress, Severity::Warning, m)))
             .ok()
     });
-    let route = RouteV1 {
-        name: b.ingress.to_string(),
-        hosts: e.host.iter().cloned().collect(),
-        paths: vec![PathV1 {
-            kind: e.kind,
-            path: e.path.clone(),
-        }],
-        mode,
-        order,
-        min_healthy: a.min_healthy.unwrap_or(1),
-        failback,
-        backends: base,
-        pins: Vec::new(),
-        route_by_header: a.route_by_header.clone(),
-        canaries: canaries.iter().map(|(_, c)| c.clone()).collect(),
-        canary_weight_total: total,
-        mirror,
-        sticky: a.sticky.as_ref().map(|(cookie, age)| StickyV1 {
-            cookie: cookie.clone(),
-            max_age_seconds: age.unwrap_or(3600),
-        }),
-        when_unavailable: a
-            .when_unavailable
-            .unwrap_or(ctx.opts.settings.when_unavailable),
-        fallback,
-        wildcard: Default::default(),
-        method: None,
-        when: Vec::new(),
-        request_headers: None,
-        response_headers: None,
-        rewrite: None,
-        redirect: None,
-        direct: None,
-    };
+    route.hosts = e.host.iter().cloned().collect();
+    route.paths = vec![PathV1 {
+        kind: e.kind,
+        path: e.path.clone(),
+    }];
+    route.canaries = canaries.iter().map(|(_, c)| c.clone()).collect();
+    route.canary_weight_total = total;
+    route.mirror = mirror;
+    route.fallback = fallback;
     let route = admit(route, ctx, b.ingress, e, &mut canaries, problems)?;
     canary_keys.extend(canaries.into_iter().map(|(k, _)| k));
     canary_keys.dedup();
@@ -324,6 +298,56 @@ fn build_path(
         canaries: canary_keys,
         services,
     })
+}
+
+/// A route to `backends` (no hosts, paths or canaries yet) with the cross-cluster policy the
+/// `fleetgate.io/*` annotations set: mode and order, min-healthy, failback, sticky, pinning by
+/// header, what to do when no cluster can serve. Ingresses and HTTPRoutes share it.
+pub(crate) fn policy_route(
+    name: String,
+    a: &IngressAnnotations,
+    ctx: &Ctx<'_>,
+    (mode, order): (Mode, Vec<String>),
+    backends: Vec<BackendV1>,
+) -> RouteV1 {
+    let mut failback = FailbackV1::default();
+    if let Some(h) = a.failback_hold_seconds {
+        failback.hold_seconds = h;
+    }
+    if let Some(r) = a.failback_ramp_seconds {
+        failback.ramp_seconds = r;
+    }
+    RouteV1 {
+        name,
+        hosts: Vec::new(),
+        paths: Vec::new(),
+        mode,
+        order,
+        min_healthy: a.min_healthy.unwrap_or(1),
+        failback,
+        backends,
+        pins: Vec::new(),
+        route_by_header: a.route_by_header.clone(),
+        canaries: Vec::new(),
+        canary_weight_total: None,
+        mirror: None,
+        sticky: a.sticky.as_ref().map(|(cookie, age)| StickyV1 {
+            cookie: cookie.clone(),
+            max_age_seconds: age.unwrap_or(3600),
+        }),
+        when_unavailable: a
+            .when_unavailable
+            .unwrap_or(ctx.opts.settings.when_unavailable),
+        fallback: None,
+        wildcard: Default::default(),
+        method: None,
+        when: Vec::new(),
+        request_headers: None,
+        response_headers: None,
+        rewrite: None,
+        redirect: None,
+        direct: None,
+    }
 }
 
 /// Mode and order from the annotations (checked when the Ingress is read, so an error here
@@ -376,11 +400,12 @@ pub fn render_template(t: &str, port: u16, cluster: &str, svc: &str, ns: &str) -
         .replace("{namespace}", ns)
 }
 
-/// One backend per member (or only `only`), ready counts from the member's index.
-fn backends(
+/// One backend per member (or per member listed in `only`, if any), ready counts from the
+/// member's index.
+pub(crate) fn backends(
     svc: &SvcRef,
     ctx: &Ctx<'_>,
-    only: Option<&str>,
+    only: &[String],
     weights: Option<&[(String, u32)]>,
 ) -> Result<Vec<BackendV1>, String> {
     let port = service_port_number(svc, ctx)?;
@@ -388,7 +413,7 @@ fn backends(
     Ok(ctx
         .members
         .iter()
-        .filter(|m| only.is_none_or(|o| o == m.id))
+        .filter(|m| only.is_empty() || only.contains(&m.id))
         .map(|m| BackendV1 {
             cluster: m.id.clone(),
             upstream: render_template(
@@ -418,7 +443,7 @@ fn canary(c: &CanaryPlan<'_>, ctx: &Ctx<'_>) -> Result<CanaryV1, String> {
         name: c.ingress.to_string(),
         when,
         weight,
-        backends: backends(&c.entry.svc, ctx, c.annos.cluster.as_deref(), None)?,
+        backends: backends(&c.entry.svc, ctx, c.annos.cluster.as_slice(), None)?,
         direct: None,
     })
 }
@@ -479,7 +504,7 @@ fn fallback(s: &ServiceRef, ctx: &Ctx<'_>) -> Result<(FallbackV1, SvcRef), Strin
     };
     let f = FallbackV1 {
         name: format!("{}/{}", s.namespace, s.name),
-        backends: backends(&svc, ctx, None, None)?,
+        backends: backends(&svc, ctx, &[], None)?,
     };
     Ok((f, svc))
 }

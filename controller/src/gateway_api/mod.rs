@@ -9,6 +9,7 @@
 //! against them), [`refs`] (a route's backendRefs, ReferenceGrants), [`hostnames`] (the
 //! spec's hostname intersection).
 
+pub mod filters;
 pub mod hostnames;
 pub mod listeners;
 pub mod parents;
@@ -181,6 +182,7 @@ fn route_outcome(
             parent_ref: parent.clone(),
             accepted,
             resolved_refs: resolved.clone(),
+            partially_invalid: None,
         });
     }
     Some(RouteOutcome {
@@ -188,6 +190,36 @@ fn route_outcome(
         parents,
         attachments,
     })
+}
+
+/// Rules of one HTTPRoute that fleetgate cannot serve as written (they answer 500), and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleProblems {
+    /// Rules the route has.
+    pub rules: usize,
+    /// Indexes of the rules concerned.
+    pub failed: Vec<usize>,
+    pub messages: Vec<String>,
+}
+
+/// Say so in the routes' conditions, reason `UnsupportedValue`: `PartiallyInvalid` when some
+/// rules are served, `Accepted=False` when none is.
+pub fn mark_unsupported(outcome: &mut Outcome, invalid: &BTreeMap<ObjKey, RuleProblems>) {
+    for r in &mut outcome.routes {
+        let Some(p) = invalid.get(&r.route) else {
+            continue;
+        };
+        let msg = p.messages.join("; ");
+        let reason = parents::RouteReason::UnsupportedValue;
+        for parent in r.parents.iter_mut().filter(|p| p.accepted.status) {
+            if p.failed.len() >= p.rules {
+                parent.accepted = Cond::new("Accepted", false, reason, msg.clone());
+            } else {
+                let c = Cond::new("PartiallyInvalid", true, reason, msg.clone());
+                parent.partially_invalid = Some(c);
+            }
+        }
+    }
 }
 
 /// The group and kind of a parentRef, defaulted as the spec says.

@@ -55,6 +55,8 @@ pub struct ParentOutcome {
     pub parent_ref: HttpRouteParentRefs,
     pub accepted: Cond,
     pub resolved_refs: Cond,
+    /// Set when some of the route's rules cannot be served as written.
+    pub partially_invalid: Option<Cond>,
 }
 
 /// The Gateway of ours a parentRef names, if any.

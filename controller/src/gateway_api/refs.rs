@@ -68,6 +68,22 @@ impl Backends for FleetBackends<'_> {
     }
 }
 
+/// The member clusters a ServiceImport imports from (`status.clusters[].cluster`, MCS
+/// v1alpha1 and v1beta1 alike).
+pub fn import_clusters(imports: &[DynamicObject], namespace: &str, name: &str) -> Vec<String> {
+    let Some(i) = imports.iter().find(|i| {
+        i.metadata.namespace.as_deref() == Some(namespace) && i.metadata.name.as_deref() == Some(name)
+    }) else {
+        return Vec::new();
+    };
+    let clusters = i.data.pointer("/status/clusters").and_then(|c| c.as_array());
+    clusters
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("cluster")?.as_str().map(str::to_string))
+        .collect()
+}
+
 /// A `ReferenceGrant` in `to_ns` lets HTTPRoutes of `from_ns` reference `name` of `kind`.
 fn granted(
     grants: &[ReferenceGrant],
@@ -93,6 +109,50 @@ fn granted(
         })
 }
 
+/// A backendRef that resolved: what it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub kind: BackendKind,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// One backend reference (`group`, `kind`, `namespace`, `name` as written) of route `key`:
+/// what it names, or why it does not resolve.
+pub fn resolve_one(
+    (group, kind, namespace, name): (Option<&str>, Option<&str>, Option<&str>, &str),
+    key: &ObjKey,
+    grants: &[ReferenceGrant],
+    backends: &impl Backends,
+) -> Result<Resolved, (RouteReason, String)> {
+    let (group, kind) = (group.unwrap_or(""), kind.unwrap_or("Service"));
+    let namespace = namespace.unwrap_or(&key.namespace);
+    let what = format!("{kind} {namespace}/{name}");
+    let Some(k) = BackendKind::of(group, kind) else {
+        return Err((
+            RouteReason::InvalidKind,
+            format!("{what}: group {group:?} kind {kind} is not a backend fleetgate serves"),
+        ));
+    };
+    if namespace != key.namespace && !granted(grants, &key.namespace, namespace, k, name) {
+        return Err((
+            RouteReason::RefNotPermitted,
+            format!("{what}: no ReferenceGrant in {namespace} allows it"),
+        ));
+    }
+    if !backends.exists(k, namespace, name) {
+        return Err((
+            RouteReason::BackendNotFound,
+            format!("{what}: not found in any member cluster"),
+        ));
+    }
+    Ok(Resolved {
+        kind: k,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    })
+}
+
 /// The route's `ResolvedRefs` condition.
 pub fn resolve(
     route: &HttpRoute,
@@ -100,42 +160,18 @@ pub fn resolve(
     grants: &[ReferenceGrant],
     backends: &impl Backends,
 ) -> Cond {
-    let mut failures: Vec<(RouteReason, String)> = Vec::new();
     let refs = route
         .spec
         .rules
         .iter()
         .flatten()
         .flat_map(|r| r.backend_refs.iter().flatten());
-    for b in refs {
-        let (group, kind) = (
-            b.group.as_deref().unwrap_or(""),
-            b.kind.as_deref().unwrap_or("Service"),
-        );
-        let namespace = b.namespace.as_deref().unwrap_or(&key.namespace);
-        let what = format!("{kind} {namespace}/{}", b.name);
-        let failure = match BackendKind::of(group, kind) {
-            None => Some((
-                RouteReason::InvalidKind,
-                format!("{what}: group {group:?} kind {kind} is not a backend fleetgate serves"),
-            )),
-            Some(k)
-                if namespace != key.namespace
-                    && !granted(grants, &key.namespace, namespace, k, &b.name) =>
-            {
-                Some((
-                    RouteReason::RefNotPermitted,
-                    format!("{what}: no ReferenceGrant in {namespace} allows it"),
-                ))
-            }
-            Some(k) if !backends.exists(k, namespace, &b.name) => Some((
-                RouteReason::BackendNotFound,
-                format!("{what}: not found in any member cluster"),
-            )),
-            Some(_) => None,
-        };
-        failures.extend(failure);
-    }
+    let failures: Vec<(RouteReason, String)> = refs
+        .filter_map(|b| {
+            let r = (b.group.as_deref(), b.kind.as_deref(), b.namespace.as_deref(), &*b.name);
+            resolve_one(r, key, grants, backends).err()
+        })
+        .collect();
     // One reason: the most fundamental failure (kind, then permission, then existence).
     let order = [
         RouteReason::InvalidKind,

@@ -129,7 +129,8 @@ pub fn route(
             .find(|c| c.controller_name == CONTROLLER_NAME && c.parent_ref == parent_ref)
             .map(|c| c.conditions.as_slice())
             .unwrap_or_default();
-        let conds = [p.accepted.clone(), p.resolved_refs.clone()];
+        let mut conds = vec![p.accepted.clone(), p.resolved_refs.clone()];
+        conds.extend(p.partially_invalid.clone());
         parents.push(HttpRouteStatusParents {
             conditions: conditions(&conds, generation, was, now),
             controller_name: CONTROLLER_NAME.to_string(),

@@ -13,7 +13,7 @@ use k8s_openapi::api::networking::v1::{
 
 use super::objects::meta;
 use super::{ClusterName, HigressObject, HigressOptions};
-use crate::derive::{Derived, IngressKey};
+use crate::derive::{Derived, IngressKey, OriginKind};
 
 /// Higress's annotation for an exact header match (`higress.io/exact-match-header-<name>`).
 const EXACT_HEADER: &str = "higress.io/exact-match-header-";
@@ -22,10 +22,12 @@ const ONLY_LOCAL: (&str, &str) = ("higress.io/whitelist-source-range", "127.0.0.
 /// A reserved top-level domain (RFC 2606): no client resolves it.
 const KEEP_DOMAIN: &str = "fleetgate.invalid";
 
-/// The base Ingress of each route, by route name.
+/// The base Ingress of each route built from an Ingress, by route name. HTTPRoute routes get
+/// no Higress objects: their matches and filters have no Ingress form (GATEWAY_API.md).
 fn bases(derived: &Derived) -> BTreeMap<&str, &IngressKey> {
     derived
         .origins()
+        .filter(|o| o.kind == OriginKind::Ingress)
         .map(|o| (o.route.as_str(), &o.base))
         .collect()
 }
@@ -60,6 +62,12 @@ pub(super) fn routes(
     let bases = bases(derived);
     let annotation = format!("{EXACT_HEADER}{}", config.cluster_header);
     let mut out = Vec::new();
+    let http_routes = derived.origins().filter(|o| o.kind == OriginKind::HttpRoute);
+    if let Some(n) = Some(http_routes.count()).filter(|n| *n > 0) {
+        problems.push(format!(
+            "{n} routes from HTTPRoutes get no Higress objects; serve Gateway API through xDS"
+        ));
+    }
     for r in &config.routes {
         let Some(base) = bases.get(r.name.as_str()) else {
             continue;

@@ -12,7 +12,7 @@ use super::objects::meta;
 use super::{ClusterName, HigressObject, HigressOptions, SLICE_MANAGER};
 use crate::derive::{
     render_template, Contact, Derived, IngressKey, MemberSnapshot, PortRef, SvcRef,
-    SERVICE_NAME_LABEL,
+    SERVICE_NAME_LABEL, OriginKind,
 };
 use crate::endpoints::{AddressType, EndpointView, SliceView, SvcKey};
 
@@ -51,7 +51,7 @@ pub(super) fn plan(
     problems: &mut Vec<String>,
 ) -> Plan {
     let mut plan = Plan::default();
-    for origin in derived.origins() {
+    for origin in derived.origins().filter(|o| o.kind == OriginKind::Ingress) {
         for svc in &origin.services {
             let Some(port) = svc.port_number(members) else {
                 continue;

@@ -1,0 +1,425 @@
+//! HTTPRoutes -> plugin routes: one route per (rule, match), on the hostnames where the route
+//! attached to a listener of ours, with the rule's backendRefs as the base service and weighted
+//! canaries, its filters as the route's header edits, rewrite, redirect and mirror, and the
+//! `fleetgate.io/*` annotations of the HTTPRoute as its cross-cluster policy.
+//!
+//! Precedence is the spec's: the plugin orders equally keyed routes by method, header and
+//! query tests, then by list order, and the routes are listed oldest HTTPRoute first, then by
+//! namespace/name, then rule and match order. A match that an earlier one already claims for a
+//! host (same path, method and tests) can never be reached there and is left out.
+//!
+//! A rule that cannot be served as written (a filter fleetgate cannot apply, a match the plugin
+//! refuses) is answered with a 500, as the spec asks, and reported per route so its status can
+//! say `PartiallyInvalid` (or `Accepted=False` when no rule is valid).
+
+use std::collections::{BTreeMap, HashSet};
+
+use fleetgate_plugin::config::{
+    BackendV1, CanaryV1, ConditionV1, DirectV1, MatchV1, MirrorV1, PathKind, PathV1, RouteV1,
+    Wildcard,
+};
+use gateway_api::apis::standard::httproutes::{
+    HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesMatches,
+    HttpRouteRulesMatchesHeadersType as HeaderType, HttpRouteRulesMatchesPathType as PathType,
+    HttpRouteRulesMatchesQueryParamsType as QueryType,
+};
+
+use super::finish::{check, finished};
+use super::routes::{backends, policy, policy_route, render_template, BuiltRoute};
+use super::{Ctx, IngressKey, MemberSnapshot, OriginKind, PortRef, RouteOrigin, SvcRef};
+use crate::annotations;
+use crate::gateway_api::filters::{self, RuleFilters};
+use crate::gateway_api::refs::{import_clusters, resolve_one, BackendKind, FleetBackends};
+use crate::gateway_api::{ObjKey, Objects, Outcome, RuleProblems};
+
+/// What translating the HTTPRoutes gave: routes, and per HTTPRoute the rules not served as
+/// written.
+#[derive(Debug, Default)]
+pub(crate) struct Translated {
+    pub routes: Vec<BuiltRoute>,
+    pub invalid: BTreeMap<ObjKey, RuleProblems>,
+}
+
+/// The fleet as a rule's backends see it.
+struct Fleet<'a> {
+    objs: &'a Objects,
+    ctx: &'a Ctx<'a>,
+    backends: FleetBackends<'a>,
+}
+
+/// Everything a rule's routes share.
+struct Rule<'a> {
+    key: &'a ObjKey,
+    hosts: &'a [String],
+    annos: &'a annotations::IngressAnnotations,
+    index: usize,
+}
+
+/// Translate every HTTPRoute that attached to a listener of ours.
+pub(crate) fn translate(
+    objs: &Objects,
+    outcome: &Outcome,
+    members: &[MemberSnapshot],
+    ctx: &Ctx<'_>,
+) -> Translated {
+    let fleet = Fleet {
+        objs,
+        ctx,
+        backends: FleetBackends {
+            members,
+            imports: &objs.service_imports,
+        },
+    };
+    let mut routes: Vec<&HttpRoute> = objs.http_routes.iter().collect();
+    routes.sort_by_cached_key(|r| (r.metadata.creation_timestamp.clone(), ObjKey::of(&r.metadata)));
+    let mut out = Translated::default();
+    let mut claimed = HashSet::new();
+    let mut rank = 0u32;
+    for route in routes {
+        let key = ObjKey::of(&route.metadata);
+        let Some(o) = outcome.routes.iter().find(|o| o.route == key) else {
+            continue;
+        };
+        let hosts = hosts_of(o.attachments.iter().map(|a| a.hostnames.as_slice()));
+        let Some(hosts) = hosts else { continue };
+        let annos = route.metadata.annotations.clone().unwrap_or_default();
+        let mut problems = RuleProblems::default();
+        let annos = match annotations::parse(&key.namespace, &annos) {
+            Ok(a) => a,
+            Err(e) => {
+                problems.messages.push(format!("annotations: {e}"));
+                problems.rules = route.spec.rules.iter().flatten().count();
+                problems.failed = (0..problems.rules).collect();
+                out.invalid.insert(key, problems);
+                continue;
+            }
+        };
+        for (index, rule) in route.spec.rules.iter().flatten().enumerate() {
+            problems.rules += 1;
+            let r = Rule {
+                key: &key,
+                hosts: &hosts,
+                annos: &annos,
+                index,
+            };
+            let built = rule_routes(&r, rule, &fleet, &mut rank, &mut claimed);
+            if !built.problems.is_empty() {
+                problems.failed.push(index);
+                problems.messages.extend(built.problems);
+            }
+            out.routes.extend(built.routes);
+        }
+        if !problems.failed.is_empty() {
+            out.invalid.insert(key, problems);
+        }
+    }
+    out
+}
+
+/// The union of the attachments' hostnames; empty = any host; `None` = attached nowhere.
+fn hosts_of<'a>(attachments: impl Iterator<Item = &'a [String]>) -> Option<Vec<String>> {
+    let mut hosts: Vec<String> = Vec::new();
+    let mut any_attached = false;
+    for names in attachments {
+        any_attached = true;
+        if names.iter().any(|h| h == "*") {
+            return Some(Vec::new());
+        }
+        hosts.extend(names.iter().cloned());
+    }
+    hosts.sort();
+    hosts.dedup();
+    any_attached.then_some(hosts)
+}
+
+struct RuleBuilt {
+    routes: Vec<BuiltRoute>,
+    problems: Vec<String>,
+}
+
+/// The routes of one rule: its filters and backends once, then a route per match.
+fn rule_routes(
+    r: &Rule<'_>,
+    rule: &HttpRouteRules,
+    fleet: &Fleet<'_>,
+    rank: &mut u32,
+    claimed: &mut HashSet<String>,
+) -> RuleBuilt {
+    let ctx = fleet.ctx;
+    let mut problems = Vec::new();
+    let template = rule_template(r, rule, fleet, &mut problems);
+    let default_match = [HttpRouteRulesMatches::default()];
+    let matches = match rule.matches.as_deref() {
+        Some(m) if !m.is_empty() => m,
+        _ => &default_match,
+    };
+    let mut routes = Vec::new();
+    for (mi, m) in matches.iter().enumerate() {
+        let (mut route, services) = template.clone();
+        route.name = format!("{}/rule{}/match{mi}", r.key, r.index);
+        apply_match(&mut route, m);
+        let Some(hosts) = unclaimed(&route, r.hosts, claimed) else {
+            continue; // an earlier route takes this match on every host
+        };
+        route.hosts = hosts;
+        if let Err(e) = check(&route, ctx) {
+            problems.push(format!("rule {} match {mi}: {e}", r.index));
+            continue;
+        }
+        *rank += 1;
+        let origin = RouteOrigin {
+            route: route.name.clone(),
+            kind: OriginKind::HttpRoute,
+            rank: *rank,
+            base: IngressKey {
+                namespace: r.key.namespace.clone(),
+                name: r.key.name.clone(),
+            },
+            canaries: Vec::new(),
+            services,
+        };
+        routes.push(finished(route, origin, ctx));
+    }
+    RuleBuilt { routes, problems }
+}
+
+/// The route every match of a rule shares (no paths or tests yet), and the Services it uses.
+/// A rule that cannot be served as written becomes a 500 route and a problem.
+fn rule_template(
+    r: &Rule<'_>,
+    rule: &HttpRouteRules,
+    fleet: &Fleet<'_>,
+    problems: &mut Vec<String>,
+) -> (RouteV1, Vec<SvcRef>) {
+    let fail = |problems: &mut Vec<String>, msg: String| {
+        problems.push(format!("rule {}: {msg}", r.index));
+        (direct_route(r, fleet.ctx), Vec::new())
+    };
+    let f = match filters::read(rule.filters.as_deref().unwrap_or_default()) {
+        Ok(f) => f,
+        Err(m) => return fail(problems, m),
+    };
+    let mut services = Vec::new();
+    let mut route = match weighted(r, rule, fleet, &f, &mut services) {
+        Ok(route) => route,
+        Err(m) => return fail(problems, m),
+    };
+    if let Some(m) = &f.mirror {
+        match mirror(r, m, fleet) {
+            Ok(mv) => route.mirror = Some(mv),
+            Err(m) => return fail(problems, m),
+        }
+    }
+    route.request_headers = f.request_headers;
+    route.response_headers = f.response_headers;
+    route.rewrite = f.rewrite;
+    route.redirect = f.redirect;
+    (route, services)
+}
+
+/// A route with the HTTPRoute's policy and no backends (callers add them or an answer).
+fn bare_route(r: &Rule<'_>, ctx: &Ctx<'_>) -> Result<RouteV1, String> {
+    let p = policy(r.annos, ctx)?;
+    let mut route = policy_route(String::new(), r.annos, ctx, p, Vec::new());
+    route.wildcard = Wildcard::Suffix;
+    Ok(route)
+}
+
+/// The spec's answer for a rule that cannot be served as written: 500.
+fn direct_500(r: &Rule<'_>) -> DirectV1 {
+    DirectV1 {
+        status: 500,
+        body: format!("fleetgate: HTTPRoute {} rule {} cannot be served\n", r.key, r.index),
+    }
+}
+
+/// A route that answers 500 itself (the default policy: it has no backends to apply one to).
+fn direct_route(r: &Rule<'_>, ctx: &Ctx<'_>) -> RouteV1 {
+    let default = annotations::IngressAnnotations::default();
+    let p = (Default::default(), Vec::new());
+    let mut route = policy_route(String::new(), &default, ctx, p, Vec::new());
+    route.wildcard = Wildcard::Suffix;
+    route.direct = Some(direct_500(r));
+    route
+}
+
+/// The rule's backendRefs as the base service and weighted canaries. A reference that does not
+/// resolve keeps its weight and answers 500 for its share; no weight left at all (no refs, all
+/// weights 0, none resolved) answers 500 for the whole rule. A redirect needs no backends.
+fn weighted(
+    r: &Rule<'_>,
+    rule: &HttpRouteRules,
+    fleet: &Fleet<'_>,
+    f: &RuleFilters,
+    services: &mut Vec<SvcRef>,
+) -> Result<RouteV1, String> {
+    let mut route = bare_route(r, fleet.ctx)?;
+    if f.redirect.is_some() {
+        return Ok(route);
+    }
+    let shares: Vec<(u32, Result<(SvcRef, Vec<BackendV1>), String>)> = (rule.backend_refs.iter())
+        .flatten()
+        .filter_map(|b| {
+            let w = u32::try_from(b.weight.unwrap_or(1)).ok().filter(|w| *w > 0)?;
+            Some((w, share(r, b, fleet)))
+        })
+        .collect();
+    let Some(base) = shares.iter().position(|(_, s)| s.is_ok()) else {
+        route.direct = Some(direct_500(r));
+        return Ok(route);
+    };
+    for (i, (weight, s)) in shares.into_iter().enumerate() {
+        match s {
+            Ok((svc, b)) if i == base => {
+                route.backends = b;
+                services.push(svc);
+            }
+            Ok((svc, b)) => {
+                route.canaries.push(canary(svc.to_string(), weight, b, None));
+                services.push(svc);
+            }
+            Err(m) => route
+                .canaries
+                .push(canary(m, weight, Vec::new(), Some(direct_500(r)))),
+        }
+        route.canary_weight_total = Some(route.canary_weight_total.unwrap_or(0) + weight);
+    }
+    if route.canaries.is_empty() {
+        route.canary_weight_total = None;
+    }
+    Ok(route)
+}
+
+fn canary(name: String, weight: u32, backends: Vec<BackendV1>, direct: Option<DirectV1>) -> CanaryV1 {
+    CanaryV1 {
+        name,
+        when: Vec::new(),
+        weight: Some(weight),
+        backends,
+        direct,
+    }
+}
+
+/// One backendRef: the Service it means and its backend in each member it names.
+fn share(
+    r: &Rule<'_>,
+    b: &HttpRouteRulesBackendRefs,
+    fleet: &Fleet<'_>,
+) -> Result<(SvcRef, Vec<BackendV1>), String> {
+    if b.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+        return Err(format!("backendRef {}: per-backend filters are not supported", b.name));
+    }
+    let what = (b.group.as_deref(), b.kind.as_deref(), b.namespace.as_deref(), &*b.name);
+    let (svc, only) = service_of(r, what, b.port, fleet)?;
+    let weights = r.annos.cluster_weights.as_deref();
+    let backends = backends(&svc, fleet.ctx, &only, weights)?;
+    Ok((svc, backends))
+}
+
+/// The Service port a reference means, and the members it is limited to (a ServiceImport's
+/// clusters; none = every member).
+fn service_of(
+    r: &Rule<'_>,
+    what: (Option<&str>, Option<&str>, Option<&str>, &str),
+    port: Option<i32>,
+    fleet: &Fleet<'_>,
+) -> Result<(SvcRef, Vec<String>), String> {
+    let grants = &fleet.objs.grants;
+    let resolved = resolve_one(what, r.key, grants, &fleet.backends).map_err(|(_, m)| m)?;
+    let port = port
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| format!("{} {}: a port is required", what.3, "backendRef"))?;
+    let only = match resolved.kind {
+        BackendKind::Service => Vec::new(),
+        BackendKind::ServiceImport => {
+            let imports = &fleet.objs.service_imports;
+            let clusters = import_clusters(imports, &resolved.namespace, &resolved.name);
+            if clusters.is_empty() {
+                return Err(format!(
+                    "ServiceImport {}/{} lists no clusters",
+                    resolved.namespace, resolved.name
+                ));
+            }
+            clusters
+        }
+    };
+    let svc = SvcRef {
+        namespace: resolved.namespace,
+        name: resolved.name,
+        port: PortRef::Number(port),
+    };
+    Ok((svc, only))
+}
+
+/// A `RequestMirror`'s backend: the Service across every member, as Ingress mirrors are.
+fn mirror(r: &Rule<'_>, m: &filters::Mirror, fleet: &Fleet<'_>) -> Result<MirrorV1, String> {
+    let what = (m.group.as_deref(), m.kind.as_deref(), m.namespace.as_deref(), &*m.name);
+    let (svc, _) = service_of(r, what, m.port, fleet)?;
+    let PortRef::Number(port) = svc.port else {
+        return Err("mirror port".to_string());
+    };
+    let t = &fleet.ctx.opts.mirror_template;
+    Ok(MirrorV1 {
+        upstream: render_template(t, port, "", &svc.name, &svc.namespace),
+        percent: m.percent,
+    })
+}
+
+/// A match's path, method and header and query tests. Of tests naming the same header (any
+/// case) or query parameter, the first counts, as the spec says.
+fn apply_match(route: &mut RouteV1, m: &HttpRouteRulesMatches) {
+    let p = m.path.clone().unwrap_or_default();
+    let kind = match p.r#type.unwrap_or(PathType::PathPrefix) {
+        PathType::Exact => PathKind::Exact,
+        PathType::PathPrefix => PathKind::Prefix,
+        PathType::RegularExpression => PathKind::Regex,
+    };
+    route.paths = vec![PathV1 {
+        kind,
+        path: p.value.unwrap_or_else(|| "/".to_string()),
+    }];
+    route.method = m.method.as_ref().map(|v| format!("{v:?}").to_ascii_uppercase());
+    let mut seen = HashSet::new();
+    for h in m.headers.iter().flatten() {
+        let name = h.name.to_ascii_lowercase();
+        if seen.insert(name.clone()) {
+            let regex = h.r#type == Some(HeaderType::RegularExpression);
+            route.when.push(test(Some(name), None, &h.value, regex));
+        }
+    }
+    seen.clear();
+    for q in m.query_params.iter().flatten() {
+        if seen.insert(q.name.clone()) {
+            let regex = q.r#type == Some(QueryType::RegularExpression);
+            route.when.push(test(None, Some(q.name.clone()), &q.value, regex));
+        }
+    }
+}
+
+fn test(header: Option<String>, query: Option<String>, value: &str, regex: bool) -> ConditionV1 {
+    ConditionV1 {
+        header,
+        cookie: None,
+        query,
+        matcher: match regex {
+            true => MatchV1::Regex(value.to_string()),
+            false => MatchV1::Exact(value.to_string()),
+        },
+    }
+}
+
+/// The route's hosts that no earlier route claims with the same path, method and tests, and
+/// claim them; `None` = none left. No hosts (any host) is claimed as one.
+fn unclaimed(route: &RouteV1, hosts: &[String], claimed: &mut HashSet<String>) -> Option<Vec<String>> {
+    // Serializing plain data cannot fail.
+    let tests = serde_json::to_string(&(&route.paths, &route.method, &route.when)).unwrap_or_default();
+    if hosts.is_empty() {
+        return claimed.insert(format!("\n{tests}")).then(Vec::new);
+    }
+    let left: Vec<String> = hosts
+        .iter()
+        .filter(|h| claimed.insert(format!("{h}\n{tests}")))
+        .cloned()
+        .collect();
+    (!left.is_empty()).then_some(left)
+}
