@@ -274,6 +274,17 @@ pub fn render_onto(
         tracing::warn!("{w}");
     }
     let snaps: Vec<MemberSnapshot> = snaps.into_values().collect();
+    let derived = derive_dump(&fleet, &snaps, &options)?;
+    Ok((derived, snaps))
+}
+
+/// Derive from a fleet dump's Ingresses and Gateway API objects, with no memory of earlier
+/// derivations.
+pub fn derive_dump(
+    fleet: &Dump,
+    members: &[MemberSnapshot],
+    options: &DeriveOptions,
+) -> Result<Derived, derive::DeriveError> {
     let ingresses: Vec<Arc<Ingress>> = fleet.ingresses.iter().cloned().map(Arc::new).collect();
     let labels = fleet.namespace_labels();
     let gateway = derive::GatewayInputs {
@@ -281,9 +292,7 @@ pub fn render_onto(
         namespaces: &labels,
         address: None,
     };
-    let derived =
-        derive::Deriver::default().derive_with(&ingresses, Some(gateway), &snaps, &options)?;
-    Ok((derived, snaps))
+    derive::Deriver::default().derive_with(&ingresses, Some(gateway), members, options)
 }
 
 /// `(zone, gateway)`: where a member is and how it is reached, from its Secret.

@@ -84,11 +84,11 @@ impl ControlPlane {
         let mut fleet =
             cli::load_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
         if let Some((hold, ramp)) = failback {
-            for ingress in &mut fleet.ingresses {
-                let annotations = ingress
-                    .metadata
-                    .annotations
-                    .get_or_insert_with(Default::default);
+            let ingresses = fleet.ingresses.iter_mut().map(|i| &mut i.metadata.annotations);
+            let routes = (fleet.gateway_api.http_routes.iter_mut())
+                .map(|r| &mut r.metadata.annotations);
+            for annotations in ingresses.chain(routes) {
+                let annotations = annotations.get_or_insert_with(Default::default);
                 annotations.insert(
                     "fleetgate.io/failback-hold-seconds".to_owned(),
                     hold.to_string(),
@@ -241,7 +241,7 @@ impl ControlPlane {
             .iter()
             .map(|(id, r)| member_snapshot(id, r))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let derived = derive::derive_config(&self.fleet.ingresses, &snapshots, &self.options)
+        let derived = cli::derive_dump(&self.fleet, &snapshots, &self.options)
             .map_err(|error| anyhow!("deriving the config: {error}"))?;
         let listener = SocketAddr::from(([127, 0, 0, 1], 0));
         let code = WasmCode::File(self.wasm.clone());

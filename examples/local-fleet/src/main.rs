@@ -3,7 +3,7 @@
 //! failures: (a) a member scaled to zero, and back (failback hold + ramp); (b) a member killed
 //! outright, and (c) brought back. Prints a table line per second and a summary.
 //!
-//!     cargo run --profile fast -p fleetgate-local-fleet [-- --quick] [--rate N]
+//!     cargo run --profile fast -p fleetgate-local-fleet [-- --quick] [--gateway-api] [--rate N]
 //!
 //! `report` runs the failover report instead (see `fleetgate_local_fleet::report`):
 //!
@@ -21,21 +21,27 @@ use fleetgate_local_gateway::GatewayLog;
 use tokio::sync::mpsc;
 
 const MEMBERS: [&str; 3] = ["hz-a", "hz-b", "hz-c"];
+/// The fixture with the `active-active` Ingress as a Gateway and an HTTPRoute.
+const GATEWAY_API_SCENARIO: &str = "gateway-api-demo";
 
 struct Args {
     quick: bool,
     rate: u32,
+    /// Configure the fleet with an HTTPRoute instead of an Ingress.
+    gateway_api: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         quick: false,
         rate: 200,
+        gateway_api: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => args.quick = true,
+            "--gateway-api" => args.gateway_api = true,
             "--rate" => {
                 args.rate = it
                     .next()
@@ -44,7 +50,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     .context("--rate")?;
             }
             "-h" | "--help" => {
-                println!("usage: fleetgate-local-fleet [--quick] [--rate REQUESTS_PER_SECOND]");
+                println!("usage: fleetgate-local-fleet [--quick] [--gateway-api] [--rate REQUESTS_PER_SECOND]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -159,9 +165,13 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     let mut spec = FleetSpec::new(&MEMBERS);
     spec.failback = Some(plan.failback);
     spec.log_sink = Some(log_tx);
+    if args.gateway_api {
+        spec.scenario = GATEWAY_API_SCENARIO.to_owned();
+    }
     println!(
-        "fleetgate local fleet: members {} (3 replicas each), controller -> xDS (ADS) -> gateway with the plugin (2 workers)",
-        MEMBERS.join(", ")
+        "fleetgate local fleet: members {} (3 replicas each), controller -> xDS (ADS) -> gateway with the plugin (2 workers); fleet configured by {}",
+        MEMBERS.join(", "),
+        if args.gateway_api { "an HTTPRoute" } else { "an Ingress" }
     );
     let fleet = Fleet::start(spec).await?;
     println!(
