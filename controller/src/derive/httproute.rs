@@ -423,3 +423,164 @@ fn unclaimed(route: &RouteV1, hosts: &[String], claimed: &mut HashSet<String>) -
         .collect();
     (!left.is_empty()).then_some(left)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use super::*;
+    use crate::cli::{self, RenderArgs};
+    use crate::derive::DeriveOptions;
+
+    /// The two fixture members and the routing fixture's objects.
+    fn fixture() -> (Vec<MemberSnapshot>, Objects) {
+        let fleet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet");
+        let args = RenderArgs {
+            fleet: vec![fleet.join("clusters")],
+            members: ["hz-a", "hz-b"]
+                .map(|m| (m.to_string(), fleet.join("members").join(m)))
+                .to_vec(),
+            zones: vec![],
+            options: DeriveOptions::default(),
+        };
+        let (_, members) = cli::render_with_members(&args).unwrap();
+        let dump = cli::load_dir(&fleet.join("gateway-api-routing")).unwrap();
+        (members, dump.gateway_api)
+    }
+
+    fn rule_of<'o>(objs: &'o Objects, route: &str, index: usize) -> &'o HttpRouteRules {
+        let r = objs.http_routes.iter().find(|r| r.metadata.name.as_deref() == Some(route));
+        &r.unwrap().spec.rules.as_ref().unwrap()[index]
+    }
+
+    /// The route template of rule `index` of HTTPRoute `route`, and its problems.
+    fn template(route: &str, index: usize) -> (RouteV1, Vec<String>) {
+        let (members, objs) = fixture();
+        let opts = DeriveOptions::default();
+        let ctx = Ctx {
+            members: members.iter().collect(),
+            member_ids: members.iter().map(|m| m.id.as_str()).collect::<BTreeSet<_>>(),
+            opts: &opts,
+        };
+        let r = objs.http_routes.iter().find(|r| r.metadata.name.as_deref() == Some(route));
+        let annotations = r.unwrap().metadata.annotations.clone().unwrap_or_default();
+        let annos = annotations::parse("default", &annotations).unwrap();
+        let key = ObjKey {
+            namespace: "default".into(),
+            name: route.into(),
+        };
+        let rule = Rule {
+            key: &key,
+            hosts: &[],
+            annos: &annos,
+            index,
+        };
+        let fleet = Fleet {
+            objs: &objs,
+            ctx: &ctx,
+            backends: FleetBackends {
+                members: &members,
+                imports: &objs.service_imports,
+            },
+        };
+        let mut problems = Vec::new();
+        let (t, _) = rule_template(&rule, rule_of(&objs, route, index), &fleet, &mut problems);
+        (t, problems)
+    }
+
+    fn clusters(b: &[BackendV1]) -> Vec<&str> {
+        b.iter().map(|b| b.cluster.as_str()).collect()
+    }
+
+    #[test]
+    fn weights_make_a_base_and_canaries_and_a_missing_backend_keeps_its_share_as_500s() {
+        let (t, problems) = template("split", 0);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(clusters(&t.backends), ["hz-a", "hz-b"]);
+        assert!(t.backends[0].upstream.contains("|shop.default."));
+        assert_eq!(t.canary_weight_total, Some(100));
+        let shares: Vec<(Option<u32>, bool)> =
+            t.canaries.iter().map(|c| (c.weight, c.direct.is_some())).collect();
+        assert_eq!(shares, [(Some(15), false), (Some(5), true)]);
+        assert!(t.canaries[1].name.contains("checkout"), "{}", t.canaries[1].name);
+        // The annotations' policy.
+        assert_eq!(t.order, ["hz-b", "hz-a"]);
+        assert_eq!(t.failback.hold_seconds, 20);
+    }
+
+    #[test]
+    fn a_service_import_backend_is_only_in_the_clusters_it_imports_from() {
+        let (t, _) = template("imported", 0);
+        assert_eq!(clusters(&t.backends), ["hz-b"]);
+    }
+
+    #[test]
+    fn all_weights_zero_and_an_unsupported_filter_answer_500() {
+        let (t, problems) = template("zero", 0);
+        assert!(problems.is_empty(), "weights 0 is valid: {problems:?}");
+        assert_eq!(t.direct.map(|d| d.status), Some(500));
+        assert!(t.backends.is_empty());
+        let (t, problems) = template("filters", 3);
+        assert_eq!(t.direct.map(|d| d.status), Some(500));
+        assert!(problems[0].contains("ExtensionRef"), "{problems:?}");
+    }
+
+    #[test]
+    fn filters_become_the_plugins_edits_and_the_mirror_names_the_service_across_members() {
+        let (t, _) = template("filters", 1);
+        let rewrite = t.rewrite.unwrap();
+        assert_eq!(rewrite.hostname.as_deref(), Some("backend.example.com"));
+        assert_eq!(t.request_headers.unwrap().remove, ["x-debug"]);
+        assert_eq!(t.response_headers.unwrap().set[0].name, "cache-control");
+        let (t, _) = template("filters", 2);
+        let m = t.mirror.unwrap();
+        assert_eq!(m.percent, 25.0);
+        assert_eq!(m.upstream, "outbound|8080||shop-shadow.default.svc.cluster.local");
+        let (t, _) = template("filters", 0);
+        assert!(t.backends.is_empty() && t.redirect.is_some());
+    }
+
+    #[test]
+    fn a_match_becomes_path_method_and_tests_with_the_first_of_equal_header_names() {
+        let m: HttpRouteRulesMatches = serde_json::from_value(serde_json::json!({
+            "path": {"type": "RegularExpression", "value": "/api/v[0-9]+/.*"},
+            "method": "POST",
+            "headers": [{"name": "X-Env", "value": "a"}, {"name": "x-env", "value": "b"},
+                        {"name": "X-Tier", "type": "RegularExpression", "value": "gold|silver"}],
+            "queryParams": [{"name": "debug", "value": "1"}, {"name": "debug", "value": "2"}]
+        }))
+        .unwrap();
+        let (mut route, _) = template("zero", 0);
+        apply_match(&mut route, &m);
+        assert_eq!(route.paths[0].kind, PathKind::Regex);
+        assert_eq!(route.method.as_deref(), Some("POST"));
+        let tests: Vec<(Option<&str>, Option<&str>, &MatchV1)> = (route.when.iter())
+            .map(|c| (c.header.as_deref(), c.query.as_deref(), &c.matcher))
+            .collect();
+        assert_eq!(
+            tests,
+            [
+                (Some("x-env"), None, &MatchV1::Exact("a".into())),
+                (Some("x-tier"), None, &MatchV1::Regex("gold|silver".into())),
+                (None, Some("debug"), &MatchV1::Exact("1".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_match_claimed_earlier_is_left_out_only_on_the_hosts_already_claimed() {
+        let (route, _) = template("zero", 0);
+        let mut claimed = HashSet::new();
+        let a = ["a.example.com".to_string()];
+        let ab = ["a.example.com".to_string(), "b.example.com".to_string()];
+        assert_eq!(unclaimed(&route, &a, &mut claimed), Some(a.to_vec()));
+        assert_eq!(unclaimed(&route, &ab, &mut claimed), Some(vec![ab[1].clone()]));
+        assert_eq!(unclaimed(&route, &ab, &mut claimed), None);
+        let mut other = route.clone();
+        other.method = Some("GET".into());
+        assert_eq!(unclaimed(&other, &a, &mut claimed), Some(a.to_vec()));
+        assert_eq!(unclaimed(&route, &[], &mut claimed), Some(vec![]));
+        assert_eq!(unclaimed(&route, &[], &mut claimed), None);
+    }
+}
