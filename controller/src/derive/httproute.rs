@@ -257,7 +257,7 @@ fn weighted(
     if f.redirect.is_some() {
         return Ok(route);
     }
-    let shares: Vec<(u32, Result<(SvcRef, Vec<BackendV1>), String>)> = (rule.backend_refs.iter())
+    let shares: Vec<(u32, Share)> = (rule.backend_refs.iter())
         .flatten()
         .filter_map(|b| {
             let w = u32::try_from(b.weight.unwrap_or(1)).ok().filter(|w| *w > 0)?;
@@ -300,12 +300,11 @@ fn canary(name: String, weight: u32, backends: Vec<BackendV1>, direct: Option<Di
     }
 }
 
+/// A backendRef's Service and its backend in each member, or why it does not resolve.
+type Share = Result<(SvcRef, Vec<BackendV1>), String>;
+
 /// One backendRef: the Service it means and its backend in each member it names.
-fn share(
-    r: &Rule<'_>,
-    b: &HttpRouteRulesBackendRefs,
-    fleet: &Fleet<'_>,
-) -> Result<(SvcRef, Vec<BackendV1>), String> {
+fn share(r: &Rule<'_>, b: &HttpRouteRulesBackendRefs, fleet: &Fleet<'_>) -> Share {
     if b.filters.as_ref().is_some_and(|f| !f.is_empty()) {
         return Err(format!("backendRef {}: per-backend filters are not supported", b.name));
     }
