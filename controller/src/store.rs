@@ -1,12 +1,13 @@
-//! Indexed controller state fed by the watches: fleet Ingresses and IngressClasses, and per
-//! member its Services and EndpointSlices (reduced to a [`MemberIndex`]) and watch health. [`Store::snapshot`] hands derive a consistent
-//! copy; [`Store::changed`] wakes the derive loop.
+//! Indexed controller state fed by the watches: fleet Ingresses and IngressClasses, Gateway API
+//! objects and Namespace labels, and per member its Services and EndpointSlices (reduced to a
+//! [`MemberIndex`]) and watch health. [`Store::snapshot`] hands derive a consistent copy;
+//! [`Store::changed`] wakes the derive loop.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
@@ -15,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::derive::{Contact, MemberSnapshot};
 use crate::endpoints::{MemberIndex, Relist};
+use crate::gateway_api::watch::{Kind, Object};
 use crate::health::MemberHealth;
 
 /// `namespace/name`.
@@ -41,6 +43,9 @@ struct State {
     parameters: Option<ConfigMap>,
     fleet_synced: bool,
     members: BTreeMap<String, MemberState>,
+    gateway_api: BTreeMap<Kind, BTreeMap<ObjKey, Object>>,
+    /// Namespace labels, by name.
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// What derive needs, copied out of the store.
@@ -51,6 +56,9 @@ pub struct Snapshot {
     pub config_maps: Vec<ConfigMap>,
     pub members: Vec<MemberSnapshot>,
     pub fleet_synced: bool,
+    pub gateway_api: crate::gateway_api::Objects,
+    /// Namespace labels, by name (what `allowedRoutes.namespaces.selector` selects on).
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Shared state; cheap to clone.
@@ -102,6 +110,46 @@ impl Store {
     }
     pub fn replace_classes(&self, all: Vec<IngressClass>) {
         self.lock().classes = all.into_iter().map(|c| (c.name_any(), c)).collect();
+        self.touch();
+    }
+
+    pub fn apply_gateway_api(&self, o: Object) {
+        let mut s = self.lock();
+        s.gateway_api
+            .entry(o.kind())
+            .or_default()
+            .insert(o.key(), o);
+        drop(s);
+        self.touch();
+    }
+    pub fn delete_gateway_api(&self, kind: Kind, key: &ObjKey) {
+        if let Some(objects) = self.lock().gateway_api.get_mut(&kind) {
+            objects.remove(key);
+        }
+        self.touch();
+    }
+    /// Replace all objects of one kind after a (re)list.
+    pub fn replace_gateway_api(&self, kind: Kind, all: Vec<Object>) {
+        let all = all.into_iter().map(|o| (o.key(), o)).collect();
+        self.lock().gateway_api.insert(kind, all);
+        self.touch();
+    }
+
+    pub fn apply_namespace(&self, n: Namespace) {
+        self.lock()
+            .namespaces
+            .insert(n.name_any(), n.labels().clone());
+        self.touch();
+    }
+    pub fn delete_namespace(&self, n: &Namespace) {
+        self.lock().namespaces.remove(&n.name_any());
+        self.touch();
+    }
+    pub fn replace_namespaces(&self, all: Vec<Namespace>) {
+        self.lock().namespaces = all
+            .into_iter()
+            .map(|n| (n.name_any(), n.labels().clone()))
+            .collect();
         self.touch();
     }
 
@@ -222,6 +270,8 @@ impl Store {
             classes: s.classes.values().cloned().collect(),
             config_maps: s.parameters.iter().cloned().collect(),
             fleet_synced: s.fleet_synced,
+            gateway_api: gateway_api_objects(&s.gateway_api),
+            namespaces: s.namespaces.clone(),
             members: s
                 .members
                 .iter()
@@ -235,4 +285,14 @@ impl Store {
                 .collect(),
         }
     }
+}
+
+fn gateway_api_objects(
+    by_kind: &BTreeMap<Kind, BTreeMap<ObjKey, Object>>,
+) -> crate::gateway_api::Objects {
+    let mut objects = crate::gateway_api::Objects::default();
+    for o in by_kind.values().flat_map(BTreeMap::values) {
+        o.clone().push_to(&mut objects);
+    }
+    objects
 }

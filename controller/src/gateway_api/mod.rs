@@ -14,6 +14,7 @@ pub mod listeners;
 pub mod parents;
 pub mod refs;
 pub mod status;
+pub mod watch;
 
 use std::collections::BTreeMap;
 
