@@ -9,6 +9,7 @@
 //! against them), [`refs`] (a route's backendRefs, ReferenceGrants), [`hostnames`] (the
 //! spec's hostname intersection).
 
+pub mod apply;
 pub mod hostnames;
 pub mod listeners;
 pub mod parents;
