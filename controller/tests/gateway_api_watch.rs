@@ -370,3 +370,36 @@ async fn without_the_crds_ingresses_still_flow_with_one_log_line_per_kind() {
     }
     server.abort();
 }
+
+/// The deploy manifests' ClusterRole lets every watch here, and the status applies, through.
+#[test]
+fn the_cluster_role_grants_the_watches_and_the_status_writes() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy/base/rbac.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let role = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .find(|d| d["kind"] == "ClusterRole")
+        .unwrap();
+    let grants = |group: &str, resource: &str, verb: &str| {
+        role["rules"].as_array().unwrap().iter().any(|r| {
+            let has = |field: &str, v: &str| r[field].as_array().unwrap().iter().any(|x| x == v);
+            has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+        })
+    };
+    for kind in Kind::ALL {
+        let r = kind.resource("v1");
+        for verb in ["get", "list", "watch"] {
+            assert!(grants(&r.group, &r.plural, verb), "{verb} {}", r.plural);
+        }
+    }
+    assert!(grants("", "namespaces", "watch"));
+    for kind in [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute] {
+        let r = kind.resource("v1");
+        assert!(
+            grants(&r.group, &format!("{}/status", r.plural), "patch"),
+            "{}",
+            r.plural
+        );
+    }
+}
