@@ -64,13 +64,15 @@ struct Seen {
 }
 
 /// Run one status pass against a mock API server answering each apply with its body (or, for
-/// the paths in `refuse`, a 409 Conflict); returns what it saw.
-async fn pass(snap: &Snapshot, metrics: &Metrics, refuse: &[&str]) -> Vec<Seen> {
+/// the paths in `refuse`, the error status given); returns what it saw.
+async fn pass(snap: &Snapshot, metrics: &Metrics, refuse: &[(&str, u16)]) -> Vec<Seen> {
     let (client, mut handle) = mock_client();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (log, refuse) = (
         seen.clone(),
-        refuse.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        (refuse.iter())
+            .map(|(p, code)| (p.to_string(), *code))
+            .collect::<Vec<_>>(),
     );
     let server = tokio::spawn(async move {
         while let Some((req, send)) = handle.next_request().await {
@@ -78,11 +80,16 @@ async fn pass(snap: &Snapshot, metrics: &Metrics, refuse: &[&str]) -> Vec<Seen> 
             let content_type = req.headers()["content-type"].to_str().unwrap().to_string();
             let body = body_json(req).await;
             let mut answer = Response::new(Body::from(serde_json::to_vec(&body).unwrap()));
-            if refuse.iter().any(|p| p == uri.path()) {
-                *answer.status_mut() = StatusCode::CONFLICT;
-                *answer.body_mut() = Body::from(
-                    br#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Conflict","code":409}"#.to_vec(),
-                );
+            if let Some((_, code)) = refuse.iter().find(|(p, _)| p == uri.path()) {
+                // As the API server says them.
+                let (reason, message) = match code {
+                    409 => ("Conflict", "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again"),
+                    _ => ("InternalError", "Internal error occurred"),
+                };
+                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "reason": reason, "message": message, "code": code});
+                answer = Response::new(Body::from(serde_json::to_vec(&status).unwrap()));
+                *answer.status_mut() = StatusCode::from_u16(*code).unwrap();
             }
             send.send_response(answer);
             log.lock().unwrap().push(Seen {
@@ -367,9 +374,11 @@ async fn a_refused_apply_is_counted_and_the_others_still_go() {
     let metrics = Metrics::default();
     let refused =
         "/apis/gateway.networking.k8s.io/v1/namespaces/default/gateways/shop-gateway/status";
-    let seen = pass(&snap, &metrics, &[refused]).await;
+    // A conflict (a route written meanwhile by another controller) is retried, not an error.
+    let raced = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/shop/status";
+    let seen = pass(&snap, &metrics, &[(refused, 500), (raced, 409)]).await;
     assert_eq!(seen.len(), golden().len());
-    assert!(seen.iter().any(|s| s.path == refused));
+    assert!(seen.iter().any(|s| s.path == refused) && seen.iter().any(|s| s.path == raced));
     let text = metrics.render();
     assert!(
         text.contains("fleetgate_errors_total{kind=\"gateway_api_status\"} 1\n"),

@@ -9,21 +9,28 @@
 //! between, the apply fails with a conflict instead of dropping its entry, and the next pass
 //! (woken by that write) applies again from the new list.
 
+use std::collections::BTreeMap;
+
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
-use tracing::warn;
+use tracing::{info, warn};
 
 use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteStatus};
 use k8s_openapi_gw::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::watch::Kind;
-use super::{status, FleetBackends, Inputs, Objects, Outcome, RouteOutcome, CONTROLLER_NAME};
+use super::{
+    status, FleetBackends, GatewayOutcome, Inputs, ObjKey, Objects, Outcome, RouteOutcome,
+    CONTROLLER_NAME,
+};
 use crate::admin::Metrics;
 use crate::store::Snapshot;
 
 /// The field manager of fleetgate's status writes.
 pub const FIELD_MANAGER: &str = "fleetgate-controller";
+/// The version status is written at (the one the watches read these kinds at).
+const VERSION: &str = "v1";
 
 /// One status apply.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,47 +51,26 @@ pub fn now() -> Time {
 /// The applies needed to bring every object of ours to the status `outcome` asks for: none for
 /// an object whose status already is that.
 pub fn changes(outcome: &Outcome, objects: &Objects, now: &Time) -> Vec<StatusApply> {
-    let mut out = Vec::new();
-    for c in &objects.classes {
-        let name = c.metadata.name.clone().unwrap_or_default();
-        if let Some(accepted) = outcome.classes.get(&name) {
-            let want = status::class(accepted, c.metadata.generation, c.status.as_ref(), now);
-            out.extend(apply_if_changed(
-                Kind::GatewayClass,
-                &c.metadata,
-                c.status.as_ref(),
-                &want,
-            ));
-        }
-    }
-    for g in &outcome.gateways {
-        let current = objects
-            .gateways
-            .iter()
-            .find(|o| super::ObjKey::of(&o.metadata) == g.key);
-        if let Some(current) = current {
-            let want = status::gateway(g, current.status.as_ref(), now);
-            out.extend(apply_if_changed(
-                Kind::Gateway,
-                &current.metadata,
-                current.status.as_ref(),
-                &want,
-            ));
-        }
-    }
-    for r in &objects.http_routes {
-        let key = super::ObjKey::of(&r.metadata);
-        let outcome = outcome.routes.iter().find(|o| o.route == key);
-        if let Some(want) = route_status(r, outcome, now) {
-            out.extend(apply_if_changed(
-                Kind::HttpRoute,
-                &r.metadata,
-                r.status.as_ref(),
-                &want,
-            ));
-        }
-    }
-    out
+    let gateways: BTreeMap<&ObjKey, &GatewayOutcome> =
+        outcome.gateways.iter().map(|g| (&g.key, g)).collect();
+    let routes: BTreeMap<&ObjKey, &RouteOutcome> =
+        outcome.routes.iter().map(|r| (&r.route, r)).collect();
+    let classes = objects.classes.iter().filter_map(|c| {
+        let accepted = outcome.classes.get(c.metadata.name.as_deref()?)?;
+        let want = status::class(accepted, c.metadata.generation, c.status.as_ref(), now);
+        apply_if_changed(Kind::GatewayClass, &c.metadata, c.status.as_ref(), &want)
+    });
+    let gateways = objects.gateways.iter().filter_map(|g| {
+        let evaluated = gateways.get(&ObjKey::of(&g.metadata))?;
+        let want = status::gateway(evaluated, g.status.as_ref(), now);
+        apply_if_changed(Kind::Gateway, &g.metadata, g.status.as_ref(), &want)
+    });
+    let routes = objects.http_routes.iter().filter_map(|r| {
+        let evaluated = routes.get(&ObjKey::of(&r.metadata)).copied();
+        let want = route_status(r, evaluated, now)?;
+        apply_if_changed(Kind::HttpRoute, &r.metadata, r.status.as_ref(), &want)
+    });
+    classes.chain(gateways).chain(routes).collect()
 }
 
 /// A route's status: as evaluated where one of its parents is ours; else, if it still has
@@ -120,7 +106,7 @@ fn apply_if_changed<S: serde::Serialize + PartialEq>(
     if current == Some(want) {
         return None;
     }
-    let ar = kind.resource("v1");
+    let ar = kind.resource(VERSION);
     let mut metadata = json!({"name": meta.name});
     if !kind.cluster_scoped() {
         metadata["namespace"] = json!(meta.namespace);
@@ -163,7 +149,7 @@ pub fn evaluate_fleet(snap: &Snapshot, address: Option<&str>) -> Outcome {
 
 /// Send one status apply.
 pub async fn send(client: &Client, a: &StatusApply) -> Result<(), kube::Error> {
-    let ar = a.kind.resource("v1");
+    let ar = a.kind.resource(VERSION);
     let api: Api<DynamicObject> = match &a.namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         None => Api::all_with(client.clone(), &ar),
@@ -184,10 +170,18 @@ pub async fn write_status(
     metrics: &Metrics,
 ) {
     for a in changes(outcome, objects, now) {
-        if let Err(e) = send(client, &a).await {
-            let ns = a.namespace.as_deref().unwrap_or_default();
-            warn!(kind = a.kind.name(), namespace = %ns, name = %a.name, err = %e, "cannot write Gateway API status");
-            metrics.error("gateway_api_status");
+        let ns = a.namespace.as_deref().unwrap_or_default();
+        match send(client, &a).await {
+            Ok(()) => {}
+            // A route written by another controller since it was read: that write wakes the
+            // next pass, which applies again over it.
+            Err(kube::Error::Api(s)) if s.is_conflict() => {
+                info!(kind = a.kind.name(), namespace = %ns, name = %a.name, "changed meanwhile; status applied again on the next pass");
+            }
+            Err(e) => {
+                warn!(kind = a.kind.name(), namespace = %ns, name = %a.name, err = %e, "cannot write Gateway API status");
+                metrics.error("gateway_api_status");
+            }
         }
     }
 }

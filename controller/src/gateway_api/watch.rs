@@ -89,7 +89,8 @@ impl Kind {
 #[derive(Debug, Clone)]
 pub enum Object {
     Class(GatewayClass),
-    Gateway(Gateway),
+    /// Boxed: the largest by far.
+    Gateway(Box<Gateway>),
     Route(HttpRoute),
     Grant(ReferenceGrant),
     Import(DynamicObject),
@@ -103,7 +104,7 @@ impl Object {
         }
         Ok(match kind {
             Kind::GatewayClass => Object::Class(typed(o)?),
-            Kind::Gateway => Object::Gateway(typed(o)?),
+            Kind::Gateway => Object::Gateway(Box::new(typed(o)?)),
             Kind::HttpRoute => Object::Route(typed(o)?),
             Kind::ReferenceGrant => Object::Grant(typed(o)?),
             Kind::ServiceImport => Object::Import(o),
@@ -138,7 +139,7 @@ impl Object {
     pub fn push_to(self, objects: &mut Objects) {
         match self {
             Object::Class(o) => objects.classes.push(o),
-            Object::Gateway(o) => objects.gateways.push(o),
+            Object::Gateway(o) => objects.gateways.push(*o),
             Object::Route(o) => objects.http_routes.push(o),
             Object::Grant(o) => objects.grants.push(o),
             Object::Import(o) => objects.service_imports.push(o),
