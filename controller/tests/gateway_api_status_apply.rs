@@ -14,11 +14,10 @@ use std::sync::{Arc, Mutex};
 
 use common::{body_json, mock_client};
 use fleetgate_controller::admin::Metrics;
-use fleetgate_controller::cli;
-use fleetgate_controller::derive::DeriveOptions;
 use fleetgate_controller::gateway_api::apply::{self, FIELD_MANAGER};
 use fleetgate_controller::gateway_api::Objects;
 use fleetgate_controller::store::Snapshot;
+use gateway_api::apis::standard::httproutes::HttpRoute;
 use http::{Method, Response, StatusCode};
 use k8s_openapi_gw::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi_gw::jiff::Timestamp;
@@ -32,25 +31,31 @@ fn now() -> Time {
 
 /// The fleet: the Gateway API objects, namespaces and the two members of the fixtures.
 fn fleet() -> Snapshot {
-    let dir = fleet_fixture::fleet_dir().join("gateway-api");
-    let dump = cli::load_dir(&dir).unwrap();
-    let namespaces = (dump.namespaces.iter())
-        .map(|n| {
-            let name = n.metadata.name.clone().unwrap_or_default();
-            (name, n.metadata.labels.clone().unwrap_or_default())
-        })
-        .collect();
-    let args = fleet_fixture::two_members("active-active", DeriveOptions::default());
-    let (_, members) = cli::render_with_members(&args).unwrap();
+    let (gateway_api, namespaces, members) = fleet_fixture::gateway_api();
     Snapshot {
         ingresses: vec![],
         classes: vec![],
         config_maps: vec![],
         members,
         fleet_synced: true,
-        gateway_api: dump.gateway_api,
+        gateway_api,
         namespaces,
     }
+}
+
+fn route<'s>(snap: &'s mut Snapshot, ns: &str, name: &str) -> &'s mut HttpRoute {
+    (snap.gateway_api.http_routes.iter_mut())
+        .find(|r| {
+            r.metadata.namespace.as_deref() == Some(ns) && r.metadata.name.as_deref() == Some(name)
+        })
+        .unwrap_or_else(|| panic!("no route {ns}/{name}"))
+}
+
+/// The apply seen at the path that ends with `suffix`.
+fn seen_at<'s>(seen: &'s [Seen], suffix: &str) -> &'s Seen {
+    (seen.iter())
+        .find(|s| s.path.ends_with(suffix))
+        .unwrap_or_else(|| panic!("no apply at {suffix}: {seen:#?}"))
 }
 
 /// One request the mock API server saw.
@@ -192,21 +197,16 @@ async fn the_first_pass_applies_every_status_and_the_second_sends_nothing() {
         assert_eq!(&s.body["status"], want, "{}", s.path);
         assert_eq!(s.body["apiVersion"], "gateway.networking.k8s.io/v1");
     }
-    let shop = seen
-        .iter()
-        .find(|s| {
-            s.path
-                .ends_with("/namespaces/default/httproutes/shop/status")
-        })
-        .unwrap();
+    let shop = seen_at(&seen, "/namespaces/default/httproutes/shop/status");
+    let version = route(&mut snap, "default", "shop")
+        .metadata
+        .resource_version
+        .clone();
     assert_eq!(
         shop.body["metadata"],
-        json!({"name": "shop", "namespace": "default", "resourceVersion": resource_version(&snap, "default", "shop")})
+        json!({"name": "shop", "namespace": "default", "resourceVersion": version.unwrap()})
     );
-    let class = seen
-        .iter()
-        .find(|s| s.path.ends_with("/gatewayclasses/fleetgate/status"))
-        .unwrap();
+    let class = seen_at(&seen, "/gatewayclasses/fleetgate/status");
     assert_eq!(class.body["kind"], "GatewayClass");
     assert_eq!(class.body["metadata"], json!({"name": "fleetgate"}));
 
@@ -216,13 +216,6 @@ async fn the_first_pass_applies_every_status_and_the_second_sends_nothing() {
         again.is_empty(),
         "nothing changed, nothing written: {again:#?}"
     );
-}
-
-fn resource_version(snap: &Snapshot, ns: &str, name: &str) -> String {
-    let r = (snap.gateway_api.http_routes.iter()).find(|r| {
-        r.metadata.namespace.as_deref() == Some(ns) && r.metadata.name.as_deref() == Some(name)
-    });
-    r.unwrap().metadata.resource_version.clone().unwrap()
 }
 
 /// The fleet with every status of ours already written.
@@ -236,15 +229,11 @@ async fn settled() -> Snapshot {
 #[tokio::test]
 async fn a_backend_that_goes_missing_sends_one_apply_for_its_route() {
     let mut snap = settled().await;
-    let route = (snap.gateway_api.http_routes.iter_mut())
-        .find(|r| {
-            r.metadata.namespace.as_deref() == Some("staging")
-                && r.metadata.name.as_deref() == Some("shop")
-        })
-        .unwrap();
+    let route = route(&mut snap, "staging", "shop");
     let rules = route.spec.rules.as_mut().unwrap();
     rules[0].backend_refs.as_mut().unwrap()[0].name = "no-such-service".into();
-    route.metadata.generation = Some(route.metadata.generation.unwrap_or(1) + 1);
+    let generation = route.metadata.generation.unwrap_or(1) + 1;
+    route.metadata.generation = Some(generation);
     let seen = pass(&snap, &Metrics::default(), &[]).await;
     let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
     assert_eq!(
@@ -254,17 +243,7 @@ async fn a_backend_that_goes_missing_sends_one_apply_for_its_route() {
     let resolved = &seen[0].body["status"]["parents"][0]["conditions"][1];
     assert_eq!(resolved["type"], "ResolvedRefs");
     assert_eq!(resolved["reason"], "BackendNotFound");
-    assert_eq!(
-        resolved["observedGeneration"],
-        json!(route_generation(&snap, "staging", "shop"))
-    );
-}
-
-fn route_generation(snap: &Snapshot, ns: &str, name: &str) -> i64 {
-    let r = (snap.gateway_api.http_routes.iter()).find(|r| {
-        r.metadata.namespace.as_deref() == Some(ns) && r.metadata.name.as_deref() == Some(name)
-    });
-    r.unwrap().metadata.generation.unwrap()
+    assert_eq!(resolved["observedGeneration"], json!(generation));
 }
 
 #[tokio::test]
@@ -296,27 +275,15 @@ async fn a_listener_added_sends_one_apply_for_its_gateway() {
 #[tokio::test]
 async fn another_controllers_parents_entries_are_kept_as_they_are() {
     let mut snap = fleet();
-    let theirs = (snap.gateway_api.http_routes.iter())
-        .find(|r| r.metadata.name.as_deref() == Some("on-envoy-gateway"))
-        .and_then(|r| r.status.clone())
+    let theirs = route(&mut snap, "default", "on-envoy-gateway")
+        .status
+        .clone()
         .unwrap();
     let theirs_json = serde_json::to_value(&theirs.parents[0]).unwrap();
-    let shop = (snap.gateway_api.http_routes.iter_mut())
-        .find(|r| {
-            r.metadata.namespace.as_deref() == Some("default")
-                && r.metadata.name.as_deref() == Some("shop")
-        })
-        .unwrap();
-    shop.status = Some(theirs.clone());
+    route(&mut snap, "default", "shop").status = Some(theirs.clone());
     let seen = pass(&snap, &Metrics::default(), &[]).await;
     // The list is atomic: applying ours alone would drop theirs, so it goes as it was, first.
-    let shop = seen
-        .iter()
-        .find(|s| {
-            s.path
-                .ends_with("/namespaces/default/httproutes/shop/status")
-        })
-        .unwrap();
+    let shop = seen_at(&seen, "/namespaces/default/httproutes/shop/status");
     let parents = shop.body["status"]["parents"].as_array().unwrap();
     assert_eq!(parents[0], theirs_json);
     let controllers: Vec<&str> = parents
@@ -338,12 +305,7 @@ async fn another_controllers_parents_entries_are_kept_as_they_are() {
 
     // Once ours is written, another write of theirs (their conditions changed) needs nothing of us.
     written(&mut snap.gateway_api, &seen);
-    let shop = (snap.gateway_api.http_routes.iter_mut())
-        .find(|r| {
-            r.metadata.namespace.as_deref() == Some("default")
-                && r.metadata.name.as_deref() == Some("shop")
-        })
-        .unwrap();
+    let shop = route(&mut snap, "default", "shop");
     shop.status.as_mut().unwrap().parents[0].conditions[0].message = "changed by them".into();
     assert!(pass(&snap, &Metrics::default(), &[]).await.is_empty());
 }
@@ -351,10 +313,10 @@ async fn another_controllers_parents_entries_are_kept_as_they_are() {
 #[tokio::test]
 async fn our_entry_is_removed_from_a_route_no_longer_ours_and_theirs_stays() {
     let mut snap = settled().await;
-    let route = (snap.gateway_api.http_routes.iter_mut())
-        .find(|r| r.metadata.name.as_deref() == Some("on-envoy-gateway"))
+    let status = route(&mut snap, "default", "on-envoy-gateway")
+        .status
+        .as_mut()
         .unwrap();
-    let status = route.status.as_mut().unwrap();
     let theirs = serde_json::to_value(&status.parents[0]).unwrap();
     let mut stale = status.parents[0].clone();
     stale.controller_name = "fleetgate.io/gateway-controller".into();

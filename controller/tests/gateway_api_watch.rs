@@ -9,7 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{mock_client, ApiHandle};
+use common::{eventually, mock_client, ApiHandle};
 use fleetgate_controller::gateway_api::watch::{self as gw_watch, Kind, ABSENT_RETRY};
 use fleetgate_controller::store::{Snapshot, Store};
 use fleetgate_controller::watch;
@@ -102,14 +102,12 @@ fn route_names(store: &Store) -> Vec<String> {
     names
 }
 
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..2000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("timed out waiting for {what}");
+/// A store fed by the watch of `kind` through the mock API server, whose handle is returned.
+fn watching(kind: Kind) -> (Store, tokio::task::JoinHandle<()>, ApiHandle) {
+    let (client, handle) = mock_client();
+    let store = Store::default();
+    let task = tokio::spawn(gw_watch::watch_kind(client, store.clone(), kind, |_| {}));
+    (store, task, handle)
 }
 
 fn named(items: &[Value], ns: &str, name: &str) -> Value {
@@ -122,14 +120,7 @@ fn named(items: &[Value], ns: &str, name: &str) -> Value {
 #[tokio::test(start_paused = true)]
 async fn routes_are_listed_watched_and_relisted_and_an_unreadable_one_is_left_out() {
     let (logs, _guard) = capture_logs();
-    let (client, mut handle) = mock_client();
-    let store = Store::default();
-    let task = tokio::spawn(gw_watch::watch_kind(
-        client,
-        store.clone(),
-        Kind::HttpRoute,
-        |_| {},
-    ));
+    let (store, task, mut handle) = watching(Kind::HttpRoute);
     let routes = fixture("httproutes.yaml");
     // A port that is not a number: the API's schema would refuse it, a newer or broken CRD might not.
     let mut bad = named(&routes, "default", "wrong-host");
@@ -224,14 +215,7 @@ async fn routes_are_listed_watched_and_relisted_and_an_unreadable_one_is_left_ou
 
 #[tokio::test(start_paused = true)]
 async fn service_imports_fall_back_to_v1alpha1_when_v1beta1_is_not_served() {
-    let (client, mut handle) = mock_client();
-    let store = Store::default();
-    let task = tokio::spawn(gw_watch::watch_kind(
-        client,
-        store.clone(),
-        Kind::ServiceImport,
-        |_| {},
-    ));
+    let (store, task, mut handle) = watching(Kind::ServiceImport);
     let (uri, send) = next(&mut handle).await;
     assert_eq!(uri, "/apis/multicluster.x-k8s.io/v1beta1");
     send.send_response(not_found());
