@@ -802,9 +802,11 @@ async fn derive_loop(
         }
 
         // Gateway API status, where it is not already what the evaluation says.
-        let outcome = gateway_api::apply::evaluate_fleet(&snap, cfg.status_address.as_deref());
-        let (objects, now) = (&snap.gateway_api, gateway_api::apply::now());
-        gateway_api::apply::write_status(&fleet, &outcome, objects, &now, &metrics).await;
+        if snap.gateway_api_listed {
+            let outcome = gateway_api::apply::evaluate_fleet(&snap, cfg.status_address.as_deref());
+            let (objects, now) = (&snap.gateway_api, gateway_api::apply::now());
+            gateway_api::apply::write_status(&fleet, &outcome, objects, &now, &metrics).await;
+        }
     }
 }
 

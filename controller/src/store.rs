@@ -3,7 +3,7 @@
 //! [`MemberIndex`]) and watch health. [`Store::snapshot`] hands derive a consistent copy;
 //! [`Store::changed`] wakes the derive loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -46,6 +46,9 @@ struct State {
     gateway_api: BTreeMap<Kind, BTreeMap<ObjKey, Object>>,
     /// Namespace labels, by name.
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// The Gateway API kinds listed (or found not served), and whether Namespaces were.
+    gateway_api_listed: BTreeSet<Kind>,
+    namespaces_listed: bool,
 }
 
 /// What derive needs, copied out of the store.
@@ -59,6 +62,9 @@ pub struct Snapshot {
     pub gateway_api: crate::gateway_api::Objects,
     /// Namespace labels, by name (what `allowedRoutes.namespaces.selector` selects on).
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Every Gateway API kind and the Namespaces listed once: until then a status would be
+    /// judged on part of the fleet (a route without its ReferenceGrant, say).
+    pub gateway_api_listed: bool,
 }
 
 /// Shared state; cheap to clone.
@@ -131,7 +137,10 @@ impl Store {
     /// Replace all objects of one kind after a (re)list.
     pub fn replace_gateway_api(&self, kind: Kind, all: Vec<Object>) {
         let all = all.into_iter().map(|o| (o.key(), o)).collect();
-        self.lock().gateway_api.insert(kind, all);
+        let mut s = self.lock();
+        s.gateway_api.insert(kind, all);
+        s.gateway_api_listed.insert(kind);
+        drop(s);
         self.touch();
     }
 
@@ -146,10 +155,13 @@ impl Store {
         self.touch();
     }
     pub fn replace_namespaces(&self, all: Vec<Namespace>) {
-        self.lock().namespaces = all
+        let mut s = self.lock();
+        s.namespaces = all
             .into_iter()
             .map(|n| (n.name_any(), n.labels().clone()))
             .collect();
+        s.namespaces_listed = true;
+        drop(s);
         self.touch();
     }
 
@@ -272,6 +284,8 @@ impl Store {
             fleet_synced: s.fleet_synced,
             gateway_api: gateway_api_objects(&s.gateway_api),
             namespaces: s.namespaces.clone(),
+            gateway_api_listed: s.namespaces_listed
+                && Kind::ALL.iter().all(|k| s.gateway_api_listed.contains(k)),
             members: s
                 .members
                 .iter()

@@ -40,6 +40,7 @@ fn fleet() -> Snapshot {
         fleet_synced: true,
         gateway_api,
         namespaces,
+        gateway_api_listed: true,
     }
 }
 

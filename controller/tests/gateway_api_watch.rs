@@ -169,6 +169,10 @@ async fn routes_are_listed_watched_and_relisted_and_an_unreadable_one_is_left_ou
         route_names(&store) == want
     })
     .await;
+    assert!(
+        !snapshot(&store).gateway_api_listed,
+        "only HTTPRoutes were listed"
+    );
     assert!(!route_names(&store).contains(&"default/unreadable".to_string()));
     let shop = (snapshot(&store).gateway_api.http_routes.into_iter())
         .find(|r| r.metadata.name.as_deref() == Some("two-parents"))
@@ -286,11 +290,18 @@ async fn without_the_crds_ingresses_still_flow_with_one_log_line_per_kind() {
     let (logs, _guard) = capture_logs();
     let (client, mut handle) = mock_client();
     let store = Store::default();
-    let mut tasks = vec![tokio::spawn(watch::watch_ingresses(
-        client.clone(),
-        store.clone(),
-        |_| {},
-    ))];
+    let mut tasks = vec![
+        tokio::spawn(watch::watch_ingresses(
+            client.clone(),
+            store.clone(),
+            |_| {},
+        )),
+        tokio::spawn(watch::watch_namespaces(
+            client.clone(),
+            store.clone(),
+            |_| {},
+        )),
+    ];
     for kind in Kind::ALL {
         tasks.push(tokio::spawn(gw_watch::watch_kind(
             client.clone(),
@@ -308,11 +319,18 @@ async fn without_the_crds_ingresses_still_flow_with_one_log_line_per_kind() {
         let mut held = Vec::new();
         while let Some((req, send)) = handle.next_request().await {
             let uri = req.uri().to_string();
-            if uri.starts_with("/apis/networking.k8s.io/v1/ingresses?") {
+            let listed = if uri.starts_with("/apis/networking.k8s.io/v1/ingresses?") {
+                Some(vec![ingress.clone()])
+            } else if uri.starts_with("/api/v1/namespaces?") {
+                Some(fixture("namespaces.yaml"))
+            } else {
+                None
+            };
+            if let Some(items) = listed {
                 if uri.contains("watch=true") {
                     held.push(send);
                 } else {
-                    send.send_response(list("3", vec![ingress.clone()]));
+                    send.send_response(list("3", items));
                 }
             } else {
                 assert!(
@@ -330,6 +348,10 @@ async fn without_the_crds_ingresses_still_flow_with_one_log_line_per_kind() {
     assert!(snap.fleet_synced);
     assert_eq!(snap.ingresses.len(), 1, "the Ingress path works alone");
     assert!(snap.gateway_api.gateways.is_empty() && snap.gateway_api.service_imports.is_empty());
+    assert!(
+        snap.gateway_api_listed,
+        "absent kinds count as listed (empty)"
+    );
     let rounds = 1 + (20 * 60) / ABSENT_RETRY.as_secs() as usize;
     let seen = discoveries.lock().unwrap().clone();
     // Each round: gateway v1 by GatewayClass, Gateway, HTTPRoute and ReferenceGrant; then

@@ -181,12 +181,13 @@ pub async fn watch_kind(client: Client, store: Store, kind: Kind, errors: impl F
                 Duration::ZERO
             }
             Ok(None) => {
+                // Said, and the kind emptied, once while it stays absent.
                 if !absent_said {
                     info!(kind = kind.name(), retry = ?ABSENT_RETRY,
                         "the fleet API does not serve {} (CRD not installed); looking again periodically", kind.name());
+                    store.replace_gateway_api(kind, Vec::new());
                     absent_said = true;
                 }
-                store.replace_gateway_api(kind, Vec::new());
                 ABSENT_RETRY
             }
             Err(e) => {
