@@ -144,11 +144,14 @@ impl Store {
         self.touch();
     }
 
+    /// Only its labels are kept: other changes of a Namespace (its status, annotations) wake
+    /// nothing.
     pub fn apply_namespace(&self, n: Namespace) {
-        self.lock()
-            .namespaces
-            .insert(n.name_any(), n.labels().clone());
-        self.touch();
+        let labels = n.labels().clone();
+        let before = self.lock().namespaces.insert(n.name_any(), labels.clone());
+        if before != Some(labels) {
+            self.touch();
+        }
     }
     pub fn delete_namespace(&self, n: &Namespace) {
         self.lock().namespaces.remove(&n.name_any());

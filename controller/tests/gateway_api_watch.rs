@@ -246,18 +246,47 @@ async fn service_imports_fall_back_to_v1alpha1_when_v1beta1_is_not_served() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn namespaces_labels_reach_the_snapshot() {
+async fn namespaces_labels_reach_the_snapshot_and_only_label_changes_wake_derive() {
     let (client, mut handle) = mock_client();
     let store = Store::default();
     let task = tokio::spawn(watch::watch_namespaces(client, store.clone(), |_| {}));
     let (uri, send) = next(&mut handle).await;
     assert!(uri.starts_with("/api/v1/namespaces?"), "{uri}");
-    send.send_response(list("40", fixture("namespaces.yaml")));
+    let namespaces = fixture("namespaces.yaml");
+    send.send_response(list("40", namespaces.clone()));
     eventually("the namespaces", || snapshot(&store).namespaces.len() == 3).await;
     let snap = snapshot(&store);
     assert_eq!(
         snap.namespaces["staging"]["fleetgate.io/shared-gateway"],
         "true"
+    );
+    store.changed().await; // the relist's wake-up
+
+    let wait = Duration::from_secs(1);
+    let mut staging = namespaces[1].clone();
+    staging["metadata"]["annotations"] = json!({"owner": "team-b"});
+    staging["metadata"]["resourceVersion"] = json!("41");
+    let (uri, send) = next(&mut handle).await;
+    assert!(uri.contains("watch=true"), "{uri}");
+    send.send_response(watch_events(&[
+        json!({"type": "MODIFIED", "object": staging}),
+    ]));
+    let woken = tokio::time::timeout(wait, store.changed()).await;
+    assert!(woken.is_err(), "an annotation is nothing derive reads");
+
+    staging["metadata"]["labels"]["fleetgate.io/shared-gateway"] = json!("false");
+    staging["metadata"]["resourceVersion"] = json!("42");
+    let (uri, send) = next(&mut handle).await;
+    assert!(uri.contains("resourceVersion=41"), "{uri}");
+    send.send_response(watch_events(&[
+        json!({"type": "MODIFIED", "object": staging}),
+    ]));
+    tokio::time::timeout(wait, store.changed())
+        .await
+        .expect("a label change wakes derive");
+    assert_eq!(
+        snapshot(&store).namespaces["staging"]["fleetgate.io/shared-gateway"],
+        "false"
     );
     task.abort();
 }
