@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{eventually, mock_client, ApiHandle};
-use fleetgate_controller::gateway_api::watch::{self as gw_watch, Kind, ABSENT_RETRY};
+use fleetgate_controller::gateway_api::watch::{
+    self as gw_watch, Kind, ABSENT_RETRY, DISCOVERY_RETRY,
+};
 use fleetgate_controller::store::{Snapshot, Store};
 use fleetgate_controller::watch;
 use http::{Request, Response, StatusCode};
@@ -212,6 +214,45 @@ async fn routes_are_listed_watched_and_relisted_and_an_unreadable_one_is_left_ou
     assert_eq!(said.len(), 1, "{text}");
     assert!(
         said[0].contains("name=unreadable") && said[0].contains("eighty"),
+        "{text}"
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crd_removed_drops_its_objects_and_is_looked_for_again_later() {
+    let (logs, _guard) = capture_logs();
+    let (store, task, mut handle) = watching(Kind::Gateway);
+    let (_, send) = next(&mut handle).await;
+    send.send_response(gateway_v1());
+    let (_, send) = next(&mut handle).await;
+    send.send_response(list("9", fixture("gateways.yaml")));
+    eventually("the gateways", || {
+        !snapshot(&store).gateway_api.gateways.is_empty()
+    })
+    .await;
+    // The CRD is deleted: the watch, then discovery, answer 404.
+    let (uri, send) = next(&mut handle).await;
+    assert!(uri.contains("watch=true"), "{uri}");
+    send.send_response(not_found());
+    let asked = tokio::time::Instant::now();
+    let (uri, send) = next(&mut handle).await;
+    assert_eq!(uri, "/apis/gateway.networking.k8s.io/v1");
+    assert!(
+        asked.elapsed() >= DISCOVERY_RETRY,
+        "not at once: {:?}",
+        asked.elapsed()
+    );
+    send.send_response(not_found());
+    eventually("the gateways dropped", || {
+        snapshot(&store).gateway_api.gateways.is_empty()
+    })
+    .await;
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        text.matches("does not serve Gateway (CRD not installed)")
+            .count(),
+        1,
         "{text}"
     );
     task.abort();

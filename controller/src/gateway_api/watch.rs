@@ -27,8 +27,9 @@ use crate::store::{ObjKey, Store};
 /// How long to wait before looking again for a kind the API does not serve (its CRD can be
 /// installed any time; a few minutes' delay is fine, a request per second is not).
 pub const ABSENT_RETRY: Duration = Duration::from_secs(300);
-/// How long to wait after discovery itself failed (the API server unreachable).
-const DISCOVERY_RETRY: Duration = Duration::from_secs(30);
+/// How long to wait after discovery itself failed (the API server unreachable), or after a
+/// watched kind went away.
+pub const DISCOVERY_RETRY: Duration = Duration::from_secs(30);
 
 /// A watched kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -178,7 +179,9 @@ pub async fn watch_kind(client: Client, store: Store, kind: Kind, errors: impl F
                 absent_said = false;
                 info!(kind = kind.name(), version = %ar.version, "watching fleet {}s", kind.name());
                 watch_served(&client, &store, kind, &ar, &mut unreadable, &errors).await;
-                Duration::ZERO
+                // Answered 404: removed. Not at once: discovery and the list may disagree for a
+                // moment, and that must not become a loop of requests.
+                DISCOVERY_RETRY
             }
             Ok(None) => {
                 // Said, and the kind emptied, once while it stays absent.
