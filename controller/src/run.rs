@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 use crate::admin::{self, Admin, Metrics};
 use crate::cli;
 use crate::derive::{DeriveError, DeriveOptions, Derived, Deriver, IngressKey, Severity};
+use crate::gateway_api;
 use crate::handoff::{self, ConfigCell, Endpoint};
 use crate::leader::Elector;
 use crate::members::{self, MemberSpec};
@@ -118,6 +119,15 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         store.clone(),
         errors.clone(),
     ));
+    tokio::spawn(watch::watch_namespaces(
+        fleet.clone(),
+        store.clone(),
+        errors.clone(),
+    ));
+    for kind in gateway_api::watch::Kind::ALL {
+        let (client, store, errors) = (fleet.clone(), store.clone(), errors.clone());
+        tokio::spawn(gateway_api::watch::watch_kind(client, store, kind, errors));
+    }
     tokio::spawn(watch::watch_parameters(
         fleet.clone(),
         store.clone(),
@@ -789,6 +799,13 @@ async fn derive_loop(
                     }
                 }
             }
+        }
+
+        // Gateway API status, where it is not already what the evaluation says.
+        if snap.gateway_api_listed {
+            let outcome = gateway_api::apply::evaluate_fleet(&snap, cfg.status_address.as_deref());
+            let (objects, now) = (&snap.gateway_api, gateway_api::apply::now());
+            gateway_api::apply::write_status(&fleet, &outcome, objects, &now, &metrics).await;
         }
     }
 }

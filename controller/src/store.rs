@@ -1,12 +1,13 @@
-//! Indexed controller state fed by the watches: fleet Ingresses and IngressClasses, and per
-//! member its Services and EndpointSlices (reduced to a [`MemberIndex`]) and watch health. [`Store::snapshot`] hands derive a consistent
-//! copy; [`Store::changed`] wakes the derive loop.
+//! Indexed controller state fed by the watches: fleet Ingresses and IngressClasses, Gateway API
+//! objects and Namespace labels, and per member its Services and EndpointSlices (reduced to a
+//! [`MemberIndex`]) and watch health. [`Store::snapshot`] hands derive a consistent copy;
+//! [`Store::changed`] wakes the derive loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
@@ -15,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::derive::{Contact, MemberSnapshot};
 use crate::endpoints::{MemberIndex, Relist};
+use crate::gateway_api::watch::{Kind, Object};
 use crate::health::MemberHealth;
 
 /// `namespace/name`.
@@ -41,6 +43,12 @@ struct State {
     parameters: Option<ConfigMap>,
     fleet_synced: bool,
     members: BTreeMap<String, MemberState>,
+    gateway_api: BTreeMap<Kind, BTreeMap<ObjKey, Object>>,
+    /// Namespace labels, by name.
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// The Gateway API kinds listed (or found not served), and whether Namespaces were.
+    gateway_api_listed: BTreeSet<Kind>,
+    namespaces_listed: bool,
 }
 
 /// What derive needs, copied out of the store.
@@ -51,6 +59,12 @@ pub struct Snapshot {
     pub config_maps: Vec<ConfigMap>,
     pub members: Vec<MemberSnapshot>,
     pub fleet_synced: bool,
+    pub gateway_api: crate::gateway_api::Objects,
+    /// Namespace labels, by name (what `allowedRoutes.namespaces.selector` selects on).
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Every Gateway API kind and the Namespaces listed once: until then a status would be
+    /// judged on part of the fleet (a route without its ReferenceGrant, say).
+    pub gateway_api_listed: bool,
 }
 
 /// Shared state; cheap to clone.
@@ -102,6 +116,55 @@ impl Store {
     }
     pub fn replace_classes(&self, all: Vec<IngressClass>) {
         self.lock().classes = all.into_iter().map(|c| (c.name_any(), c)).collect();
+        self.touch();
+    }
+
+    pub fn apply_gateway_api(&self, o: Object) {
+        let mut s = self.lock();
+        s.gateway_api
+            .entry(o.kind())
+            .or_default()
+            .insert(o.key(), o);
+        drop(s);
+        self.touch();
+    }
+    pub fn delete_gateway_api(&self, kind: Kind, key: &ObjKey) {
+        if let Some(objects) = self.lock().gateway_api.get_mut(&kind) {
+            objects.remove(key);
+        }
+        self.touch();
+    }
+    /// Replace all objects of one kind after a (re)list.
+    pub fn replace_gateway_api(&self, kind: Kind, all: Vec<Object>) {
+        let all = all.into_iter().map(|o| (o.key(), o)).collect();
+        let mut s = self.lock();
+        s.gateway_api.insert(kind, all);
+        s.gateway_api_listed.insert(kind);
+        drop(s);
+        self.touch();
+    }
+
+    /// Only its labels are kept: other changes of a Namespace (its status, annotations) wake
+    /// nothing.
+    pub fn apply_namespace(&self, n: Namespace) {
+        let labels = n.labels().clone();
+        let before = self.lock().namespaces.insert(n.name_any(), labels.clone());
+        if before != Some(labels) {
+            self.touch();
+        }
+    }
+    pub fn delete_namespace(&self, n: &Namespace) {
+        self.lock().namespaces.remove(&n.name_any());
+        self.touch();
+    }
+    pub fn replace_namespaces(&self, all: Vec<Namespace>) {
+        let mut s = self.lock();
+        s.namespaces = all
+            .into_iter()
+            .map(|n| (n.name_any(), n.labels().clone()))
+            .collect();
+        s.namespaces_listed = true;
+        drop(s);
         self.touch();
     }
 
@@ -222,6 +285,10 @@ impl Store {
             classes: s.classes.values().cloned().collect(),
             config_maps: s.parameters.iter().cloned().collect(),
             fleet_synced: s.fleet_synced,
+            gateway_api: gateway_api_objects(&s.gateway_api),
+            namespaces: s.namespaces.clone(),
+            gateway_api_listed: s.namespaces_listed
+                && Kind::ALL.iter().all(|k| s.gateway_api_listed.contains(k)),
             members: s
                 .members
                 .iter()
@@ -235,4 +302,14 @@ impl Store {
                 .collect(),
         }
     }
+}
+
+fn gateway_api_objects(
+    by_kind: &BTreeMap<Kind, BTreeMap<ObjKey, Object>>,
+) -> crate::gateway_api::Objects {
+    let mut objects = crate::gateway_api::Objects::default();
+    for o in by_kind.values().flat_map(BTreeMap::values) {
+        o.clone().push_to(&mut objects);
+    }
+    objects
 }

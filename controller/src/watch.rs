@@ -1,5 +1,6 @@
-//! Watches: fleet Ingresses, IngressClasses and Argo CD cluster Secrets, and each member's
-//! Services and EndpointSlices, fed into the [`crate::store`].
+//! Watches: fleet Ingresses, IngressClasses, Namespaces and Argo CD cluster Secrets, and each
+//! member's Services and EndpointSlices, fed into the [`crate::store`] (the Gateway API kinds:
+//! [`crate::gateway_api::watch`]).
 
 use k8s_openapi::api::networking::v1::IngressClass;
 
@@ -26,7 +27,7 @@ pub fn is_default_class(c: &IngressClass) -> bool {
 }
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::runtime::watcher::{self, Event};
@@ -130,6 +131,18 @@ pub async fn watch_classes(client: Client, store: Store, errors: impl Fn(&str) +
         delete: |s, o| s.delete_class(o),
     };
     watch_fleet_kind::<IngressClass>(client, store, errors, sink).await;
+}
+
+/// Watch fleet Namespaces (their labels select routes for Gateway listeners).
+pub async fn watch_namespaces(client: Client, store: Store, errors: impl Fn(&str) + Send) {
+    let sink = Sink {
+        what: "Namespace",
+        metric: "namespace_watch",
+        replace: |s, v| s.replace_namespaces(v),
+        apply: |s, o| s.apply_namespace(o),
+        delete: |s, o| s.delete_namespace(o),
+    };
+    watch_fleet_kind::<Namespace>(client, store, errors, sink).await;
 }
 
 /// What the store does with one kind of member object.

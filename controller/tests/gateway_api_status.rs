@@ -4,12 +4,9 @@
 //! condition the spec names. The statuses must be exactly `tests/golden/gateway-api/status.yaml`
 //! (reviewed by hand); `UPDATE_GOLDEN=1` rewrites it.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use fleetgate_controller::cli;
 use fleetgate_controller::gateway_api::Objects;
-use fleetgate_controller::derive::{DeriveOptions, MemberSnapshot};
 use fleetgate_controller::gateway_api::{
     self, status, Cond, FleetBackends, GatewayOutcome, Inputs, ObjKey, Outcome, RouteOutcome,
 };
@@ -21,21 +18,8 @@ mod fleet_fixture;
 
 const ADDRESS: &str = "203.0.113.10";
 
-fn fixtures() -> (
-    Objects,
-    BTreeMap<String, BTreeMap<String, String>>,
-    Vec<MemberSnapshot>,
-) {
-    let fleet = fleet_fixture::fleet_dir();
-    let dump = cli::load_dir(&fleet.join("gateway-api")).unwrap();
-    let labels = dump.namespace_labels();
-    let args = fleet_fixture::two_members("active-active", DeriveOptions::default());
-    let (_, members) = cli::render_with_members(&args).unwrap();
-    (dump.gateway_api, labels, members)
-}
-
 fn evaluate() -> (Outcome, Objects) {
-    let (dump, labels, members) = fixtures();
+    let (dump, labels, members) = fleet_fixture::gateway_api();
     let inputs = Inputs {
         classes: &dump.classes,
         gateways: &dump.gateways,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{mock_client, ApiHandle};
+use common::{eventually, mock_client, ApiHandle};
 
 use fleetgate_controller::admin::Metrics;
 use fleetgate_controller::derive::{self, Contact, DeriveOptions};
@@ -147,16 +147,6 @@ fn slice_names(store: &Store) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..2000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test(start_paused = true)]

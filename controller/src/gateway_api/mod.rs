@@ -9,12 +9,14 @@
 //! against them), [`refs`] (a route's backendRefs, ReferenceGrants), [`hostnames`] (the
 //! spec's hostname intersection).
 
+pub mod apply;
 pub mod filters;
 pub mod hostnames;
 pub mod listeners;
 pub mod parents;
 pub mod refs;
 pub mod status;
+pub mod watch;
 
 use std::collections::BTreeMap;
 

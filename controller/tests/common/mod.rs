@@ -21,3 +21,15 @@ pub async fn body_json(req: Request<Body>) -> serde_json::Value {
         .to_bytes();
     serde_json::from_slice(&bytes).unwrap()
 }
+
+/// Wait (in tokio time, 5 ms steps, at most 10 s) until `f` holds.
+#[allow(dead_code)]
+pub async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..2000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
