@@ -26,6 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, Admin, Metrics};
 use crate::cli;
+use crate::derive::OriginKind;
 use crate::derive::{DeriveError, DeriveOptions, Derived, Deriver, IngressKey, Severity};
 use crate::gateway_api;
 use crate::handoff::{self, ConfigCell, Endpoint};
@@ -162,7 +163,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         metrics.clone(),
         ready,
     )
-    .with_xds(feed);
+    .with_xds(feed)
+    .with_status_address(cfg.status_address.clone());
     tokio::spawn(derive_loop(fleet.clone(), cfg.clone(), publisher, leader));
 
     let router = serve::wasm_route(handoff::router(endpoint), cfg.xds.as_ref());
@@ -442,8 +444,11 @@ async fn elect(
 
 /// Per Ingress: the member clusters its routes use that the data plane will not send new
 /// traffic to, by the plugin's own rule ([`failover::controller_allows`]), with why.
-fn unavailable_by_ingress(d: &Derived) -> BTreeMap<IngressKey, BTreeSet<(String, String)>> {
-    let mut out: BTreeMap<IngressKey, BTreeSet<(String, String)>> = BTreeMap::new();
+/// An Ingress or an HTTPRoute, for Events.
+type Source = (OriginKind, IngressKey);
+
+fn unavailable_by_ingress(d: &Derived) -> BTreeMap<Source, BTreeSet<(String, String)>> {
+    let mut out: BTreeMap<Source, BTreeSet<(String, String)>> = BTreeMap::new();
     let c = match d.plugin() {
         Ok(c) => c,
         Err(e) => {
@@ -452,7 +457,7 @@ fn unavailable_by_ingress(d: &Derived) -> BTreeMap<IngressKey, BTreeSet<(String,
         }
     };
     for (r, o) in c.routes.iter().zip(d.origins()) {
-        let entry = out.entry(o.base.clone()).or_default();
+        let entry = out.entry((o.kind, o.base.clone())).or_default();
         for b in r.base.backends.iter() {
             if failover::controller_allows(&c, r, b) {
                 continue;
@@ -472,9 +477,17 @@ fn unavailable_by_ingress(d: &Derived) -> BTreeMap<IngressKey, BTreeSet<(String,
 }
 
 fn ingress_ref(k: &IngressKey) -> ObjectReference {
+    object_ref(&(OriginKind::Ingress, k.clone()))
+}
+
+fn object_ref((kind, k): &Source) -> ObjectReference {
+    let (api_version, kind) = match kind {
+        OriginKind::Ingress => ("networking.k8s.io/v1", "Ingress"),
+        OriginKind::HttpRoute => ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    };
     ObjectReference {
-        api_version: Some("networking.k8s.io/v1".to_string()),
-        kind: Some("Ingress".to_string()),
+        api_version: Some(api_version.to_string()),
+        kind: Some(kind.to_string()),
         namespace: Some(k.namespace.clone()),
         name: Some(k.name.clone()),
         ..ObjectReference::default()
@@ -496,6 +509,8 @@ pub struct Publisher {
     class_warning: Option<String>,
     /// Where derivations go to become xDS snapshots.
     xds: Option<Feed>,
+    /// `--status-address`: the Gateways' address in their status.
+    status_address: Option<String>,
 }
 
 /// One published derivation.
@@ -525,7 +540,14 @@ impl Publisher {
             started: tokio::time::Instant::now(),
             class_warning: None,
             xds: None,
+            status_address: None,
         }
+    }
+
+    /// The address Gateways are reachable at (`--status-address`), for their status.
+    pub fn with_status_address(mut self, address: Option<String>) -> Self {
+        self.status_address = address;
+        self
     }
 
     /// Offer every published derivation to the xDS snapshot builder too.
@@ -553,7 +575,9 @@ impl Publisher {
         let now = tokio::time::Instant::now();
         let snap = self.store.snapshot(now, self.grace);
         let waited = now.saturating_duration_since(self.started) >= self.grace;
-        if !snap.fleet_synced || !(self.store.synced() || waited) {
+        // A config without the HTTPRoutes (not listed yet) would drop their routes.
+        let listed = self.store.synced() && snap.gateway_api_listed;
+        if !snap.fleet_synced || !(listed || waited) {
             return None;
         }
         let (opts, warning) = cli::class_options(&self.derive, &snap.classes, &snap.config_maps);
@@ -565,7 +589,9 @@ impl Publisher {
             self.class_warning = warning;
         }
         let started = std::time::Instant::now();
-        let result = self.deriver.derive(&snap.ingresses, &snap.members, &opts);
+        let gateway = gateway_api::apply::inputs(&snap, self.status_address.as_deref());
+        let result =
+            (self.deriver).derive_with(&snap.ingresses, Some(gateway), &snap.members, &opts);
         self.metrics.observe_derive(started.elapsed());
         let derived = match result {
             Ok(d) => d,
@@ -632,7 +658,7 @@ async fn derive_loop(
     );
     let (store, metrics) = (publisher.store.clone(), publisher.metrics.clone());
     let mut reported: BTreeSet<(IngressKey, String)> = BTreeSet::new();
-    let mut prev_unavailable: BTreeMap<IngressKey, BTreeSet<(String, String)>> = BTreeMap::new();
+    let mut prev_unavailable: BTreeMap<Source, BTreeSet<(String, String)>> = BTreeMap::new();
     let mut last_revision = String::new();
     let mut was_leader = false;
     let mut higress = cfg
@@ -757,7 +783,7 @@ async fn derive_loop(
                     action: "Route".to_string(),
                     secondary: None,
                 };
-                if let Err(e) = recorder.publish(&ev, &ingress_ref(ing)).await {
+                if let Err(e) = recorder.publish(&ev, &object_ref(ing)).await {
                     warn!(err = %e, "cannot record Event");
                     metrics.error("event");
                 }
@@ -785,7 +811,7 @@ async fn derive_loop(
                     (key, lb)
                 })
                 .collect();
-            for o in derived.origins() {
+            for o in derived.origins().filter(|o| o.kind == OriginKind::Ingress) {
                 for k in std::iter::once(&o.base).chain(&o.canaries) {
                     if current.get(k).and_then(|c| c.as_deref()) == Some(addr.as_str()) {
                         continue;
@@ -802,10 +828,9 @@ async fn derive_loop(
         }
 
         // Gateway API status, where it is not already what the evaluation says.
-        if snap.gateway_api_listed {
-            let outcome = gateway_api::apply::evaluate_fleet(&snap, cfg.status_address.as_deref());
+        if let (true, Some(outcome)) = (snap.gateway_api_listed, &derived.gateway_api) {
             let (objects, now) = (&snap.gateway_api, gateway_api::apply::now());
-            gateway_api::apply::write_status(&fleet, &outcome, objects, &now, &metrics).await;
+            gateway_api::apply::write_status(&fleet, outcome, objects, &now, &metrics).await;
         }
     }
 }
@@ -874,6 +899,7 @@ mod tests {
         store.replace_services("hz-a", Relist::of_services(&members.services));
         store.replace_slices("hz-a", Relist::of_slices(&members.endpoint_slices));
         store.replace_ingresses(dump.ingresses);
+        store.no_gateway_api();
         store
     }
 

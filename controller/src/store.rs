@@ -144,6 +144,14 @@ impl Store {
         self.touch();
     }
 
+    /// Every Gateway API kind listed and empty, as when none of their CRDs is installed.
+    pub fn no_gateway_api(&self) {
+        for kind in Kind::ALL {
+            self.replace_gateway_api(kind, Vec::new());
+        }
+        self.replace_namespaces(Vec::new());
+    }
+
     /// Only its labels are kept: other changes of a Namespace (its status, annotations) wake
     /// nothing.
     pub fn apply_namespace(&self, n: Namespace) {

@@ -71,7 +71,12 @@ pub(crate) fn translate(
         },
     };
     let mut routes: Vec<&HttpRoute> = objs.http_routes.iter().collect();
-    routes.sort_by_cached_key(|r| (r.metadata.creation_timestamp.clone(), ObjKey::of(&r.metadata)));
+    routes.sort_by_cached_key(|r| {
+        (
+            r.metadata.creation_timestamp.clone(),
+            ObjKey::of(&r.metadata),
+        )
+    });
     let mut out = Translated::default();
     let mut claimed = HashSet::new();
     let mut rank = 0u32;
@@ -229,7 +234,10 @@ fn bare_route(r: &Rule<'_>, ctx: &Ctx<'_>) -> Result<RouteV1, String> {
 fn direct_500(r: &Rule<'_>) -> DirectV1 {
     DirectV1 {
         status: 500,
-        body: format!("fleetgate: HTTPRoute {} rule {} cannot be served\n", r.key, r.index),
+        body: format!(
+            "fleetgate: HTTPRoute {} rule {} cannot be served\n",
+            r.key, r.index
+        ),
     }
 }
 
@@ -260,7 +268,9 @@ fn weighted(
     let shares: Vec<(u32, Share)> = (rule.backend_refs.iter())
         .flatten()
         .filter_map(|b| {
-            let w = u32::try_from(b.weight.unwrap_or(1)).ok().filter(|w| *w > 0)?;
+            let w = u32::try_from(b.weight.unwrap_or(1))
+                .ok()
+                .filter(|w| *w > 0)?;
             Some((w, share(r, b, fleet)))
         })
         .collect();
@@ -275,7 +285,9 @@ fn weighted(
                 services.push(svc);
             }
             Ok((svc, b)) => {
-                route.canaries.push(canary(svc.to_string(), weight, b, None));
+                route
+                    .canaries
+                    .push(canary(svc.to_string(), weight, b, None));
                 services.push(svc);
             }
             Err(m) => route
@@ -290,7 +302,12 @@ fn weighted(
     Ok(route)
 }
 
-fn canary(name: String, weight: u32, backends: Vec<BackendV1>, direct: Option<DirectV1>) -> CanaryV1 {
+fn canary(
+    name: String,
+    weight: u32,
+    backends: Vec<BackendV1>,
+    direct: Option<DirectV1>,
+) -> CanaryV1 {
     CanaryV1 {
         name,
         when: Vec::new(),
@@ -306,9 +323,17 @@ type Share = Result<(SvcRef, Vec<BackendV1>), String>;
 /// One backendRef: the Service it means and its backend in each member it names.
 fn share(r: &Rule<'_>, b: &HttpRouteRulesBackendRefs, fleet: &Fleet<'_>) -> Share {
     if b.filters.as_ref().is_some_and(|f| !f.is_empty()) {
-        return Err(format!("backendRef {}: per-backend filters are not supported", b.name));
+        return Err(format!(
+            "backendRef {}: per-backend filters are not supported",
+            b.name
+        ));
     }
-    let what = (b.group.as_deref(), b.kind.as_deref(), b.namespace.as_deref(), &*b.name);
+    let what = (
+        b.group.as_deref(),
+        b.kind.as_deref(),
+        b.namespace.as_deref(),
+        &*b.name,
+    );
     let (svc, only) = service_of(r, what, b.port, fleet)?;
     let weights = r.annos.cluster_weights.as_deref();
     let backends = backends(&svc, fleet.ctx, &only, weights)?;
@@ -352,7 +377,12 @@ fn service_of(
 
 /// A `RequestMirror`'s backend: the Service across every member, as Ingress mirrors are.
 fn mirror(r: &Rule<'_>, m: &filters::Mirror, fleet: &Fleet<'_>) -> Result<MirrorV1, String> {
-    let what = (m.group.as_deref(), m.kind.as_deref(), m.namespace.as_deref(), &*m.name);
+    let what = (
+        m.group.as_deref(),
+        m.kind.as_deref(),
+        m.namespace.as_deref(),
+        &*m.name,
+    );
     let (svc, _) = service_of(r, what, m.port, fleet)?;
     let PortRef::Number(port) = svc.port else {
         return Err("mirror port".to_string());
@@ -377,7 +407,10 @@ fn apply_match(route: &mut RouteV1, m: &HttpRouteRulesMatches) {
         kind,
         path: p.value.unwrap_or_else(|| "/".to_string()),
     }];
-    route.method = m.method.as_ref().map(|v| format!("{v:?}").to_ascii_uppercase());
+    route.method = m
+        .method
+        .as_ref()
+        .map(|v| format!("{v:?}").to_ascii_uppercase());
     let mut seen = HashSet::new();
     for h in m.headers.iter().flatten() {
         let name = h.name.to_ascii_lowercase();
@@ -390,7 +423,9 @@ fn apply_match(route: &mut RouteV1, m: &HttpRouteRulesMatches) {
     for q in m.query_params.iter().flatten() {
         if seen.insert(q.name.clone()) {
             let regex = q.r#type == Some(QueryType::RegularExpression);
-            route.when.push(test(None, Some(q.name.clone()), &q.value, regex));
+            route
+                .when
+                .push(test(None, Some(q.name.clone()), &q.value, regex));
         }
     }
 }
@@ -409,9 +444,14 @@ fn test(header: Option<String>, query: Option<String>, value: &str, regex: bool)
 
 /// The route's hosts that no earlier route claims with the same path, method and tests, and
 /// claim them; `None` = none left. No hosts (any host) is claimed as one.
-fn unclaimed(route: &RouteV1, hosts: &[String], claimed: &mut HashSet<String>) -> Option<Vec<String>> {
+fn unclaimed(
+    route: &RouteV1,
+    hosts: &[String],
+    claimed: &mut HashSet<String>,
+) -> Option<Vec<String>> {
     // Serializing plain data cannot fail.
-    let tests = serde_json::to_string(&(&route.paths, &route.method, &route.when)).unwrap_or_default();
+    let tests =
+        serde_json::to_string(&(&route.paths, &route.method, &route.when)).unwrap_or_default();
     if hosts.is_empty() {
         return claimed.insert(format!("\n{tests}")).then(Vec::new);
     }
@@ -449,7 +489,10 @@ mod tests {
     }
 
     fn rule_of<'o>(objs: &'o Objects, route: &str, index: usize) -> &'o HttpRouteRules {
-        let r = objs.http_routes.iter().find(|r| r.metadata.name.as_deref() == Some(route));
+        let r = objs
+            .http_routes
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(route));
         &r.unwrap().spec.rules.as_ref().unwrap()[index]
     }
 
@@ -459,10 +502,16 @@ mod tests {
         let opts = DeriveOptions::default();
         let ctx = Ctx {
             members: members.iter().collect(),
-            member_ids: members.iter().map(|m| m.id.as_str()).collect::<BTreeSet<_>>(),
+            member_ids: members
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect::<BTreeSet<_>>(),
             opts: &opts,
         };
-        let r = objs.http_routes.iter().find(|r| r.metadata.name.as_deref() == Some(route));
+        let r = objs
+            .http_routes
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(route));
         let annotations = r.unwrap().metadata.annotations.clone().unwrap_or_default();
         let annos = annotations::parse("default", &annotations).unwrap();
         let key = ObjKey {
@@ -499,10 +548,17 @@ mod tests {
         assert_eq!(clusters(&t.backends), ["hz-a", "hz-b"]);
         assert!(t.backends[0].upstream.contains("|shop.default."));
         assert_eq!(t.canary_weight_total, Some(100));
-        let shares: Vec<(Option<u32>, bool)> =
-            t.canaries.iter().map(|c| (c.weight, c.direct.is_some())).collect();
+        let shares: Vec<(Option<u32>, bool)> = t
+            .canaries
+            .iter()
+            .map(|c| (c.weight, c.direct.is_some()))
+            .collect();
         assert_eq!(shares, [(Some(15), false), (Some(5), true)]);
-        assert!(t.canaries[1].name.contains("checkout"), "{}", t.canaries[1].name);
+        assert!(
+            t.canaries[1].name.contains("checkout"),
+            "{}",
+            t.canaries[1].name
+        );
         // The annotations' policy.
         assert_eq!(t.order, ["hz-b", "hz-a"]);
         assert_eq!(t.failback.hold_seconds, 20);
@@ -535,7 +591,10 @@ mod tests {
         let (t, _) = template("filters", 2);
         let m = t.mirror.unwrap();
         assert_eq!(m.percent, 25.0);
-        assert_eq!(m.upstream, "outbound|8080||shop-shadow.default.svc.cluster.local");
+        assert_eq!(
+            m.upstream,
+            "outbound|8080||shop-shadow.default.svc.cluster.local"
+        );
         let (t, _) = template("filters", 0);
         assert!(t.backends.is_empty() && t.redirect.is_some());
     }
@@ -574,7 +633,10 @@ mod tests {
         let a = ["a.example.com".to_string()];
         let ab = ["a.example.com".to_string(), "b.example.com".to_string()];
         assert_eq!(unclaimed(&route, &a, &mut claimed), Some(a.to_vec()));
-        assert_eq!(unclaimed(&route, &ab, &mut claimed), Some(vec![ab[1].clone()]));
+        assert_eq!(
+            unclaimed(&route, &ab, &mut claimed),
+            Some(vec![ab[1].clone()])
+        );
         assert_eq!(unclaimed(&route, &ab, &mut claimed), None);
         let mut other = route.clone();
         other.method = Some("GET".into());

@@ -35,8 +35,8 @@ use k8s_openapi::api::networking::v1::Ingress;
 use thiserror::Error;
 
 use crate::endpoints::{MemberIndex, SvcKey};
-use crate::gateway_api;
 pub use crate::endpoints::{PortRef, SERVICE_NAME_LABEL};
+use crate::gateway_api;
 pub use crate::settings::PluginSettings;
 pub use ingress::{is_ours, LEGACY_CLASS_ANNOTATION};
 pub use routes::render_template;
@@ -332,7 +332,7 @@ pub struct GatewayInputs<'a> {
 
 impl GatewayInputs<'_> {
     /// Which Gateway API objects are ours and where routes attach.
-    fn evaluate(&self, members: &[MemberSnapshot]) -> gateway_api::Outcome {
+    pub fn evaluate(&self, members: &[MemberSnapshot]) -> gateway_api::Outcome {
         let o = self.objects;
         let inputs = gateway_api::Inputs {
             classes: &o.classes,

@@ -20,11 +20,9 @@ use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteStatus};
 use k8s_openapi_gw::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::watch::Kind;
-use super::{
-    status, FleetBackends, GatewayOutcome, Inputs, ObjKey, Objects, Outcome, RouteOutcome,
-    CONTROLLER_NAME,
-};
+use super::{status, GatewayOutcome, ObjKey, Objects, Outcome, RouteOutcome, CONTROLLER_NAME};
 use crate::admin::Metrics;
+use crate::derive::GatewayInputs;
 use crate::store::Snapshot;
 
 /// The field manager of fleetgate's status writes.
@@ -131,20 +129,16 @@ fn apply_if_changed<S: serde::Serialize + PartialEq>(
 
 /// The evaluation of the fleet as the store sees it (until derive hands its own outcome).
 pub fn evaluate_fleet(snap: &Snapshot, address: Option<&str>) -> Outcome {
-    let objects = &snap.gateway_api;
-    let inputs = Inputs {
-        classes: &objects.classes,
-        gateways: &objects.gateways,
-        routes: &objects.http_routes,
-        grants: &objects.grants,
+    inputs(snap, address).evaluate(&snap.members)
+}
+
+/// The snapshot's Gateway API objects as derive reads them.
+pub fn inputs<'s>(snap: &'s Snapshot, address: Option<&'s str>) -> GatewayInputs<'s> {
+    GatewayInputs {
+        objects: &snap.gateway_api,
         namespaces: &snap.namespaces,
         address,
-    };
-    let backends = FleetBackends {
-        members: &snap.members,
-        imports: &objects.service_imports,
-    };
-    super::evaluate(&inputs, &backends)
+    }
 }
 
 /// Send one status apply.

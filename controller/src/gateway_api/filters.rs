@@ -220,11 +220,16 @@ mod tests {
 
     #[test]
     fn a_redirect_with_a_scheme_and_no_port_goes_to_the_schemes_port() {
-        let f = read(&filters(json!([{"type": "RequestRedirect", "requestRedirect": {
-            "scheme": "https", "statusCode": 301}}])))
+        let f = read(&filters(
+            json!([{"type": "RequestRedirect", "requestRedirect": {
+            "scheme": "https", "statusCode": 301}}]),
+        ))
         .unwrap();
         let r = f.redirect.unwrap();
-        assert_eq!((r.scheme.as_deref(), r.port, r.status), (Some("https"), Some(443), 301));
+        assert_eq!(
+            (r.scheme.as_deref(), r.port, r.status),
+            (Some("https"), Some(443), 301)
+        );
         let f = read(&filters(json!([{"type": "RequestRedirect", "requestRedirect": {
             "hostname": "example.org", "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/v2"}}}])))
         .unwrap();
@@ -244,11 +249,20 @@ mod tests {
     #[test]
     fn what_cannot_be_applied_is_an_error_naming_the_filter() {
         let cases = [
-            (json!([{"type": "ExtensionRef", "extensionRef": {"group": "x.io", "kind": "K", "name": "n"}}]), "ExtensionRef"),
-            (json!([{"type": "URLRewrite", "urlRewrite": {"hostname": "a"}},
-                    {"type": "RequestRedirect", "requestRedirect": {"hostname": "b"}}]), "together"),
-            (json!([{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "a"}}},
-                    {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "b"}}}]), "one backend"),
+            (
+                json!([{"type": "ExtensionRef", "extensionRef": {"group": "x.io", "kind": "K", "name": "n"}}]),
+                "ExtensionRef",
+            ),
+            (
+                json!([{"type": "URLRewrite", "urlRewrite": {"hostname": "a"}},
+                    {"type": "RequestRedirect", "requestRedirect": {"hostname": "b"}}]),
+                "together",
+            ),
+            (
+                json!([{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "a"}}},
+                    {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "b"}}}]),
+                "one backend",
+            ),
             (json!([{"type": "RequestRedirect"}]), "without its field"),
         ];
         for (v, expect) in cases {

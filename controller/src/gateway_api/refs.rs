@@ -72,11 +72,15 @@ impl Backends for FleetBackends<'_> {
 /// v1alpha1 and v1beta1 alike).
 pub fn import_clusters(imports: &[DynamicObject], namespace: &str, name: &str) -> Vec<String> {
     let Some(i) = imports.iter().find(|i| {
-        i.metadata.namespace.as_deref() == Some(namespace) && i.metadata.name.as_deref() == Some(name)
+        i.metadata.namespace.as_deref() == Some(namespace)
+            && i.metadata.name.as_deref() == Some(name)
     }) else {
         return Vec::new();
     };
-    let clusters = i.data.pointer("/status/clusters").and_then(|c| c.as_array());
+    let clusters = i
+        .data
+        .pointer("/status/clusters")
+        .and_then(|c| c.as_array());
     clusters
         .into_iter()
         .flatten()
@@ -168,7 +172,12 @@ pub fn resolve(
         .flat_map(|r| r.backend_refs.iter().flatten());
     let failures: Vec<(RouteReason, String)> = refs
         .filter_map(|b| {
-            let r = (b.group.as_deref(), b.kind.as_deref(), b.namespace.as_deref(), &*b.name);
+            let r = (
+                b.group.as_deref(),
+                b.kind.as_deref(),
+                b.namespace.as_deref(),
+                &*b.name,
+            );
             resolve_one(r, key, grants, backends).err()
         })
         .collect();

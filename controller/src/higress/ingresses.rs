@@ -62,7 +62,9 @@ pub(super) fn routes(
     let bases = bases(derived);
     let annotation = format!("{EXACT_HEADER}{}", config.cluster_header);
     let mut out = Vec::new();
-    let http_routes = derived.origins().filter(|o| o.kind == OriginKind::HttpRoute);
+    let http_routes = derived
+        .origins()
+        .filter(|o| o.kind == OriginKind::HttpRoute);
     if let Some(n) = Some(http_routes.count()).filter(|n| *n > 0) {
         problems.push(format!(
             "{n} routes from HTTPRoutes get no Higress objects; serve Gateway API through xDS"

@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::objects::meta;
 use super::{ClusterName, HigressObject, HigressOptions, SLICE_MANAGER};
 use crate::derive::{
-    render_template, Contact, Derived, IngressKey, MemberSnapshot, PortRef, SvcRef,
-    SERVICE_NAME_LABEL, OriginKind,
+    render_template, Contact, Derived, IngressKey, MemberSnapshot, OriginKind, PortRef, SvcRef,
+    SERVICE_NAME_LABEL,
 };
 use crate::endpoints::{AddressType, EndpointView, SliceView, SvcKey};
 
