@@ -169,7 +169,7 @@ pub(crate) fn finish(
     // breaks ties between equally specific routes by list order).
     order.sort_by(|a, b| {
         let (a, b) = (&route(a).origin, &route(b).origin);
-        (a.rank, &a.route).cmp(&(b.rank, &b.route))
+        (&a.rank, &a.route).cmp(&(&b.rank, &b.route))
     });
     let clusters = cluster_states(order.iter().map(route), ctx);
     let mut head = config(ctx, clusters, Vec::new());

@@ -172,9 +172,9 @@ pub enum OriginKind {
 pub struct RouteOrigin {
     pub route: String,
     pub kind: OriginKind,
-    /// Position in the config: 0 for every Ingress route (then by name); HTTPRoute routes
-    /// count up from 1 in the spec's precedence order.
-    pub rank: u32,
+    /// Position in the config: Ingress routes (`None`) first, by name; then HTTPRoute routes
+    /// in the spec's precedence order.
+    pub rank: Option<httproute::Precedence>,
     /// The Ingress, or the HTTPRoute, the route is built from.
     pub base: IngressKey,
     pub canaries: Vec<IngressKey>,
@@ -424,6 +424,7 @@ pub struct Deriver {
     current: HashMap<IngressKey, Version>,
     last_good: HashMap<IngressKey, Version>,
     routes: routes::Cache,
+    gateway: httproute::Cache,
     /// Per member: contact and index cursor at the last derivation.
     seen: BTreeMap<String, (Contact, (u64, u64))>,
     /// The member ids and options the memory was built for.
@@ -479,12 +480,10 @@ impl Deriver {
         let mut built = prepared.built.clone();
         let outcome = gateway.map(|g| {
             let mut outcome = g.evaluate(members);
-            let t = httproute::translate(g.objects, &outcome, members, &ctx);
+            let memory = (&dirty, &mut self.gateway);
+            let t = httproute::translate(g.objects, &outcome, members, &ctx, memory);
             gateway_api::mark_unsupported(&mut outcome, &t.invalid);
-            built.push(Arc::new(routes::BuiltBase {
-                routes: t.routes,
-                problems: Vec::new(),
-            }));
+            built.extend(t.built);
             outcome
         });
         let derived = finish::finish(&built, &ctx, prepared.problems.clone());
@@ -553,6 +552,7 @@ impl Deriver {
             self.sig = sig;
             self.current.clear();
             self.routes = routes::Cache::default();
+            self.gateway = httproute::Cache::default();
             for (o, a) in self.last_good.values_mut() {
                 *a = Arc::new(ingress::parse(o, ctx).into_accepted());
             }

@@ -219,7 +219,7 @@ fn name_routes(key: &IngressKey, routes: Vec<PathRoute>, out: &mut Vec<(RouteV1,
         let origin = RouteOrigin {
             route: r.route.name.clone(),
             kind: super::OriginKind::Ingress,
-            rank: 0,
+            rank: None,
             base: key.clone(),
             canaries: r.canaries,
             services: r.services,

@@ -1,196 +1,42 @@
-//! HTTPRoutes -> plugin routes: one route per (rule, match), on the hostnames where the route
-//! attached to a listener of ours, with the rule's backendRefs as the base service and weighted
-//! canaries, its filters as the route's header edits, rewrite, redirect and mirror, and the
-//! `fleetgate.io/*` annotations of the HTTPRoute as its cross-cluster policy.
-//!
-//! Precedence is the spec's: the plugin orders equally keyed routes by method, header and
-//! query tests, then by list order, and the routes are listed oldest HTTPRoute first, then by
-//! namespace/name, then rule and match order. A match that an earlier one already claims for a
-//! host (same path, method and tests) can never be reached there and is left out.
-//!
-//! A rule that cannot be served as written (a filter fleetgate cannot apply, a match the plugin
-//! refuses) is answered with a 500, as the spec asks, and reported per route so its status can
-//! say `PartiallyInvalid` (or `Accepted=False` when no rule is valid).
+//! One HTTPRoute rule -> the plugin route its matches share (policy, backends as weighted
+//! base and canaries, filters), and one match -> that route's path, method and tests.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use fleetgate_plugin::config::{
     BackendV1, CanaryV1, ConditionV1, DirectV1, MatchV1, MirrorV1, PathKind, PathV1, RouteV1,
     Wildcard,
 };
 use gateway_api::apis::standard::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesMatches,
+    HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesMatches,
     HttpRouteRulesMatchesHeadersType as HeaderType, HttpRouteRulesMatchesPathType as PathType,
     HttpRouteRulesMatchesQueryParamsType as QueryType,
 };
 
-use super::finish::{check, finished};
-use super::routes::{backends, policy, policy_route, render_template, BuiltRoute};
-use super::{Ctx, IngressKey, MemberSnapshot, OriginKind, PortRef, RouteOrigin, SvcRef};
-use crate::annotations;
+use super::super::routes::{backends, policy, policy_route, render_template};
+use super::super::{Ctx, PortRef, SvcRef};
+use crate::annotations::{self, IngressAnnotations};
 use crate::gateway_api::filters::{self, RuleFilters};
 use crate::gateway_api::refs::{import_clusters, resolve_one, BackendKind, FleetBackends};
-use crate::gateway_api::{ObjKey, Objects, Outcome, RuleProblems};
-
-/// What translating the HTTPRoutes gave: routes, and per HTTPRoute the rules not served as
-/// written.
-#[derive(Debug, Default)]
-pub(crate) struct Translated {
-    pub routes: Vec<BuiltRoute>,
-    pub invalid: BTreeMap<ObjKey, RuleProblems>,
-}
+use crate::gateway_api::{ObjKey, Objects};
 
 /// The fleet as a rule's backends see it.
-struct Fleet<'a> {
-    objs: &'a Objects,
-    ctx: &'a Ctx<'a>,
-    backends: FleetBackends<'a>,
+pub(super) struct Fleet<'a> {
+    pub objs: &'a Objects,
+    pub ctx: &'a Ctx<'a>,
+    pub backends: FleetBackends<'a>,
 }
 
 /// Everything a rule's routes share.
-struct Rule<'a> {
-    key: &'a ObjKey,
-    hosts: &'a [String],
-    annos: &'a annotations::IngressAnnotations,
-    index: usize,
-}
-
-/// Translate every HTTPRoute that attached to a listener of ours.
-pub(crate) fn translate(
-    objs: &Objects,
-    outcome: &Outcome,
-    members: &[MemberSnapshot],
-    ctx: &Ctx<'_>,
-) -> Translated {
-    let fleet = Fleet {
-        objs,
-        ctx,
-        backends: FleetBackends {
-            members,
-            imports: &objs.service_imports,
-        },
-    };
-    let mut routes: Vec<&HttpRoute> = objs.http_routes.iter().collect();
-    routes.sort_by_cached_key(|r| {
-        (
-            r.metadata.creation_timestamp.clone(),
-            ObjKey::of(&r.metadata),
-        )
-    });
-    let mut out = Translated::default();
-    let mut claimed = HashSet::new();
-    let mut rank = 0u32;
-    for route in routes {
-        let key = ObjKey::of(&route.metadata);
-        let Some(o) = outcome.routes.iter().find(|o| o.route == key) else {
-            continue;
-        };
-        let hosts = hosts_of(o.attachments.iter().map(|a| a.hostnames.as_slice()));
-        let Some(hosts) = hosts else { continue };
-        let annos = route.metadata.annotations.clone().unwrap_or_default();
-        let mut problems = RuleProblems::default();
-        let annos = match annotations::parse(&key.namespace, &annos) {
-            Ok(a) => a,
-            Err(e) => {
-                problems.messages.push(format!("annotations: {e}"));
-                problems.rules = route.spec.rules.iter().flatten().count();
-                problems.failed = (0..problems.rules).collect();
-                out.invalid.insert(key, problems);
-                continue;
-            }
-        };
-        for (index, rule) in route.spec.rules.iter().flatten().enumerate() {
-            problems.rules += 1;
-            let r = Rule {
-                key: &key,
-                hosts: &hosts,
-                annos: &annos,
-                index,
-            };
-            let built = rule_routes(&r, rule, &fleet, &mut rank, &mut claimed);
-            if !built.problems.is_empty() {
-                problems.failed.push(index);
-                problems.messages.extend(built.problems);
-            }
-            out.routes.extend(built.routes);
-        }
-        if !problems.failed.is_empty() {
-            out.invalid.insert(key, problems);
-        }
-    }
-    out
-}
-
-/// The union of the attachments' hostnames; empty = any host; `None` = attached nowhere.
-fn hosts_of<'a>(attachments: impl Iterator<Item = &'a [String]>) -> Option<Vec<String>> {
-    let mut hosts: Vec<String> = Vec::new();
-    let mut any_attached = false;
-    for names in attachments {
-        any_attached = true;
-        if names.iter().any(|h| h == "*") {
-            return Some(Vec::new());
-        }
-        hosts.extend(names.iter().cloned());
-    }
-    hosts.sort();
-    hosts.dedup();
-    any_attached.then_some(hosts)
-}
-
-struct RuleBuilt {
-    routes: Vec<BuiltRoute>,
-    problems: Vec<String>,
-}
-
-/// The routes of one rule: its filters and backends once, then a route per match.
-fn rule_routes(
-    r: &Rule<'_>,
-    rule: &HttpRouteRules,
-    fleet: &Fleet<'_>,
-    rank: &mut u32,
-    claimed: &mut HashSet<String>,
-) -> RuleBuilt {
-    let ctx = fleet.ctx;
-    let mut problems = Vec::new();
-    let template = rule_template(r, rule, fleet, &mut problems);
-    let default_match = [HttpRouteRulesMatches::default()];
-    let matches = match rule.matches.as_deref() {
-        Some(m) if !m.is_empty() => m,
-        _ => &default_match,
-    };
-    let mut routes = Vec::new();
-    for (mi, m) in matches.iter().enumerate() {
-        let (mut route, services) = template.clone();
-        route.name = format!("{}/rule{}/match{mi}", r.key, r.index);
-        apply_match(&mut route, m);
-        let Some(hosts) = unclaimed(&route, r.hosts, claimed) else {
-            continue; // an earlier route takes this match on every host
-        };
-        route.hosts = hosts;
-        if let Err(e) = check(&route, ctx) {
-            problems.push(format!("rule {} match {mi}: {e}", r.index));
-            continue;
-        }
-        *rank += 1;
-        let origin = RouteOrigin {
-            route: route.name.clone(),
-            kind: OriginKind::HttpRoute,
-            rank: *rank,
-            base: IngressKey {
-                namespace: r.key.namespace.clone(),
-                name: r.key.name.clone(),
-            },
-            canaries: Vec::new(),
-            services,
-        };
-        routes.push(finished(route, origin, ctx));
-    }
-    RuleBuilt { routes, problems }
+pub(super) struct Rule<'a> {
+    pub key: &'a ObjKey,
+    pub annos: &'a IngressAnnotations,
+    pub index: usize,
 }
 
 /// The route every match of a rule shares (no paths or tests yet), and the Services it uses.
 /// A rule that cannot be served as written becomes a 500 route and a problem.
-fn rule_template(
+pub(super) fn rule_template(
     r: &Rule<'_>,
     rule: &HttpRouteRules,
     fleet: &Fleet<'_>,
@@ -396,7 +242,7 @@ fn mirror(r: &Rule<'_>, m: &filters::Mirror, fleet: &Fleet<'_>) -> Result<Mirror
 
 /// A match's path, method and header and query tests. Of tests naming the same header (any
 /// case) or query parameter, the first counts, as the spec says.
-fn apply_match(route: &mut RouteV1, m: &HttpRouteRulesMatches) {
+pub(super) fn apply_match(route: &mut RouteV1, m: &HttpRouteRulesMatches) {
     let p = m.path.clone().unwrap_or_default();
     let kind = match p.r#type.unwrap_or(PathType::PathPrefix) {
         PathType::Exact => PathKind::Exact,
@@ -442,35 +288,15 @@ fn test(header: Option<String>, query: Option<String>, value: &str, regex: bool)
     }
 }
 
-/// The route's hosts that no earlier route claims with the same path, method and tests, and
-/// claim them; `None` = none left. No hosts (any host) is claimed as one.
-fn unclaimed(
-    route: &RouteV1,
-    hosts: &[String],
-    claimed: &mut HashSet<String>,
-) -> Option<Vec<String>> {
-    // Serializing plain data cannot fail.
-    let tests =
-        serde_json::to_string(&(&route.paths, &route.method, &route.when)).unwrap_or_default();
-    if hosts.is_empty() {
-        return claimed.insert(format!("\n{tests}")).then(Vec::new);
-    }
-    let left: Vec<String> = hosts
-        .iter()
-        .filter(|h| claimed.insert(format!("{h}\n{tests}")))
-        .cloned()
-        .collect();
-    (!left.is_empty()).then_some(left)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
 
+    use super::super::unclaimed;
     use super::*;
     use crate::cli::{self, RenderArgs};
-    use crate::derive::DeriveOptions;
+    use crate::derive::{DeriveOptions, MemberSnapshot};
 
     /// The two fixture members and the routing fixture's objects.
     fn fixture() -> (Vec<MemberSnapshot>, Objects) {
@@ -520,7 +346,6 @@ mod tests {
         };
         let rule = Rule {
             key: &key,
-            hosts: &[],
             annos: &annos,
             index,
         };
@@ -628,20 +453,17 @@ mod tests {
 
     #[test]
     fn a_match_claimed_earlier_is_left_out_only_on_the_hosts_already_claimed() {
-        let (route, _) = template("zero", 0);
         let mut claimed = HashSet::new();
         let a = ["a.example.com".to_string()];
         let ab = ["a.example.com".to_string(), "b.example.com".to_string()];
-        assert_eq!(unclaimed(&route, &a, &mut claimed), Some(a.to_vec()));
+        assert_eq!(unclaimed("/x", &a, &mut claimed), Some(a.to_vec()));
         assert_eq!(
-            unclaimed(&route, &ab, &mut claimed),
+            unclaimed("/x", &ab, &mut claimed),
             Some(vec![ab[1].clone()])
         );
-        assert_eq!(unclaimed(&route, &ab, &mut claimed), None);
-        let mut other = route.clone();
-        other.method = Some("GET".into());
-        assert_eq!(unclaimed(&other, &a, &mut claimed), Some(a.to_vec()));
-        assert_eq!(unclaimed(&route, &[], &mut claimed), Some(vec![]));
-        assert_eq!(unclaimed(&route, &[], &mut claimed), None);
+        assert_eq!(unclaimed("/x", &ab, &mut claimed), None);
+        assert_eq!(unclaimed("/x GET", &a, &mut claimed), Some(a.to_vec()));
+        assert_eq!(unclaimed("/x", &[], &mut claimed), Some(vec![]));
+        assert_eq!(unclaimed("/x", &[], &mut claimed), None);
     }
 }

@@ -1,0 +1,309 @@
+//! HTTPRoutes -> plugin routes: one route per (rule, match), on the hostnames where the route
+//! attached to a listener of ours, with the rule's backendRefs as the base service and weighted
+//! canaries, its filters as the route's header edits, rewrite, redirect and mirror, and the
+//! `fleetgate.io/*` annotations of the HTTPRoute as its cross-cluster policy ([`rules`]).
+//!
+//! Precedence is the spec's: the plugin orders equally keyed routes by method, header and
+//! query tests, then by list order, and the routes are listed oldest HTTPRoute first, then by
+//! namespace/name, then rule and match order ([`Precedence`]). A match that an earlier one
+//! already claims for a host (same path, method and tests) can never be reached there and is
+//! left out.
+//!
+//! A rule that cannot be served as written (a filter fleetgate cannot apply, a match the plugin
+//! refuses) is answered with a 500, as the spec asks, and reported per route so its status can
+//! say `PartiallyInvalid` (or `Accepted=False` when no rule is valid).
+//!
+//! A change costs what it touches, as for Ingresses: an HTTPRoute is translated again only when
+//! it, where it attaches, or a Service it reads changed; otherwise only the claims are checked.
+
+mod rules;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use fleetgate_plugin::config::RouteV1;
+use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteRulesMatches};
+
+use super::finish::{check, finished};
+use super::routes::BuiltBase;
+use super::{Ctx, Dirty, IngressKey, MemberSnapshot, OriginKind, RouteOrigin, SvcRef};
+use crate::annotations;
+use crate::endpoints::svc_hash;
+use crate::gateway_api::refs::FleetBackends;
+use crate::gateway_api::{ObjKey, Objects, Outcome, RouteOutcome, RuleProblems};
+use rules::{apply_match, rule_template, Fleet, Rule};
+
+/// Where an HTTPRoute's route stands in the spec's precedence among equally specific routes:
+/// the older HTTPRoute, then namespace/name, then rule and match order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Precedence {
+    /// `creationTimestamp`, in seconds.
+    pub created: Option<i64>,
+    pub route: IngressKey,
+    pub rule: usize,
+    pub r#match: usize,
+}
+
+/// What translating the HTTPRoutes gave: per HTTPRoute its built routes, and the rules not
+/// served as written.
+#[derive(Debug, Default)]
+pub(crate) struct Translated {
+    pub built: Vec<Arc<BuiltBase>>,
+    pub invalid: BTreeMap<ObjKey, RuleProblems>,
+}
+
+/// One match of a rule, translated: the route on every attached host, before claims.
+#[derive(Debug)]
+struct Planned {
+    route: RouteV1,
+    services: Vec<SvcRef>,
+    precedence: Precedence,
+    /// Path, method and tests: what makes two matches on one host the same.
+    claim: String,
+}
+
+/// An HTTPRoute as last translated.
+struct Entry {
+    fingerprint: u64,
+    /// Hashes of the Services read.
+    services: Vec<u64>,
+    matches: Vec<Planned>,
+    problems: Option<RuleProblems>,
+    /// The hosts each match kept after claims when `built` was made.
+    kept: Vec<Option<Vec<String>>>,
+    built: Arc<BuiltBase>,
+}
+
+/// Translated HTTPRoutes, by key.
+#[derive(Default)]
+pub(crate) struct Cache {
+    by_route: HashMap<ObjKey, Entry>,
+    /// ReferenceGrants and ServiceImports the entries were made with.
+    world: u64,
+}
+
+/// Translate every HTTPRoute that attached to a listener of ours.
+pub(crate) fn translate(
+    objs: &Objects,
+    outcome: &Outcome,
+    members: &[MemberSnapshot],
+    ctx: &Ctx<'_>,
+    (dirty, cache): (&Dirty, &mut Cache),
+) -> Translated {
+    let world = hash_of(&(
+        serde_json::to_string(&objs.grants).unwrap_or_default(),
+        serde_json::to_string(&objs.service_imports).unwrap_or_default(),
+    ));
+    if world != cache.world {
+        *cache = Cache {
+            world,
+            ..Cache::default()
+        };
+    }
+    let fleet = Fleet {
+        objs,
+        ctx,
+        backends: FleetBackends {
+            members,
+            imports: &objs.service_imports,
+        },
+    };
+    let mut routes: Vec<&HttpRoute> = objs.http_routes.iter().collect();
+    routes.sort_by_cached_key(|r| (created(r), ObjKey::of(&r.metadata)));
+    let mut out = Translated::default();
+    let mut claimed = HashSet::new();
+    let mut by_route = HashMap::with_capacity(routes.len());
+    for route in routes {
+        let key = ObjKey::of(&route.metadata);
+        let Some(o) = outcome_of(outcome, &key) else {
+            continue;
+        };
+        let Some(hosts) = hosts_of(o) else { continue };
+        let fingerprint = hash_of(&(fingerprint_of(route), &hosts));
+        let entry = match cache.by_route.remove(&key) {
+            Some(e) if e.fingerprint == fingerprint && !dirty.touches(&e.services) => e,
+            _ => plan(route, &key, &hosts, fingerprint, &fleet),
+        };
+        let entry = claim(entry, &hosts, &mut claimed, ctx);
+        out.built.push(Arc::clone(&entry.built));
+        if let Some(p) = &entry.problems {
+            out.invalid.insert(key.clone(), p.clone());
+        }
+        by_route.insert(key, entry);
+    }
+    cache.by_route = by_route;
+    out
+}
+
+fn hash_of(v: &impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+fn created(r: &HttpRoute) -> Option<i64> {
+    r.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+}
+
+/// An object version: its uid and resourceVersion where the API server set them (every edit
+/// changes the resourceVersion), else its whole content (hand-written dumps).
+fn fingerprint_of(route: &HttpRoute) -> String {
+    match (&route.metadata.uid, &route.metadata.resource_version) {
+        (Some(uid), Some(rv)) if !rv.is_empty() => format!("{uid}/{rv}"),
+        _ => serde_json::to_string(route).unwrap_or_default(),
+    }
+}
+
+/// The route's evaluation (routes are sorted by key).
+fn outcome_of<'o>(outcome: &'o Outcome, key: &ObjKey) -> Option<&'o RouteOutcome> {
+    let i = outcome.routes.binary_search_by(|o| o.route.cmp(key)).ok()?;
+    outcome.routes.get(i)
+}
+
+/// The union of the attachments' hostnames; empty = any host; `None` = attached nowhere.
+fn hosts_of(o: &RouteOutcome) -> Option<Vec<String>> {
+    let mut hosts: Vec<String> = Vec::new();
+    for a in &o.attachments {
+        if a.hostnames.iter().any(|h| h == "*") {
+            return Some(Vec::new());
+        }
+        hosts.extend(a.hostnames.iter().cloned());
+    }
+    hosts.sort();
+    hosts.dedup();
+    (!o.attachments.is_empty()).then_some(hosts)
+}
+
+/// Translate one HTTPRoute: every rule and match, checked by the plugin's validation.
+fn plan(route: &HttpRoute, key: &ObjKey, hosts: &[String], fp: u64, fleet: &Fleet<'_>) -> Entry {
+    let rules = route.spec.rules.as_deref().unwrap_or_default();
+    let mut problems = RuleProblems {
+        rules: rules.len(),
+        ..RuleProblems::default()
+    };
+    let mut matches = Vec::new();
+    let raw = route.metadata.annotations.clone().unwrap_or_default();
+    match annotations::parse(&key.namespace, &raw) {
+        Err(e) => {
+            problems.messages.push(format!("annotations: {e}"));
+            problems.failed = (0..rules.len()).collect();
+        }
+        Ok(annos) => {
+            for (index, rule) in rules.iter().enumerate() {
+                let r = Rule {
+                    key,
+                    annos: &annos,
+                    index,
+                };
+                let mut msgs = Vec::new();
+                let template = rule_template(&r, rule, fleet, &mut msgs);
+                let default_match = [HttpRouteRulesMatches::default()];
+                let ms = rule.matches.as_deref().filter(|m| !m.is_empty());
+                for (mi, m) in ms.unwrap_or(&default_match).iter().enumerate() {
+                    let p = planned(route, &r, (&template, m, mi), hosts, fleet.ctx);
+                    match p {
+                        Ok(p) => matches.push(p),
+                        Err(e) => msgs.push(format!("rule {index} match {mi}: {e}")),
+                    }
+                }
+                if !msgs.is_empty() {
+                    problems.failed.push(index);
+                    problems.messages.extend(msgs);
+                }
+            }
+        }
+    }
+    let services: Vec<u64> = (matches.iter())
+        .flat_map(|m| m.services.iter().map(|s| svc_hash(&s.key())))
+        .collect();
+    Entry {
+        fingerprint: fp,
+        services,
+        matches,
+        problems: (!problems.failed.is_empty()).then_some(problems),
+        kept: Vec::new(),
+        built: Arc::new(BuiltBase::default()),
+    }
+}
+
+/// One match's route on every attached host, if the plugin accepts it.
+fn planned(
+    route: &HttpRoute,
+    r: &Rule<'_>,
+    ((template, services), m, mi): (&(RouteV1, Vec<SvcRef>), &HttpRouteRulesMatches, usize),
+    hosts: &[String],
+    ctx: &Ctx<'_>,
+) -> Result<Planned, String> {
+    let mut p = template.clone();
+    p.name = format!("{}/rule{}/match{mi}", r.key, r.index);
+    p.hosts = hosts.to_vec();
+    apply_match(&mut p, m);
+    check(&p, ctx).map_err(|e| e.to_string())?;
+    // Serializing plain data cannot fail.
+    let claim = serde_json::to_string(&(&p.paths, &p.method, &p.when)).unwrap_or_default();
+    let precedence = Precedence {
+        created: created(route),
+        route: IngressKey {
+            namespace: r.key.namespace.clone(),
+            name: r.key.name.clone(),
+        },
+        rule: r.index,
+        r#match: mi,
+    };
+    Ok(Planned {
+        route: p,
+        services: services.clone(),
+        precedence,
+        claim,
+    })
+}
+
+/// Claim each match's hosts (in precedence order, after every earlier HTTPRoute); the built
+/// routes are kept while every match keeps the same hosts.
+fn claim(mut e: Entry, hosts: &[String], claimed: &mut HashSet<String>, ctx: &Ctx<'_>) -> Entry {
+    let kept: Vec<Option<Vec<String>>> = (e.matches.iter())
+        .map(|m| unclaimed(&m.claim, hosts, claimed))
+        .collect();
+    if kept == e.kept {
+        return e;
+    }
+    let routes = (e.matches.iter().zip(&kept))
+        .filter_map(|(m, hosts)| {
+            let mut route = m.route.clone();
+            route.hosts = hosts.clone()?;
+            let origin = RouteOrigin {
+                route: route.name.clone(),
+                kind: OriginKind::HttpRoute,
+                rank: Some(m.precedence.clone()),
+                base: m.precedence.route.clone(),
+                canaries: Vec::new(),
+                services: m.services.clone(),
+            };
+            Some(finished(route, origin, ctx))
+        })
+        .collect();
+    e.built = Arc::new(BuiltBase {
+        routes,
+        problems: Vec::new(),
+    });
+    e.kept = kept;
+    e
+}
+
+/// The hosts no earlier route claims with the same path, method and tests (`claim`), and
+/// claim them; `None` = none left. No hosts (any host) is claimed as one.
+fn unclaimed(claim: &str, hosts: &[String], claimed: &mut HashSet<String>) -> Option<Vec<String>> {
+    if hosts.is_empty() {
+        return claimed.insert(format!("\n{claim}")).then(Vec::new);
+    }
+    let left: Vec<String> = hosts
+        .iter()
+        .filter(|h| claimed.insert(format!("{h}\n{claim}")))
+        .cloned()
+        .collect();
+    (!left.is_empty()).then_some(left)
+}
