@@ -73,8 +73,23 @@ pub fn remove_request_header(name: &str) -> bool {
     answer(hc::remove_header(hc::MAP_REQUEST_HEADERS, name), ABSENT).is_some()
 }
 
+pub fn add_request_header(name: &str, value: &str) {
+    answer(hc::add_header(hc::MAP_REQUEST_HEADERS, name, value), &[]);
+}
+
+pub fn set_response_header(name: &str, value: &str) {
+    answer(
+        hc::replace_header(hc::MAP_RESPONSE_HEADERS, name, value),
+        &[],
+    );
+}
+
 pub fn add_response_header(name: &str, value: &str) {
     answer(hc::add_header(hc::MAP_RESPONSE_HEADERS, name, value), &[]);
+}
+
+pub fn remove_response_header(name: &str) {
+    answer(hc::remove_header(hc::MAP_RESPONSE_HEADERS, name), ABSENT);
 }
 
 pub fn call_response_header(name: &str) -> Option<String> {

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::config::Config;
-use crate::decide::{self, Target};
+use crate::decide::{self, Local, Target};
 use crate::effects::{self, RequestEffects};
 use crate::health::{self, Transition};
 use crate::request::RequestView;
@@ -72,9 +72,10 @@ impl Http {
             .map(String::as_str)
             .filter(|h| req.header(h).is_some())
             .collect();
-        let Some(ri) = cfg.table.lookup(req.authority(), req.path()) else {
-            return apply(effects::on_request(&cfg, None, &sent));
+        let Some(m) = cfg.table.lookup(&req) else {
+            return apply(effects::on_request(&cfg, None, &req, &sent));
         };
+        let ri = m.route;
         let Vm {
             health,
             rng,
@@ -83,13 +84,17 @@ impl Http {
         } = &mut *vm;
         let now = health.load(&cfg, &cfg.routes[ri]);
         let health = &*health;
-        let Some(d) = decide::select_in_route(&cfg, ri, &req, |u| health.cached(u), now, rng)
+        let Some(d) = decide::select_in_route(&cfg, m, &req, |u| health.cached(u), now, rng)
         else {
             return CONTINUE;
         };
-        let action = apply(effects::on_request(&cfg, Some(&d), &sent));
+        let action = apply(effects::on_request(&cfg, Some(&d), &req, &sent));
         let Some(t) = d.target else {
-            metrics.inc("fleetgate_unavailable_total");
+            metrics.inc(match d.local {
+                Some(Local::Redirect) => "fleetgate_redirects_total",
+                Some(Local::Direct(_)) => "fleetgate_direct_responses_total",
+                None => "fleetgate_unavailable_total",
+            });
             return action;
         };
         if d.mirror.is_some() {
@@ -114,6 +119,9 @@ impl Http {
 fn apply(fx: RequestEffects) -> u32 {
     for (k, v) in &fx.set_headers {
         host::set_request_header(k, v);
+    }
+    for (k, v) in &fx.add_headers {
+        host::add_request_header(k, v);
     }
     for k in &fx.remove_headers {
         host::remove_request_header(k);
@@ -152,8 +160,15 @@ impl Http {
 
     pub(super) fn on_response_headers(&mut self) -> u32 {
         if let Some(r) = &self.routed {
-            for (k, v) in effects::on_response(&r.cfg, r.route, &r.target) {
-                host::add_response_header(&k, &v);
+            let fx = effects::on_response(&r.cfg, r.route, &r.target);
+            for (k, v) in &fx.set_headers {
+                host::set_response_header(k, v);
+            }
+            for (k, v) in &fx.add_headers {
+                host::add_response_header(k, v);
+            }
+            for k in &fx.remove_headers {
+                host::remove_response_header(k);
             }
         }
         CONTINUE
