@@ -6,9 +6,11 @@ use crate::request::RequestView;
 use crate::rewrite::new_path;
 
 /// Scheme: the redirect's, else the request's (`http` if unknown). Host: the redirect's, else
-/// the request's without its port. Port: the redirect's, else the request's if it named one;
-/// left out when it is the scheme's default. Path: rewritten as the redirect says, else the
-/// request's; the query is kept. `prefix` is the route path that matched.
+/// the request's without its port. Port: the redirect's; else, if the redirect names a scheme,
+/// that scheme's well-known port (the Gateway API's MUST: `https` alone means 443, not the
+/// request's port); else the request's if it named one. Left out when it is the scheme's
+/// default. Path: rewritten as the redirect says, else the request's; the query is kept.
+/// `prefix` is the route path that matched.
 pub fn location<R: RequestView + ?Sized>(r: &RedirectV1, prefix: &str, req: &R) -> String {
     let scheme = r.scheme.as_deref().unwrap_or_else(|| match req.scheme() {
         "" => "http",
@@ -16,7 +18,12 @@ pub fn location<R: RequestView + ?Sized>(r: &RedirectV1, prefix: &str, req: &R) 
     });
     let (req_host, req_port) = split_authority(req.authority());
     let host = r.hostname.as_deref().unwrap_or(req_host);
-    let port = match r.port.or(req_port) {
+    let port = match (r.port, &r.scheme) {
+        (Some(p), _) => Some(p),
+        (None, Some(_)) => None,
+        (None, None) => req_port,
+    };
+    let port = match port {
         Some(80) if scheme == "http" => None,
         Some(443) if scheme == "https" => None,
         p => p,
@@ -75,8 +82,10 @@ mod tests {
             (redirect(None, None, None), req("shop.io", None), "http://shop.io/a/b?x=1"),
             (redirect(None, None, None), req("shop.io:8080", Some("https")), "https://shop.io:8080/a/b?x=1"),
             (redirect(Some("https"), None, None), req("shop.io", Some("http")), "https://shop.io/a/b?x=1"),
-            (redirect(Some("https"), None, None), req("shop.io:443", None), "https://shop.io/a/b?x=1"),
-            (redirect(Some("http"), None, None), req("shop.io:443", None), "http://shop.io:443/a/b?x=1"),
+            (redirect(Some("https"), None, None), req("shop.io:8080", None), "https://shop.io/a/b?x=1"),
+            (redirect(Some("http"), None, None), req("shop.io:443", Some("https")), "http://shop.io/a/b?x=1"),
+            (redirect(None, None, None), req("shop.io:443", Some("https")), "https://shop.io/a/b?x=1"),
+            (redirect(None, None, None), req("shop.io:80", Some("https")), "https://shop.io:80/a/b?x=1"),
             (redirect(None, Some("new.io"), None), req("shop.io:8080", None), "http://new.io:8080/a/b?x=1"),
             (redirect(None, None, Some(80)), req("shop.io:8080", None), "http://shop.io/a/b?x=1"),
             (redirect(Some("https"), None, Some(8443)), req("shop.io", None), "https://shop.io:8443/a/b?x=1"),
