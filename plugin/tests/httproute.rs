@@ -431,3 +431,18 @@ fn bad_filters_and_tests_are_rejected_naming_the_field() {
         assert!(err.reason.contains(reason), "{r}: {err}");
     }
 }
+
+#[test]
+fn config_md_gateway_api_example_is_accepted_and_routes_as_described() {
+    let md = include_str!("../CONFIG.md");
+    let at = md.find("### Gateway API fields").expect("the section");
+    let start = at + md[at..].find("```json").expect("its example") + 7;
+    let end = start + md[start..].find("```").expect("closed block");
+    let c = config::parse(&md.as_bytes()[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    let gold = get("a.b.shop.example.com", "/api/v1/items?beta").with_header("x-tier", "gold");
+    assert_eq!(matched(&c, &gold).as_deref(), Some("shop/store-api"));
+    let docs = get("a.b.shop.example.com", "/docs/v2/intro");
+    assert_eq!(matched(&c, &docs).as_deref(), Some("shop/docs"));
+    let d = decide(&c, &get("shop.example.com", "/")).unwrap();
+    assert_eq!(d.local, Some(Local::Redirect));
+}

@@ -279,7 +279,8 @@ pub struct RedirectV1 {
     pub scheme: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// Absent = the request's port (if its authority has one).
+    /// Absent = the well-known port of `scheme` if that is set (Gateway API), else the
+    /// request's port (if its authority has one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
