@@ -11,6 +11,7 @@ use crate::health::{self, Transition};
 use crate::request::RequestView;
 
 use super::abi::{CONTINUE, PAUSE};
+use super::host::Map;
 use super::{host, Vm};
 
 /// The request as the host gave it: header pairs borrowed from the one answer buffer.
@@ -117,15 +118,12 @@ impl Http {
 /// Apply request effects; the action to answer (pause only behind a local reply the host took,
 /// else the stream would hang).
 fn apply(fx: RequestEffects) -> u32 {
-    for (k, v) in &fx.set_headers {
-        host::set_request_header(k, v);
-    }
-    for (k, v) in &fx.add_headers {
-        host::add_request_header(k, v);
-    }
-    for k in &fx.remove_headers {
-        host::remove_request_header(k);
-    }
+    edit(
+        Map::Request,
+        &fx.set_headers,
+        &fx.add_headers,
+        &fx.remove_headers,
+    );
     if fx.clear_route_cache {
         host::clear_route_cache();
     }
@@ -146,6 +144,19 @@ fn apply(fx: RequestEffects) -> u32 {
     }
 }
 
+/// Header changes to one map, in effect order: set, add, remove.
+fn edit(map: Map, set: &[(String, String)], add: &[(String, String)], remove: &[String]) {
+    for (k, v) in set {
+        host::set_header(map, k, v);
+    }
+    for (k, v) in add {
+        host::add_header(map, k, v);
+    }
+    for k in remove {
+        host::remove_header(map, k);
+    }
+}
+
 /// The callbacks [`abi`] routes to an HTTP context.
 impl Http {
     pub(super) fn flush_host_errors(&self) {
@@ -161,15 +172,12 @@ impl Http {
     pub(super) fn on_response_headers(&mut self) -> u32 {
         if let Some(r) = &self.routed {
             let fx = effects::on_response(&r.cfg, r.route, &r.target);
-            for (k, v) in &fx.set_headers {
-                host::set_response_header(k, v);
-            }
-            for (k, v) in &fx.add_headers {
-                host::add_response_header(k, v);
-            }
-            for k in &fx.remove_headers {
-                host::remove_response_header(k);
-            }
+            edit(
+                Map::Response,
+                &fx.set_headers,
+                &fx.add_headers,
+                &fx.remove_headers,
+            );
         }
         CONTINUE
     }
