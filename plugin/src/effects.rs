@@ -119,7 +119,10 @@ fn rewrite<R: RequestView + ?Sized>(
         set.push((":authority".to_string(), h.clone()));
     }
     if let Some(p) = &rw.path {
-        set.push((":path".to_string(), new_path(p, matched(route, d), req.path())));
+        set.push((
+            ":path".to_string(),
+            new_path(p, matched(route, d), req.path()),
+        ));
     }
 }
 
@@ -155,7 +158,14 @@ fn local<R: RequestView + ?Sized>(
             };
             let loc = crate::redirect::location(r, matched(route, d), req);
             let headers = vec![("location".to_string(), loc)];
-            return reply(cfg, &route.name, "redirect", u32::from(r.status), headers, "");
+            return reply(
+                cfg,
+                &route.name,
+                "redirect",
+                u32::from(r.status),
+                headers,
+                "",
+            );
         }
         Local::Direct(None) => route.filters.direct.as_ref(),
         Local::Direct(Some(c)) => route.canary_direct.get(c).and_then(Option::as_ref),
@@ -167,7 +177,14 @@ fn local<R: RequestView + ?Sized>(
         true => Vec::new(),
         false => vec![("content-type".to_string(), "text/plain".to_string())],
     };
-    reply(cfg, &route.name, "direct", u32::from(dr.status), headers, &dr.body)
+    reply(
+        cfg,
+        &route.name,
+        "direct",
+        u32::from(dr.status),
+        headers,
+        &dr.body,
+    )
 }
 
 fn unavailable(cfg: &Config, route: &str) -> LocalReply {

@@ -79,18 +79,66 @@ mod tests {
             }
         };
         for (r, request, want) in [
-            (redirect(None, None, None), req("shop.io", None), "http://shop.io/a/b?x=1"),
-            (redirect(None, None, None), req("shop.io:8080", Some("https")), "https://shop.io:8080/a/b?x=1"),
-            (redirect(Some("https"), None, None), req("shop.io", Some("http")), "https://shop.io/a/b?x=1"),
-            (redirect(Some("https"), None, None), req("shop.io:8080", None), "https://shop.io/a/b?x=1"),
-            (redirect(Some("http"), None, None), req("shop.io:443", Some("https")), "http://shop.io/a/b?x=1"),
-            (redirect(None, None, None), req("shop.io:443", Some("https")), "https://shop.io/a/b?x=1"),
-            (redirect(None, None, None), req("shop.io:80", Some("https")), "https://shop.io:80/a/b?x=1"),
-            (redirect(None, Some("new.io"), None), req("shop.io:8080", None), "http://new.io:8080/a/b?x=1"),
-            (redirect(None, None, Some(80)), req("shop.io:8080", None), "http://shop.io/a/b?x=1"),
-            (redirect(Some("https"), None, Some(8443)), req("shop.io", None), "https://shop.io:8443/a/b?x=1"),
-            (redirect(None, None, None), req("[::1]:8080", None), "http://[::1]:8080/a/b?x=1"),
-            (redirect(None, None, Some(9000)), req("[::1]", None), "http://[::1]:9000/a/b?x=1"),
+            (
+                redirect(None, None, None),
+                req("shop.io", None),
+                "http://shop.io/a/b?x=1",
+            ),
+            (
+                redirect(None, None, None),
+                req("shop.io:8080", Some("https")),
+                "https://shop.io:8080/a/b?x=1",
+            ),
+            (
+                redirect(Some("https"), None, None),
+                req("shop.io", Some("http")),
+                "https://shop.io/a/b?x=1",
+            ),
+            (
+                redirect(Some("https"), None, None),
+                req("shop.io:8080", None),
+                "https://shop.io/a/b?x=1",
+            ),
+            (
+                redirect(Some("http"), None, None),
+                req("shop.io:443", Some("https")),
+                "http://shop.io/a/b?x=1",
+            ),
+            (
+                redirect(None, None, None),
+                req("shop.io:443", Some("https")),
+                "https://shop.io/a/b?x=1",
+            ),
+            (
+                redirect(None, None, None),
+                req("shop.io:80", Some("https")),
+                "https://shop.io:80/a/b?x=1",
+            ),
+            (
+                redirect(None, Some("new.io"), None),
+                req("shop.io:8080", None),
+                "http://new.io:8080/a/b?x=1",
+            ),
+            (
+                redirect(None, None, Some(80)),
+                req("shop.io:8080", None),
+                "http://shop.io/a/b?x=1",
+            ),
+            (
+                redirect(Some("https"), None, Some(8443)),
+                req("shop.io", None),
+                "https://shop.io:8443/a/b?x=1",
+            ),
+            (
+                redirect(None, None, None),
+                req("[::1]:8080", None),
+                "http://[::1]:8080/a/b?x=1",
+            ),
+            (
+                redirect(None, None, Some(9000)),
+                req("[::1]", None),
+                "http://[::1]:9000/a/b?x=1",
+            ),
         ] {
             assert_eq!(location(&r, "/", &request), want, "{r:?} {request:?}");
         }
@@ -105,6 +153,9 @@ mod tests {
         r.path = Some(PathRewriteV1::Full("/".into()));
         assert_eq!(location(&r, "/old", &req), "http://shop.io/?id=7");
         r.path = None;
-        assert_eq!(location(&r, "/", &SimpleRequest::new("shop.io", "")), "http://shop.io/");
+        assert_eq!(
+            location(&r, "/", &SimpleRequest::new("shop.io", "")),
+            "http://shop.io/"
+        );
     }
 }

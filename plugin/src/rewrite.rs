@@ -58,14 +58,21 @@ mod tests {
             ("/bar", "/", "/xyz", "/xyz/bar"),
             ("/", "/", "/xyz", "/xyz/"),
         ] {
-            assert_eq!(replace_prefix(path, prefix, with), want, "{path} {prefix} -> {with}");
+            assert_eq!(
+                replace_prefix(path, prefix, with),
+                want,
+                "{path} {prefix} -> {with}"
+            );
         }
     }
 
     #[test]
     fn the_query_is_kept_and_a_full_rewrite_replaces_the_whole_path() {
         let prefix = PathRewriteV1::Prefix("/v2".into());
-        assert_eq!(new_path(&prefix, "/api", "/api/items?id=1&x"), "/v2/items?id=1&x");
+        assert_eq!(
+            new_path(&prefix, "/api", "/api/items?id=1&x"),
+            "/v2/items?id=1&x"
+        );
         assert_eq!(new_path(&prefix, "/api", "/api?id=1"), "/v2?id=1");
         let full = PathRewriteV1::Full("/static/index.html".into());
         assert_eq!(new_path(&full, "/", "/a/b?q=2"), "/static/index.html?q=2");

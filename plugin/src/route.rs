@@ -164,14 +164,17 @@ impl RouteTable {
                 .iter()
                 .enumerate()
                 .map(|(j, p)| {
-                    key_of(p).map_err(|e| ConfigError::new(format!("routes[{i}].paths[{j}].path"), e))
+                    key_of(p)
+                        .map_err(|e| ConfigError::new(format!("routes[{i}].paths[{j}].path"), e))
                 })
                 .collect::<Result<Vec<Key>, _>>()?;
             let rank = tests.get(i).map(RouteTests::rank).unwrap_or_default();
-            let deep = r.wildcard == Wildcard::Suffix;
+            let suffix_mode = r.wildcard == Wildcard::Suffix;
             let any = [String::new()];
             let hosts: &[String] = if r.hosts.is_empty() { &any } else { &r.hosts };
             for (h, host) in hosts.iter().enumerate() {
+                // Only a wildcard host matches deeper; elsewhere the mode means nothing.
+                let deep = suffix_mode && host.starts_with("*.");
                 let group = if host.is_empty() {
                     &mut t.any_host
                 } else {
@@ -193,9 +196,9 @@ impl RouteTable {
                         deep,
                         rank,
                     };
-                    group.insert(key, claim, routes).map_err(|prev| {
-                        duplicate(routes, i, j, host, &paths[j], prev)
-                    })?;
+                    group
+                        .insert(key, claim, routes)
+                        .map_err(|prev| duplicate(routes, i, j, host, &paths[j], prev))?;
                 }
             }
         }
@@ -248,7 +251,14 @@ fn same_claim(routes: &[RouteV1], a: &Claim, b: &Claim) -> bool {
     a.deep == b.deep && ra.method == rb.method && same_when
 }
 
-fn duplicate(routes: &[RouteV1], i: usize, j: usize, host: &str, p: &PathV1, prev: usize) -> ConfigError {
+fn duplicate(
+    routes: &[RouteV1],
+    i: usize,
+    j: usize,
+    host: &str,
+    p: &PathV1,
+    prev: usize,
+) -> ConfigError {
     let kind = match p.kind {
         PathKind::Exact => "Exact",
         PathKind::Prefix => "Prefix",
@@ -291,7 +301,11 @@ impl RouteTable {
             if first.is_empty() {
                 break;
             }
-            if let Some(m) = self.wildcard_hosts.get(suffix).and_then(|t| t.lookup(&probe)) {
+            if let Some(m) = self
+                .wildcard_hosts
+                .get(suffix)
+                .and_then(|t| t.lookup(&probe))
+            {
                 return Some(m);
             }
             if !self.deep_wildcards {
@@ -410,7 +424,11 @@ mod tests {
             ("", "", None),
         ];
         for (host, path, want) in cases {
-            assert_eq!(t.lookup(&SimpleRequest::new(host, path)).map(|m| m.route), want, "{host} {path}");
+            assert_eq!(
+                t.lookup(&SimpleRequest::new(host, path)).map(|m| m.route),
+                want,
+                "{host} {path}"
+            );
         }
     }
 

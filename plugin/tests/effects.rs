@@ -89,7 +89,10 @@ fn nothing_usable_answers_a_plain_503_naming_the_route() {
 #[test]
 fn requests_of_no_route_only_lose_the_routing_headers_they_sent() {
     let c = cfg(json!({}));
-    assert_eq!(on_request(&c, None, &root(), &[]), RequestEffects::default());
+    assert_eq!(
+        on_request(&c, None, &root(), &[]),
+        RequestEffects::default()
+    );
     let fx = on_request(&c, None, &root(), &["x-fleetgate-upstream"]);
     assert_eq!(fx.remove_headers, vec!["x-fleetgate-upstream".to_string()]);
     assert!(fx.clear_route_cache && fx.set_headers.is_empty());

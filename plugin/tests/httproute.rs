@@ -93,19 +93,36 @@ fn at_one_path_a_method_beats_none_then_more_headers_then_more_query_tests() {
     let c = cfg(vec![
         route("plain", json!({})),
         route("one-query", json!({"when": [query("q", "1")]})),
-        route("two-queries", json!({"when": [query("q", "1"), query("r", "1")]})),
+        route(
+            "two-queries",
+            json!({"when": [query("q", "1"), query("r", "1")]}),
+        ),
         route("one-header", json!({"when": [header("x-a", "1")]})),
-        route("two-headers", json!({"when": [header("x-a", "1"), header("x-b", "1")]})),
+        route(
+            "two-headers",
+            json!({"when": [header("x-a", "1"), header("x-b", "1")]}),
+        ),
         route("get", json!({"method": "GET"})),
     ]);
     let post = |path: &str| SimpleRequest::new("shop.io", path).with_header(":method", "POST");
     table(
         &c,
         &[
-            (get("shop.io", "/?q=1&r=1").with_header("x-a", "1"), Some("get")),
-            (post("/?q=1&r=1").with_header("x-a", "1").with_header("x-b", "1"), Some("two-headers")),
+            (
+                get("shop.io", "/?q=1&r=1").with_header("x-a", "1"),
+                Some("get"),
+            ),
+            (
+                post("/?q=1&r=1")
+                    .with_header("x-a", "1")
+                    .with_header("x-b", "1"),
+                Some("two-headers"),
+            ),
             // One header test beats two query tests.
-            (post("/?q=1&r=1").with_header("x-a", "1"), Some("one-header")),
+            (
+                post("/?q=1&r=1").with_header("x-a", "1"),
+                Some("one-header"),
+            ),
             (post("/?q=1&r=1"), Some("two-queries")),
             (post("/?q=1"), Some("one-query")),
             (post("/?q=2"), Some("plain")),
@@ -119,7 +136,9 @@ fn equal_claims_keep_list_order() {
         route("first", json!({"when": [header("x-a", "1")]})),
         route("second", json!({"when": [header("x-b", "1")]})),
     ]);
-    let both = get("shop.io", "/").with_header("x-a", "1").with_header("x-b", "1");
+    let both = get("shop.io", "/")
+        .with_header("x-a", "1")
+        .with_header("x-b", "1");
     table(
         &c,
         &[
@@ -134,7 +153,10 @@ fn equal_claims_keep_list_order() {
 fn when_every_test_at_a_path_fails_the_next_shorter_prefix_is_tried() {
     let c = cfg(vec![
         route("root", json!({"paths": prefix("/")})),
-        route("api-canary", json!({"paths": prefix("/api"), "when": [header("x-canary", "1")]})),
+        route(
+            "api-canary",
+            json!({"paths": prefix("/api"), "when": [header("x-canary", "1")]}),
+        ),
         route("api-get", json!({"paths": prefix("/api"), "method": "GET"})),
     ]);
     let put = SimpleRequest::new("shop.io", "/api/x").with_header(":method", "PUT");
@@ -151,10 +173,19 @@ fn when_every_test_at_a_path_fails_the_next_shorter_prefix_is_tried() {
 #[test]
 fn regex_paths_come_after_every_exact_and_prefix_path_in_list_order() {
     let c = cfg(vec![
-        route("v-any", json!({"paths": [{"type": "Regex", "path": "/api/v[0-9]+/.*"}]})),
-        route("v1", json!({"paths": [{"type": "Regex", "path": "/api/v1/.*"}]})),
+        route(
+            "v-any",
+            json!({"paths": [{"type": "Regex", "path": "/api/v[0-9]+/.*"}]}),
+        ),
+        route(
+            "v1",
+            json!({"paths": [{"type": "Regex", "path": "/api/v1/.*"}]}),
+        ),
         route("items", json!({"paths": prefix("/api/v1/items")})),
-        route("docs", json!({"paths": [{"type": "Regex", "path": "/docs"}]})),
+        route(
+            "docs",
+            json!({"paths": [{"type": "Regex", "path": "/docs"}]}),
+        ),
     ]);
     table(
         &c,
@@ -178,7 +209,10 @@ fn suffix_wildcards_match_any_depth_the_longest_suffix_first_label_wildcards_one
         wild("deep", "*.example.com", "suffix"),
         wild("deeper", "*.eu.example.com", "suffix"),
         wild("label", "*.shop.org", "label"),
-        route("exact", json!({"hosts": ["a.eu.example.com"], "paths": exact("/only")})),
+        route(
+            "exact",
+            json!({"hosts": ["a.eu.example.com"], "paths": exact("/only")}),
+        ),
     ]);
     table(
         &c,
@@ -200,15 +234,34 @@ fn suffix_wildcards_match_any_depth_the_longest_suffix_first_label_wildcards_one
 #[test]
 fn only_a_claim_that_can_never_win_is_a_duplicate() {
     let err = reject(vec![
-        route("a", json!({"method": "GET", "when": [header("x", "1"), query("q", "1")]})),
-        route("b", json!({"method": "GET", "when": [query("q", "1"), header("x", "1")]})),
+        route(
+            "a",
+            json!({"method": "GET", "when": [header("x", "1"), query("q", "1")]}),
+        ),
+        route(
+            "b",
+            json!({"method": "GET", "when": [query("q", "1"), header("x", "1")]}),
+        ),
     ]);
     assert_eq!(err.path, "routes[1].paths[0]");
-    assert!(err.reason.contains("already routed by routes[0]"), "{}", err.reason);
+    assert!(
+        err.reason.contains("already routed by routes[0]"),
+        "{}",
+        err.reason
+    );
+    // The wildcard mode of an exact host changes nothing.
+    let err = reject(vec![
+        route("a", json!({})),
+        route("b", json!({"wildcard": "suffix"})),
+    ]);
+    assert_eq!(err.path, "routes[1].paths[0]");
     // Same path, but a different method, test or wildcard kind: both stay reachable.
     for (a, b) in [
         (json!({"method": "GET"}), json!({"method": "POST"})),
-        (json!({"when": [header("x", "1")]}), json!({"when": [header("x", "2")]})),
+        (
+            json!({"when": [header("x", "1")]}),
+            json!({"when": [header("x", "2")]}),
+        ),
         (json!({}), json!({"method": "GET"})),
         (
             json!({"hosts": ["*.shop.io"]}),
@@ -234,10 +287,19 @@ fn set_of(fx: &fleetgate_plugin::effects::RequestEffects, name: &str) -> Option<
 #[test]
 fn url_rewrites_replace_the_host_and_the_matched_prefix_keeping_the_query() {
     let c = cfg(vec![
-        route("strip", json!({"paths": [{"type": "Prefix", "path": "/old"}, {"type": "Prefix", "path": "/legacy/"}],
-            "rewrite": {"hostname": "Backend.Internal", "path": {"prefix": "/new"}}})),
-        route("full", json!({"paths": exact("/home"), "rewrite": {"path": {"full": "/index.html"}}})),
-        route("root", json!({"paths": prefix("/"), "rewrite": {"path": {"prefix": "/app"}}})),
+        route(
+            "strip",
+            json!({"paths": [{"type": "Prefix", "path": "/old"}, {"type": "Prefix", "path": "/legacy/"}],
+            "rewrite": {"hostname": "Backend.Internal", "path": {"prefix": "/new"}}}),
+        ),
+        route(
+            "full",
+            json!({"paths": exact("/home"), "rewrite": {"path": {"full": "/index.html"}}}),
+        ),
+        route(
+            "root",
+            json!({"paths": prefix("/"), "rewrite": {"path": {"prefix": "/app"}}}),
+        ),
     ]);
     for (path, want) in [
         ("/old/a?x=1", "/new/a?x=1"),
@@ -250,7 +312,10 @@ fn url_rewrites_replace_the_host_and_the_matched_prefix_keeping_the_query() {
         assert_eq!(set_of(&fx, ":path").as_deref(), Some(want), "{path}");
     }
     let fx = fx_of(&c, &get("shop.io:8080", "/old"));
-    assert_eq!(set_of(&fx, ":authority").as_deref(), Some("backend.internal"));
+    assert_eq!(
+        set_of(&fx, ":authority").as_deref(),
+        Some("backend.internal")
+    );
     let fx = fx_of(&c, &get("shop.io", "/home"));
     assert_eq!(set_of(&fx, ":authority"), None, "no hostname rewrite");
 }
@@ -258,11 +323,17 @@ fn url_rewrites_replace_the_host_and_the_matched_prefix_keeping_the_query() {
 #[test]
 fn a_redirect_answers_locally_with_the_location_and_status_and_needs_no_backend() {
     let c = cfg(vec![
-        route("https", json!({"backends": [], "paths": prefix("/"),
-            "redirect": {"scheme": "https", "status": 301}})),
-        route("moved", json!({"backends": [], "paths": prefix("/old"),
+        route(
+            "https",
+            json!({"backends": [], "paths": prefix("/"),
+            "redirect": {"scheme": "https", "status": 301}}),
+        ),
+        route(
+            "moved",
+            json!({"backends": [], "paths": prefix("/old"),
             "redirect": {"hostname": "new.io", "port": 8443, "path": {"prefix": "/new"}, "status": 308},
-            "request_headers": {"set": [{"name": "x-never", "value": "1"}]}})),
+            "request_headers": {"set": [{"name": "x-never", "value": "1"}]}}),
+        ),
     ]);
     let req = get("shop.io:80", "/cart?id=1").with_header(":scheme", "http");
     let d = decide(&c, &req).unwrap();
@@ -283,16 +354,25 @@ fn a_redirect_answers_locally_with_the_location_and_status_and_needs_no_backend(
     let reply = fx.local_reply.expect("a redirect");
     assert_eq!(reply.status, 308);
     assert_eq!(reply.headers[0].1, "http://new.io:8443/new/page?q=2");
-    assert!(fx.set_headers.is_empty(), "request edits are not for local replies");
+    assert!(
+        fx.set_headers.is_empty(),
+        "request edits are not for local replies"
+    );
 }
 
 #[test]
 fn direct_responses_of_a_route_and_of_a_canary_share() {
     let c = cfg(vec![
-        route("broken", json!({"backends": [], "paths": prefix("/broken"),
-            "direct": {"status": 500, "body": "backend not found\n"}})),
-        route("half", json!({"paths": prefix("/half"),
-            "canaries": [{"name": "gone", "weight": 50, "backends": [], "direct": {"status": 500}}]})),
+        route(
+            "broken",
+            json!({"backends": [], "paths": prefix("/broken"),
+            "direct": {"status": 500, "body": "backend not found\n"}}),
+        ),
+        route(
+            "half",
+            json!({"paths": prefix("/half"),
+            "canaries": [{"name": "gone", "weight": 50, "backends": [], "direct": {"status": 500}}]}),
+        ),
     ]);
     let fx = fx_of(&c, &get("shop.io", "/broken"));
     assert_eq!(
@@ -309,40 +389,68 @@ fn direct_responses_of_a_route_and_of_a_canary_share() {
     let mut rng = fastrand::Rng::with_seed(3);
     let (mut direct, mut routed) = (0, 0);
     for _ in 0..1000 {
-        let d = select(&c, &get("shop.io", "/half"), |_| PassiveState::default(), 0, &mut rng).unwrap();
+        let d = select(
+            &c,
+            &get("shop.io", "/half"),
+            |_| PassiveState::default(),
+            0,
+            &mut rng,
+        )
+        .unwrap();
         match d.local {
             Some(Local::Direct(Some(0))) => direct += 1,
             None if d.target.is_some() => routed += 1,
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!((400..600).contains(&direct) && direct + routed == 1000, "{direct} of 1000");
+    assert!(
+        (400..600).contains(&direct) && direct + routed == 1000,
+        "{direct} of 1000"
+    );
 }
 
 #[test]
 fn header_edits_apply_set_then_add_then_remove_to_routed_requests_and_responses() {
     let edit = json!({"set": [{"name": "X-Env", "value": "prod"}, {"name": "x-gone", "value": "1"}],
         "add": [{"name": "x-tag", "value": "b"}], "remove": ["x-gone", "x-debug"]});
-    let c = cfg(vec![route("r", json!({"request_headers": edit, "response_headers": edit}))]);
+    let c = cfg(vec![route(
+        "r",
+        json!({"request_headers": edit, "response_headers": edit}),
+    )]);
     let req = get("shop.io", "/");
     let fx = fx_of(&c, &req);
     let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-        v.iter().map(|(k, s)| (k.to_string(), s.to_string())).collect()
+        v.iter()
+            .map(|(k, s)| (k.to_string(), s.to_string()))
+            .collect()
     };
     assert_eq!(
         fx.set_headers,
-        pairs(&[("x-fleetgate-upstream", "up-r"), ("x-env", "prod"), ("x-gone", "1")])
+        pairs(&[
+            ("x-fleetgate-upstream", "up-r"),
+            ("x-env", "prod"),
+            ("x-gone", "1")
+        ])
     );
     assert_eq!(fx.add_headers, pairs(&[("x-tag", "b")]));
-    assert_eq!(fx.remove_headers, vec!["x-gone".to_string(), "x-debug".to_string()]);
+    assert_eq!(
+        fx.remove_headers,
+        vec!["x-gone".to_string(), "x-debug".to_string()]
+    );
     let d = decide(&c, &req).unwrap();
     let rx = on_response(&c, d.route, d.target.as_ref().unwrap());
     assert_eq!(rx.set_headers, pairs(&[("x-env", "prod"), ("x-gone", "1")]));
     assert_eq!(
         rx.add_headers,
-        pairs(&[("x-tag", "b"), ("x-decision", "cluster=a; reason=weight; route=r")])
+        pairs(&[
+            ("x-tag", "b"),
+            ("x-decision", "cluster=a; reason=weight; route=r")
+        ])
     );
-    assert_eq!(rx.remove_headers, vec!["x-gone".to_string(), "x-debug".to_string()]);
+    assert_eq!(
+        rx.remove_headers,
+        vec!["x-gone".to_string(), "x-debug".to_string()]
+    );
 }
 
 #[test]
@@ -353,9 +461,16 @@ fn bad_filters_and_tests_are_rejected_naming_the_field() {
         r
     };
     let cases = [
-        (no_backends(json!({})), "routes[0].backends", "at least one backend"),
         (
-            route("r", json!({"canaries": [{"name": "c", "weight": 5, "backends": []}]})),
+            no_backends(json!({})),
+            "routes[0].backends",
+            "at least one backend",
+        ),
+        (
+            route(
+                "r",
+                json!({"canaries": [{"name": "c", "weight": 5, "backends": []}]}),
+            ),
             "routes[0].canaries[0].backends",
             "at least one backend",
         ),
@@ -375,7 +490,10 @@ fn bad_filters_and_tests_are_rejected_naming_the_field() {
             "200-599",
         ),
         (
-            route("r", json!({"paths": exact("/x"), "rewrite": {"path": {"prefix": "/y"}}})),
+            route(
+                "r",
+                json!({"paths": exact("/x"), "rewrite": {"path": {"prefix": "/y"}}}),
+            ),
             "routes[0].rewrite.path.prefix",
             "must be Prefix",
         ),
@@ -390,22 +508,34 @@ fn bad_filters_and_tests_are_rejected_naming_the_field() {
             "not a host name",
         ),
         (
-            route("r", json!({"rewrite": {"hostname": "x.io"}, "redirect": {}})),
+            route(
+                "r",
+                json!({"rewrite": {"hostname": "x.io"}, "redirect": {}}),
+            ),
             "routes[0].rewrite",
             "not both",
         ),
         (
-            route("r", json!({"request_headers": {"add": [{"name": "bad name", "value": "1"}]}})),
+            route(
+                "r",
+                json!({"request_headers": {"add": [{"name": "bad name", "value": "1"}]}}),
+            ),
             "routes[0].request_headers.add[0].name",
             "not a valid header name",
         ),
         (
-            route("r", json!({"request_headers": {"remove": ["X-Fleetgate-Upstream"]}})),
+            route(
+                "r",
+                json!({"request_headers": {"remove": ["X-Fleetgate-Upstream"]}}),
+            ),
             "routes[0].request_headers.remove[0]",
             "set by the plugin itself",
         ),
         (
-            route("r", json!({"response_headers": {"set": [{"name": "x", "value": "a\r\nb"}]}})),
+            route(
+                "r",
+                json!({"response_headers": {"set": [{"name": "x", "value": "a\r\nb"}]}}),
+            ),
             "routes[0].response_headers.set[0].value",
             "CR, LF",
         ),
@@ -420,7 +550,10 @@ fn bad_filters_and_tests_are_rejected_naming_the_field() {
             "not an HTTP method",
         ),
         (
-            route("r", json!({"when": [{"header": "x", "match": {"regex": "("}}]})),
+            route(
+                "r",
+                json!({"when": [{"header": "x", "match": {"regex": "("}}]}),
+            ),
             "routes[0].when[0].match.regex",
             "invalid regex",
         ),

@@ -56,11 +56,18 @@ pub(super) fn build(path: &At, r: &RouteV1, routing: &[String]) -> Result<Filter
     })
 }
 
-fn header_edit(path: &At, e: &HeaderEditV1, reserved: &[String]) -> Result<HeaderEditV1, ConfigError> {
+fn header_edit(
+    path: &At,
+    e: &HeaderEditV1,
+    reserved: &[String],
+) -> Result<HeaderEditV1, ConfigError> {
     let name = |p: &At, n: &str| {
         let n = header_name(p, n)?;
         if reserved.contains(&n) {
-            return Err(ConfigError::new(p, format!("\"{n}\" is set by the plugin itself")));
+            return Err(ConfigError::new(
+                p,
+                format!("\"{n}\" is set by the plugin itself"),
+            ));
         }
         Ok(n)
     };
@@ -110,10 +117,17 @@ fn redirect(path: &At, d: &RedirectV1, prefix_only: bool) -> Result<RedirectV1, 
     if !matches!(d.status, 301 | 302 | 303 | 307 | 308) {
         return Err(ConfigError::new(
             path.field("status"),
-            format!("{} is not a redirect status (301, 302, 303, 307 or 308)", d.status),
+            format!(
+                "{} is not a redirect status (301, 302, 303, 307 or 308)",
+                d.status
+            ),
         ));
     }
-    if let Some(s) = d.scheme.as_deref().filter(|s| !matches!(*s, "http" | "https")) {
+    if let Some(s) = d
+        .scheme
+        .as_deref()
+        .filter(|s| !matches!(*s, "http" | "https"))
+    {
         return Err(ConfigError::new(
             path.field("scheme"),
             format!("\"{s}\" is not http or https"),
@@ -144,7 +158,10 @@ fn hostname(path: &At, h: &Option<String>) -> Result<Option<String>, ConfigError
     let Some(h) = h else { return Ok(None) };
     match crate::route::check_host(h) {
         Ok(host) if !host.starts_with("*.") => Ok(Some(host)),
-        _ => Err(ConfigError::new(path, format!("\"{h}\" is not a host name"))),
+        _ => Err(ConfigError::new(
+            path,
+            format!("\"{h}\" is not a host name"),
+        )),
     }
 }
 
@@ -173,7 +190,9 @@ fn path_rewrite(
         }
     };
     let clean = value.starts_with('/')
-        && !value.bytes().any(|c| c == b'?' || c == b'#' || c.is_ascii_whitespace() || c.is_ascii_control());
+        && !value
+            .bytes()
+            .any(|c| c == b'?' || c == b'#' || c.is_ascii_whitespace() || c.is_ascii_control());
     if !clean {
         return Err(ConfigError::new(
             at,

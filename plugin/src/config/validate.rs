@@ -8,9 +8,9 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap as HashMap;
 
 use super::at::At;
+use super::filters::{self, Filters};
 use super::wire::*;
 use super::ConfigError;
-use super::filters::{self, Filters};
 use crate::route::{RouteTable, RouteTests};
 
 /// Index of an upstream name in [`Config::upstreams`] (passive health is kept per upstream).
@@ -120,6 +120,11 @@ pub struct Route {
 }
 
 impl Route {
+    /// Does the route answer every request itself (redirect or direct response)?
+    pub fn answers_locally(&self) -> bool {
+        self.filters.redirect.is_some() || self.filters.direct.is_some()
+    }
+
     /// The route's services in a fixed order: base, canaries, fallback.
     pub fn services(&self) -> impl Iterator<Item = &Service> {
         std::iter::once(&self.base)
@@ -591,7 +596,11 @@ fn build_route<'w>(
 }
 
 /// The route's method and `when` tests, which pick it among routes claiming one path.
-fn build_tests<'w>(b: &mut Builder<'w>, path: &At, r: &'w RouteV1) -> Result<RouteTests, ConfigError> {
+fn build_tests<'w>(
+    b: &mut Builder<'w>,
+    path: &At,
+    r: &'w RouteV1,
+) -> Result<RouteTests, ConfigError> {
     if let Some(m) = &r.method {
         if m.is_empty() || !m.bytes().all(is_token_byte) {
             return Err(ConfigError::new(

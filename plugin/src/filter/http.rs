@@ -83,10 +83,14 @@ impl Http {
             metrics,
             ..
         } = &mut *vm;
-        let now = health.load(&cfg, &cfg.routes[ri]);
+        // A redirect or direct route needs no health nor time: no hostcalls for them.
+        let route = &cfg.routes[ri];
+        let now = match route.answers_locally() {
+            true => 0,
+            false => health.load(&cfg, route),
+        };
         let health = &*health;
-        let Some(d) = decide::select_in_route(&cfg, m, &req, |u| health.cached(u), now, rng)
-        else {
+        let Some(d) = decide::select_in_route(&cfg, m, &req, |u| health.cached(u), now, rng) else {
             return CONTINUE;
         };
         let action = apply(effects::on_request(&cfg, Some(&d), &req, &sent));

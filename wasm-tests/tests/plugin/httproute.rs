@@ -17,8 +17,10 @@ fn route(name: &str, c: &str, fields: Value) -> Value {
 }
 
 fn gateway(routes: Vec<Value>) -> Host {
-    host(&json!({"version": 1, "random_seed": 42, "decision_header": "x-fleetgate-decision",
-        "clusters": [{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "d"}], "routes": routes}))
+    host(
+        &json!({"version": 1, "random_seed": 42, "decision_header": "x-fleetgate-decision",
+        "clusters": [{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "d"}], "routes": routes}),
+    )
 }
 
 fn send(h: &Host, method: &str, path: &str, headers: &[(&str, &str)]) -> Stream {
@@ -36,12 +38,28 @@ fn cluster(s: &Stream) -> Option<String> {
 #[test]
 fn method_header_and_query_matches_pick_the_route_in_gateway_api_order() {
     let h = gateway(vec![
-        route("plain", "a", json!({"paths": [{"type": "Prefix", "path": "/api"}]})),
-        route("query", "b", json!({"paths": [{"type": "Prefix", "path": "/api"}],
-            "when": [{"query": "v", "match": {"exact": "2"}}]})),
-        route("header", "c", json!({"paths": [{"type": "Prefix", "path": "/api"}],
-            "when": [{"header": "x-tier", "match": {"regex": "gold|platinum"}}]})),
-        route("post", "d", json!({"paths": [{"type": "Prefix", "path": "/api"}], "method": "POST"})),
+        route(
+            "plain",
+            "a",
+            json!({"paths": [{"type": "Prefix", "path": "/api"}]}),
+        ),
+        route(
+            "query",
+            "b",
+            json!({"paths": [{"type": "Prefix", "path": "/api"}],
+            "when": [{"query": "v", "match": {"exact": "2"}}]}),
+        ),
+        route(
+            "header",
+            "c",
+            json!({"paths": [{"type": "Prefix", "path": "/api"}],
+            "when": [{"header": "x-tier", "match": {"regex": "gold|platinum"}}]}),
+        ),
+        route(
+            "post",
+            "d",
+            json!({"paths": [{"type": "Prefix", "path": "/api"}], "method": "POST"}),
+        ),
     ]);
     for (method, path, headers, want) in [
         ("GET", "/api/x", &[][..], "a"),
@@ -51,15 +69,23 @@ fn method_header_and_query_matches_pick_the_route_in_gateway_api_order() {
         ("PUT", "/api/x", &[("x-tier", "silver")][..], "a"),
     ] {
         let s = send(&h, method, path, headers);
-        assert_eq!(cluster(&s).as_deref(), Some(want), "{method} {path} {headers:?}");
+        assert_eq!(
+            cluster(&s).as_deref(),
+            Some(want),
+            "{method} {path} {headers:?}"
+        );
         s.respond(200).finish();
     }
 }
 
 #[test]
 fn a_redirect_is_answered_by_the_plugin_with_location_and_status() {
-    let h = gateway(vec![route("to-https", "a", json!({"backends": [],
-        "redirect": {"scheme": "https", "path": {"prefix": "/shop"}, "status": 301}}))]);
+    let h = gateway(vec![route(
+        "to-https",
+        "a",
+        json!({"backends": [],
+        "redirect": {"scheme": "https", "path": {"prefix": "/shop"}, "status": 301}}),
+    )]);
     let s = h
         .request()
         .scheme("http")
@@ -84,22 +110,32 @@ fn a_redirect_is_answered_by_the_plugin_with_location_and_status() {
 
 #[test]
 fn a_url_rewrite_and_header_edits_change_what_is_forwarded_and_returned() {
-    let h = gateway(vec![route("legacy", "b", json!({
-        "paths": [{"type": "Prefix", "path": "/old/"}],
-        "rewrite": {"hostname": "backend.internal", "path": {"prefix": "/v2"}},
-        "request_headers": {"set": [{"name": "X-Env", "value": "prod"}],
-            "add": [{"name": "x-tag", "value": "gw"}], "remove": ["x-debug"]},
-        "response_headers": {"set": [{"name": "cache-control", "value": "no-store"}],
-            "add": [{"name": "x-served", "value": "fleet"}], "remove": ["server"]}
-    }))]);
+    let h = gateway(vec![route(
+        "legacy",
+        "b",
+        json!({
+            "paths": [{"type": "Prefix", "path": "/old/"}],
+            "rewrite": {"hostname": "backend.internal", "path": {"prefix": "/v2"}},
+            "request_headers": {"set": [{"name": "X-Env", "value": "prod"}],
+                "add": [{"name": "x-tag", "value": "gw"}], "remove": ["x-debug"]},
+            "response_headers": {"set": [{"name": "cache-control", "value": "no-store"}],
+                "add": [{"name": "x-served", "value": "fleet"}], "remove": ["server"]}
+        }),
+    )]);
     let s = send(
         &h,
         "GET",
         "/old/items/3?full=1",
         &[("x-tag", "client"), ("x-debug", "1"), ("x-env", "dev")],
     );
-    assert_eq!(s.request_header(":path").as_deref(), Some("/v2/items/3?full=1"));
-    assert_eq!(s.request_header(":authority").as_deref(), Some("backend.internal"));
+    assert_eq!(
+        s.request_header(":path").as_deref(),
+        Some("/v2/items/3?full=1")
+    );
+    assert_eq!(
+        s.request_header(":authority").as_deref(),
+        Some("backend.internal")
+    );
     assert_eq!(cluster(&s).as_deref(), Some("b"));
     let forwarded = s.request_headers();
     assert_eq!(forwarded.get_all("x-env"), vec!["prod"]);
@@ -123,15 +159,26 @@ fn a_url_rewrite_and_header_edits_change_what_is_forwarded_and_returned() {
 #[test]
 fn a_direct_route_answers_500_and_a_direct_canary_answers_its_share() {
     let h = gateway(vec![
-        route("unresolved", "a", json!({"paths": [{"type": "Prefix", "path": "/broken"}],
-            "backends": [], "direct": {"status": 500, "body": "no backend\n"}})),
-        route("split", "a", json!({"paths": [{"type": "Prefix", "path": "/split"}],
+        route(
+            "unresolved",
+            "a",
+            json!({"paths": [{"type": "Prefix", "path": "/broken"}],
+            "backends": [], "direct": {"status": 500, "body": "no backend\n"}}),
+        ),
+        route(
+            "split",
+            "a",
+            json!({"paths": [{"type": "Prefix", "path": "/split"}],
             "canaries": [{"name": "missing", "weight": 30, "backends": [],
-                          "direct": {"status": 500}}]})),
+                          "direct": {"status": 500}}]}),
+        ),
     ]);
     let s = send(&h, "GET", "/broken", &[]);
     let reply = s.local_response().expect("a direct response");
-    assert_eq!((reply.status, reply.body.as_slice()), (500, &b"no backend\n"[..]));
+    assert_eq!(
+        (reply.status, reply.body.as_slice()),
+        (500, &b"no backend\n"[..])
+    );
     assert_eq!(
         reply.header("x-fleetgate-decision"),
         Some("reason=direct; route=unresolved")
@@ -154,7 +201,13 @@ fn a_direct_route_answers_500_and_a_direct_canary_answers_its_share() {
             }
         }
     }
-    assert!((80..160).contains(&direct), "{direct} of 400 answered directly (30% expected)");
+    assert!(
+        (80..160).contains(&direct),
+        "{direct} of 400 answered directly (30% expected)"
+    );
     assert_eq!(direct + routed, 400);
-    assert_eq!(h.metric("fleetgate_direct_responses_total"), Some(direct + 1));
+    assert_eq!(
+        h.metric("fleetgate_direct_responses_total"),
+        Some(direct + 1)
+    );
 }
