@@ -175,20 +175,9 @@ impl RouteTable {
             for (h, host) in hosts.iter().enumerate() {
                 // Only a wildcard host matches deeper; elsewhere the mode means nothing.
                 let deep = suffix_mode && host.starts_with("*.");
-                let group = if host.is_empty() {
-                    &mut t.any_host
-                } else {
-                    let host = check_host(host).map_err(|reason| {
-                        ConfigError::new(format!("routes[{i}].hosts[{h}]"), reason)
-                    })?;
-                    match host.strip_prefix("*.") {
-                        Some(suffix) => {
-                            t.deep_wildcards |= deep;
-                            t.wildcard_hosts.entry(suffix.to_string()).or_default()
-                        }
-                        None => t.exact_hosts.entry(host).or_default(),
-                    }
-                };
+                let group = t.group(host, deep).map_err(|reason| {
+                    ConfigError::new(format!("routes[{i}].hosts[{h}]"), reason)
+                })?;
                 for (j, key) in keys.iter().enumerate() {
                     let claim = Claim {
                         route: i as u32,
@@ -204,6 +193,21 @@ impl RouteTable {
         }
         t.tests = tests;
         Ok(t)
+    }
+
+    /// The path table of a route host (`""` = any host), or why it is not a host.
+    fn group(&mut self, host: &str, deep: bool) -> Result<&mut PathTable, String> {
+        if host.is_empty() {
+            return Ok(&mut self.any_host);
+        }
+        let host = check_host(host)?;
+        Ok(match host.strip_prefix("*.") {
+            Some(suffix) => {
+                self.deep_wildcards |= deep;
+                self.wildcard_hosts.entry(suffix.to_string()).or_default()
+            }
+            None => self.exact_hosts.entry(host).or_default(),
+        })
     }
 }
 
