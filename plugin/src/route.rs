@@ -6,7 +6,7 @@
 //! `Exact` path beats any prefix, the longest `Prefix` comes next, `Regex` paths last (in list
 //! order). `Prefix` matches element-wise: `/foo` matches `/foo`, `/foo/` and `/foo/bar`, not
 //! `/foobar`; a trailing slash in the prefix is ignored. Several routes may claim one path:
-//! they are tried as Gateway API orders them (see [`Rank`]), and the first whose method and
+//! they are tried as Gateway API orders them (see `Rank`), and the first whose method and
 //! `when` tests pass wins; if none does, the next path key is tried.
 
 use rustc_hash::FxHashMap as HashMap;
@@ -150,7 +150,7 @@ enum Key {
 
 impl RouteTable {
     /// Index the routes, `tests[i]` being route i's. Two routes claiming one (host, path type,
-    /// path) are tried in [`Rank`] order; a claim that can never win (same wildcard kind,
+    /// path) are tried in `Rank` order; a claim that can never win (same wildcard kind,
     /// method and tests as an earlier one) is an error.
     pub fn build(routes: &[RouteV1], tests: Vec<RouteTests>) -> Result<RouteTable, ConfigError> {
         let mut t = RouteTable::default();
