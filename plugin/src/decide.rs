@@ -5,6 +5,7 @@ use crate::config::{Config, Mode, Route, Service, UpstreamId, WhenUnavailable};
 use crate::failover::{availability, Availability};
 use crate::health::PassiveState;
 use crate::request::{cookie, matches, RequestView};
+use crate::route::Match;
 use crate::split::pick;
 
 /// Why a cluster was chosen (shown in the decision header and metrics).
@@ -74,12 +75,24 @@ pub struct Target {
     pub set_sticky: bool,
 }
 
+/// A request the route answers itself, without a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// The route's redirect.
+    Redirect,
+    /// A direct response: the route's (`None`) or canary `c`'s share (`Some(c)`).
+    Direct(Option<usize>),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub route: usize,
-    /// `None` = no cluster can take the request (answer 503).
+    /// The entry of the route's `paths` that matched.
+    pub path: usize,
+    /// `None` = no cluster takes the request: `local` says how it is answered, else 503.
     pub target: Option<Target>,
     pub mirror: Option<UpstreamId>,
+    pub local: Option<Local>,
 }
 
 /// Route one request. `None` = no route matches (pass through).
@@ -99,15 +112,15 @@ where
     R: RequestView + ?Sized,
     P: Fn(UpstreamId) -> PassiveState,
 {
-    let ri = cfg.table.lookup(req.authority(), req.path())?;
-    select_in_route(cfg, ri, req, passive, now_ms, rng)
+    let m = cfg.table.lookup(req)?;
+    select_in_route(cfg, m, req, passive, now_ms, rng)
 }
 
 /// [`select`] for a route already looked up (the filter looks up first, to read only the
 /// headers that route needs).
 pub fn select_in_route<R, P>(
     cfg: &Config,
-    ri: usize,
+    m: Match,
     req: &R,
     passive: P,
     now_ms: u64,
@@ -117,22 +130,34 @@ where
     R: RequestView + ?Sized,
     P: Fn(UpstreamId) -> PassiveState,
 {
-    let route = cfg.routes.get(ri)?;
+    let route = cfg.routes.get(m.route)?;
     let ctx = Ctx {
         cfg,
         route,
         passive: &passive,
         now_ms,
     };
-    let target = ctx.target(req, rng);
+    // A redirect or direct route answers before any backend is considered.
+    let (target, local) = if route.filters.redirect.is_some() {
+        (None, Some(Local::Redirect))
+    } else if route.filters.direct.is_some() {
+        (None, Some(Local::Direct(None)))
+    } else {
+        match ctx.target(req, rng) {
+            Ok(t) => (t, None),
+            Err(l) => (None, Some(l)),
+        }
+    };
     let mirror = match (&target, route.mirror) {
         (Some(_), Some((up, pct))) if rng.f64() * 100.0 < pct => Some(up),
         _ => None,
     };
     Some(Decision {
-        route: ri,
+        route: m.route,
+        path: m.path,
         target,
         mirror,
+        local,
     })
 }
 
@@ -170,7 +195,12 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
         }
     }
 
-    fn target<R: RequestView + ?Sized>(&self, req: &R, rng: &mut fastrand::Rng) -> Option<Target> {
+    /// `Err` = a canary with a direct response took the request.
+    fn target<R: RequestView + ?Sized>(
+        &self,
+        req: &R,
+        rng: &mut fastrand::Rng,
+    ) -> Result<Option<Target>, Local> {
         let route = self.route;
         let base = &route.base;
 
@@ -178,36 +208,36 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
         for pin in &route.pins {
             if matches(req, &pin.when) {
                 if self.base_usable(pin.backend) {
-                    return Some(self.target_of(None, pin.backend, Reason::Pin));
+                    return Ok(Some(self.target_of(None, pin.backend, Reason::Pin)));
                 }
-                return self.policy(rng, Some(Reason::Failover));
+                return Ok(self.policy(rng, Some(Reason::Failover)));
             }
         }
         // 2. The header that names the cluster.
         if let Some(h) = &route.route_by_header {
             if let Some(i) = req.header(h).and_then(|v| self.backend_in(base, v.trim())) {
                 if self.base_usable(i) {
-                    return Some(self.target_of(None, i, Reason::Header));
+                    return Ok(Some(self.target_of(None, i, Reason::Header)));
                 }
-                return self.policy(rng, Some(Reason::Failover));
+                return Ok(self.policy(rng, Some(Reason::Failover)));
             }
         }
         // 3. Canaries: conditions first (in order), then weights. A canary with nothing usable
         //    sends its traffic to the base service (Higress fallback clusters).
         for (c, when) in route.canary_when.iter().enumerate() {
             if !when.is_empty() && when.iter().any(|cond| matches(req, cond)) {
-                if let Some(t) = self.canary(c, rng) {
-                    return Some(t);
+                if let Some(t) = self.canary(c, rng)? {
+                    return Ok(Some(t));
                 }
-                return self.policy(rng, None);
+                return Ok(self.policy(rng, None));
             }
         }
         if route.canary_percent.iter().any(|&p| p > 0) {
             let mut draw = rng.u32(0..100);
             for (c, &p) in route.canary_percent.iter().enumerate() {
                 if draw < p {
-                    if let Some(t) = self.canary(c, rng) {
-                        return Some(t);
+                    if let Some(t) = self.canary(c, rng)? {
+                        return Ok(Some(t));
                     }
                     break;
                 }
@@ -222,16 +252,16 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
                 .and_then(|v| self.backend_in(base, v));
             if let Some(i) = named {
                 if self.base_usable(i) {
-                    return Some(self.target_of(None, i, Reason::Sticky));
+                    return Ok(Some(self.target_of(None, i, Reason::Sticky)));
                 }
             }
-            return self.policy(rng, None).map(|mut t| {
+            return Ok(self.policy(rng, None).map(|mut t| {
                 t.set_sticky = !matches!(t.reason, Reason::Panic | Reason::Fallback);
                 t
-            });
+            }));
         }
         // 5. The policy.
-        self.policy(rng, None)
+        Ok(self.policy(rng, None))
     }
 
     /// May base backend `i` take this request? Active-standby never uses a cluster outside
@@ -250,13 +280,17 @@ impl<P: Fn(UpstreamId) -> PassiveState> Ctx<'_, P> {
         })
     }
 
-    fn canary(&self, c: usize, rng: &mut fastrand::Rng) -> Option<Target> {
+    /// Canary `c`'s pick; `Err` = its share is answered by its direct response.
+    fn canary(&self, c: usize, rng: &mut fastrand::Rng) -> Result<Option<Target>, Local> {
+        if matches!(self.route.canary_direct.get(c), Some(Some(_))) {
+            return Err(Local::Direct(Some(c)));
+        }
         let svc = &self.route.canaries[c];
         let av: Vec<Availability> = (0..svc.backends.len())
             .map(|i| self.avail(svc, i))
             .collect();
-        let i = weighted(self.cfg, svc, &av, |a| a.usable, true, rng)?;
-        Some(self.target_of(Some(c), i, Reason::Canary))
+        let i = weighted(self.cfg, svc, &av, |a| a.usable, true, rng);
+        Ok(i.map(|i| self.target_of(Some(c), i, Reason::Canary)))
     }
 
     /// The fallback service's usable backends, chosen like active-active.

@@ -5,14 +5,15 @@
 //!
 //! - [`config`]: schema v1 (wire types) and validation into an indexed [`config::Config`],
 //!   and the state document applied to its routes ([`config::StateV1`]);
-//! - [`route`]: host/path matching with Ingress precedence;
+//! - [`route`]: host/path/method/header matching with Ingress and Gateway API precedence;
 //! - [`request`]: the request view, cookies and query parameters;
 //! - [`split`]: weighted choice and Higress canary normalisation;
 //! - [`health`]: passive health (ejection, probation, recovery) per upstream;
 //! - [`failover`]: availability of backends now, failback hold-down and ramp;
 //! - [`failback`]: failback timers carried across config changes and plugin instances;
 //! - [`decide`]: the decision for one request;
-//! - [`effects`]: what a decision does to the request and response, as data the filter applies.
+//! - [`effects`]: what a decision does to the request and response, as data the filter applies;
+//! - [`rewrite`], [`redirect`]: Gateway API path rewrites and redirect `Location`s.
 
 pub mod config;
 pub mod decide;
@@ -20,7 +21,9 @@ pub mod effects;
 pub mod failback;
 pub mod failover;
 pub mod health;
+pub mod redirect;
 pub mod request;
+pub mod rewrite;
 pub mod route;
 pub mod split;
 

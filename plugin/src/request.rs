@@ -11,6 +11,14 @@ pub trait RequestView {
     fn path(&self) -> &str;
     /// First value of a header, if present and valid UTF-8.
     fn header(&self, name: &str) -> Option<&str>;
+    /// `:method`; asked only by routes limited to a method.
+    fn method(&self) -> &str {
+        self.header(":method").unwrap_or("")
+    }
+    /// `:scheme` (`http` if absent); asked only to build a redirect.
+    fn scheme(&self) -> &str {
+        self.header(":scheme").unwrap_or("http")
+    }
 }
 
 /// A plain request (native tests, `explain`, and the filter once it read the headers it needs).

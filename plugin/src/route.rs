@@ -1,67 +1,158 @@
-//! Host and path matching with Ingress semantics, indexed so a lookup costs a few hash probes
-//! whatever the number of routes.
+//! Host and path matching, indexed so a lookup costs a few hash probes whatever the number of
+//! routes.
 //!
-//! Precedence: an exact host beats a `*.` wildcard host, which beats a rule with no host; the
-//! first host group with a matching path wins. Within a group an `Exact` path beats any prefix,
-//! and the longest `Prefix` wins. `Prefix` matches element-wise: `/foo` matches `/foo`, `/foo/`
-//! and `/foo/bar`, not `/foobar`; a trailing slash in the prefix is ignored.
+//! Precedence: an exact host beats a `*.` wildcard host (the longest suffix first), which beats
+//! a rule with no host; the first host group with a matching route wins. Within a group an
+//! `Exact` path beats any prefix, the longest `Prefix` comes next, `Regex` paths last (in list
+//! order). `Prefix` matches element-wise: `/foo` matches `/foo`, `/foo/` and `/foo/bar`, not
+//! `/foobar`; a trailing slash in the prefix is ignored. Several routes may claim one path:
+//! they are tried as Gateway API orders them (see `Rank`), and the first whose method and
+//! `when` tests pass wins; if none does, the next path key is tried.
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::config::wire::{PathKind, PathV1, RouteV1};
-use crate::config::ConfigError;
+use crate::config::wire::{PathKind, PathV1, RouteV1, Wildcard};
+use crate::config::{Condition, ConfigError, Source};
+use crate::request::{matches, RequestView};
+
+/// What a route asks of a request beyond its host and path.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTests {
+    /// Exact request method, if the route is limited to one.
+    pub method: Option<String>,
+    /// Every one must match.
+    pub when: Vec<Condition>,
+}
+
+/// Gateway API order among routes claiming one path: a method first, then more header tests,
+/// then more query tests (greater = tried first); a tie keeps list order.
+type Rank = (bool, usize, usize);
+
+impl RouteTests {
+    fn rank(&self) -> Rank {
+        let queries = self
+            .when
+            .iter()
+            .filter(|c| matches!(c.source, Source::Query(_)))
+            .count();
+        (self.method.is_some(), self.when.len() - queries, queries)
+    }
+
+    fn pass<R: RequestView + ?Sized>(&self, req: &R) -> bool {
+        self.method.as_deref().is_none_or(|m| req.method() == m)
+            && self.when.iter().all(|c| matches(req, c))
+    }
+}
+
+/// A matched route and the entry of its `paths` that matched (0 for a route without paths:
+/// its implicit `Prefix /`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match {
+    pub route: usize,
+    pub path: usize,
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     exact_hosts: HashMap<String, PathTable>,
-    /// Keyed by the suffix after `*.` (`*.example.com` -> `example.com`).
+    /// Keyed by the suffix after `*.` (`*.example.com` -> `example.com`); label and suffix
+    /// wildcards of one pattern share a group.
     wildcard_hosts: HashMap<String, PathTable>,
     any_host: PathTable,
+    /// Some wildcard matches more than one label: only then are shorter suffixes probed.
+    deep_wildcards: bool,
+    /// Per route.
+    tests: Vec<RouteTests>,
+}
+
+/// One route's claim on a path key.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    route: u32,
+    path: u32,
+    /// A suffix wildcard: also matches hosts more than one label below its suffix.
+    deep: bool,
+    rank: Rank,
 }
 
 #[derive(Debug, Clone, Default)]
 struct PathTable {
-    exact: HashMap<String, usize>,
+    exact: HashMap<String, Vec<Claim>>,
     /// Keyed by the prefix without its trailing slash (`/` -> ``).
-    prefix: HashMap<String, usize>,
+    prefix: HashMap<String, Vec<Claim>>,
+    /// In list order.
+    regex: Vec<(regex_lite::Regex, Claim)>,
+}
+
+/// A request as the table matches it: path without query, and how many labels the host is
+/// below the wildcard suffix being probed.
+struct Probe<'a, R: ?Sized> {
+    req: &'a R,
+    path: &'a str,
+    depth: usize,
+    tests: &'a [RouteTests],
+}
+
+impl<R: RequestView + ?Sized> Probe<'_, R> {
+    fn accepts(&self, c: &Claim) -> bool {
+        (self.depth <= 1 || c.deep)
+            && self
+                .tests
+                .get(c.route as usize)
+                .is_some_and(|t| t.pass(self.req))
+    }
+
+    fn first(&self, claims: &[Claim]) -> Option<Match> {
+        claims.iter().find(|c| self.accepts(c)).map(Claim::matched)
+    }
+}
+
+impl Claim {
+    fn matched(&self) -> Match {
+        Match {
+            route: self.route as usize,
+            path: self.path as usize,
+        }
+    }
 }
 
 impl PathTable {
-    fn insert(&mut self, kind: PathKind, path: &str, route: usize) -> Option<usize> {
-        match kind {
-            PathKind::Exact => self.exact.insert(path.to_string(), route),
-            PathKind::Prefix => self
-                .prefix
-                .insert(path.trim_end_matches('/').to_string(), route),
-            // Refused by validation before a table is built.
-            PathKind::Regex => None,
+    fn lookup<R: RequestView + ?Sized>(&self, p: &Probe<'_, R>) -> Option<Match> {
+        if let Some(m) = self.exact.get(p.path).and_then(|c| p.first(c)) {
+            return Some(m);
         }
-    }
-
-    fn lookup(&self, path: &str) -> Option<usize> {
-        if let Some(&r) = self.exact.get(path) {
-            return Some(r);
-        }
-        if self.prefix.is_empty() {
-            return None;
-        }
-        // Walk the element boundaries from the longest candidate down to the root.
-        let mut candidate = path.trim_end_matches('/');
-        loop {
-            if let Some(&r) = self.prefix.get(candidate) {
-                return Some(r);
-            }
-            match candidate.rfind('/') {
-                Some(i) => candidate = &candidate[..i],
-                None => return None,
+        if !self.prefix.is_empty() {
+            // Walk the element boundaries from the longest candidate down to the root.
+            let mut candidate = p.path.trim_end_matches('/');
+            loop {
+                if let Some(m) = self.prefix.get(candidate).and_then(|c| p.first(c)) {
+                    return Some(m);
+                }
+                match candidate.rfind('/') {
+                    Some(i) => candidate = &candidate[..i],
+                    None => break,
+                }
             }
         }
+        self.regex
+            .iter()
+            .find(|(re, c)| p.accepts(c) && re.is_match(p.path))
+            .map(|(_, c)| c.matched())
     }
 }
 
+/// Where a claim is filed.
+enum Key {
+    Exact(String),
+    Prefix(String),
+    Regex(regex_lite::Regex),
+}
+
 impl RouteTable {
-    /// Index the routes; a (host, path type, path) claimed by two routes is an error.
-    pub fn build(routes: &[RouteV1]) -> Result<RouteTable, ConfigError> {
+    /// Index the routes, `tests[i]` being route i's. Two routes claiming one (host, path type,
+    /// path) are tried in `Rank` order; a claim that can never win (same wildcard kind,
+    /// method and tests as an earlier one) is an error.
+    pub fn build(routes: &[RouteV1], tests: Vec<RouteTests>) -> Result<RouteTable, ConfigError> {
         let mut t = RouteTable::default();
         let root = [PathV1 {
             kind: PathKind::Prefix,
@@ -69,54 +160,126 @@ impl RouteTable {
         }];
         for (i, r) in routes.iter().enumerate() {
             let paths: &[PathV1] = if r.paths.is_empty() { &root } else { &r.paths };
-            for (j, p) in paths.iter().enumerate() {
-                if !p.path.starts_with('/') {
-                    return Err(ConfigError::new(
-                        format!("routes[{i}].paths[{j}].path"),
-                        format!("\"{}\" must start with '/'", p.path),
-                    ));
-                }
-            }
+            let keys = paths
+                .iter()
+                .enumerate()
+                .map(|(j, p)| {
+                    key_of(p)
+                        .map_err(|e| ConfigError::new(format!("routes[{i}].paths[{j}].path"), e))
+                })
+                .collect::<Result<Vec<Key>, _>>()?;
+            let rank = tests.get(i).map(RouteTests::rank).unwrap_or_default();
+            let suffix_mode = r.wildcard == Wildcard::Suffix;
             let any = [String::new()];
             let hosts: &[String] = if r.hosts.is_empty() { &any } else { &r.hosts };
             for (h, host) in hosts.iter().enumerate() {
-                let group = if host.is_empty() {
-                    &mut t.any_host
-                } else {
-                    let host = check_host(host).map_err(|reason| {
-                        ConfigError::new(format!("routes[{i}].hosts[{h}]"), reason)
-                    })?;
-                    match host.strip_prefix("*.") {
-                        Some(suffix) => t.wildcard_hosts.entry(suffix.to_string()).or_default(),
-                        None => t.exact_hosts.entry(host).or_default(),
-                    }
-                };
-                for (j, p) in paths.iter().enumerate() {
-                    if let Some(prev) = group.insert(p.kind, &p.path, i) {
-                        return Err(ConfigError::new(
-                            format!("routes[{i}].paths[{j}]"),
-                            format!(
-                                "host \"{}\" path \"{}\" ({}) is already routed by routes[{prev}] (\"{}\")",
-                                host,
-                                p.path,
-                                match p.kind {
-                                    PathKind::Exact => "Exact",
-                                    PathKind::Prefix => "Prefix",
-                                    PathKind::Regex => "Regex",
-                                },
-                                routes[prev].name
-                            ),
-                        ));
-                    }
+                // Only a wildcard host matches deeper; elsewhere the mode means nothing.
+                let deep = suffix_mode && host.starts_with("*.");
+                let group = t.group(host, deep).map_err(|reason| {
+                    ConfigError::new(format!("routes[{i}].hosts[{h}]"), reason)
+                })?;
+                for (j, key) in keys.iter().enumerate() {
+                    let claim = Claim {
+                        route: i as u32,
+                        path: j as u32,
+                        deep,
+                        rank,
+                    };
+                    group
+                        .insert(key, claim, routes)
+                        .map_err(|prev| duplicate(routes, i, j, host, &paths[j], prev))?;
                 }
             }
         }
+        t.tests = tests;
         Ok(t)
     }
 
-    /// The route for a request's `:authority` and `:path` (query and port are ignored).
-    pub fn lookup(&self, authority: &str, path: &str) -> Option<usize> {
-        let host = strip_port(authority);
+    /// The path table of a route host (`""` = any host), or why it is not a host.
+    fn group(&mut self, host: &str, deep: bool) -> Result<&mut PathTable, String> {
+        if host.is_empty() {
+            return Ok(&mut self.any_host);
+        }
+        let host = check_host(host)?;
+        Ok(match host.strip_prefix("*.") {
+            Some(suffix) => {
+                self.deep_wildcards |= deep;
+                self.wildcard_hosts.entry(suffix.to_string()).or_default()
+            }
+            None => self.exact_hosts.entry(host).or_default(),
+        })
+    }
+}
+
+impl PathTable {
+    /// File a claim; `Err(route)` = an earlier route makes the same claim.
+    fn insert(&mut self, key: &Key, claim: Claim, routes: &[RouteV1]) -> Result<(), usize> {
+        let claims = match key {
+            Key::Exact(p) => self.exact.entry(p.clone()).or_default(),
+            Key::Prefix(p) => self.prefix.entry(p.clone()).or_default(),
+            Key::Regex(re) => {
+                self.regex.push((re.clone(), claim));
+                return Ok(());
+            }
+        };
+        if let Some(prev) = claims.iter().find(|c| same_claim(routes, c, &claim)) {
+            return Err(prev.route as usize);
+        }
+        // Claims arrive in list order: after every one of equal or higher rank.
+        let at = claims
+            .iter()
+            .position(|c| c.rank < claim.rank)
+            .unwrap_or(claims.len());
+        claims.insert(at, claim);
+        Ok(())
+    }
+}
+
+fn key_of(p: &PathV1) -> Result<Key, String> {
+    if p.kind != PathKind::Regex && !p.path.starts_with('/') {
+        return Err(format!("\"{}\" must start with '/'", p.path));
+    }
+    Ok(match p.kind {
+        PathKind::Exact => Key::Exact(p.path.clone()),
+        PathKind::Prefix => Key::Prefix(p.path.trim_end_matches('/').to_string()),
+        PathKind::Regex => Key::Regex(crate::config::validate::checked_regex(&p.path)?),
+    })
+}
+
+/// Would claim `b` only ever be reached when `a` (earlier) already matched?
+fn same_claim(routes: &[RouteV1], a: &Claim, b: &Claim) -> bool {
+    let (Some(ra), Some(rb)) = (routes.get(a.route as usize), routes.get(b.route as usize)) else {
+        return false;
+    };
+    let same_when = ra.when.len() == rb.when.len() && ra.when.iter().all(|c| rb.when.contains(c));
+    a.deep == b.deep && ra.method == rb.method && same_when
+}
+
+fn duplicate(
+    routes: &[RouteV1],
+    i: usize,
+    j: usize,
+    host: &str,
+    p: &PathV1,
+    prev: usize,
+) -> ConfigError {
+    let kind = match p.kind {
+        PathKind::Exact => "Exact",
+        PathKind::Prefix => "Prefix",
+        PathKind::Regex => "Regex",
+    };
+    let name = routes.get(prev).map_or("", |r| r.name.as_str());
+    ConfigError::new(
+        format!("routes[{i}].paths[{j}]"),
+        format!("host \"{host}\" path \"{}\" ({kind}) is already routed by routes[{prev}] (\"{name}\") with the same method and tests", p.path),
+    )
+}
+
+impl RouteTable {
+    /// The route for a request: its `:authority` (port ignored), `:path` (query ignored), and,
+    /// only for routes that test them, its method, headers and query.
+    pub fn lookup<R: RequestView + ?Sized>(&self, req: &R) -> Option<Match> {
+        let host = strip_port(req.authority());
         let host = host.strip_suffix('.').unwrap_or(host);
         let lower;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -125,21 +288,38 @@ impl RouteTable {
         } else {
             host
         };
-        let path = path.split(['?', '#']).next().unwrap_or("");
-        let path = if path.is_empty() { "/" } else { path };
-
-        if let Some(r) = self.exact_hosts.get(host).and_then(|t| t.lookup(path)) {
-            return Some(r);
+        let path = req.path().split(['?', '#']).next().unwrap_or("");
+        let mut probe = Probe {
+            req,
+            path: if path.is_empty() { "/" } else { path },
+            depth: 1,
+            tests: &self.tests,
+        };
+        if let Some(m) = self.exact_hosts.get(host).and_then(|t| t.lookup(&probe)) {
+            return Some(m);
         }
-        // A wildcard covers exactly one label: `*.example.com` matches `a.example.com` only.
-        if let Some((first, suffix)) = host.split_once('.') {
-            if !first.is_empty() {
-                if let Some(r) = self.wildcard_hosts.get(suffix).and_then(|t| t.lookup(path)) {
-                    return Some(r);
-                }
+        // Wildcards, longest suffix first: a label wildcard covers one label, a suffix
+        // wildcard any number (`*.example.com` and `a.b.example.com`).
+        let mut rest = host;
+        while let Some((first, suffix)) = rest.split_once('.') {
+            if first.is_empty() {
+                break;
             }
+            if let Some(m) = self
+                .wildcard_hosts
+                .get(suffix)
+                .and_then(|t| t.lookup(&probe))
+            {
+                return Some(m);
+            }
+            if !self.deep_wildcards {
+                break;
+            }
+            rest = suffix;
+            probe.depth += 1;
         }
-        self.any_host.lookup(path)
+        probe.depth = 1;
+        self.any_host.lookup(&probe)
     }
 }
 
@@ -155,7 +335,7 @@ fn strip_port(authority: &str) -> &str {
 }
 
 /// The host lower-cased, or why it is not a host name.
-fn check_host(host: &str) -> Result<String, String> {
+pub(crate) fn check_host(host: &str) -> Result<String, String> {
     let bare = host.strip_prefix("*.").unwrap_or(host);
     let ok = !bare.is_empty()
         && bare.len() <= 253
@@ -173,6 +353,11 @@ fn check_host(host: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::config::wire::*;
+    use crate::request::SimpleRequest;
+
+    fn build(routes: &[RouteV1]) -> Result<RouteTable, ConfigError> {
+        RouteTable::build(routes, vec![RouteTests::default(); routes.len()])
+    }
 
     fn route(name: &str, hosts: &[&str], paths: &[(PathKind, &str)]) -> RouteV1 {
         RouteV1 {
@@ -211,7 +396,7 @@ mod tests {
 
     fn table() -> RouteTable {
         use PathKind::*;
-        RouteTable::build(&[
+        build(&[
             route("root", &["shop.example.com"], &[(Prefix, "/")]),
             route("api", &["shop.example.com"], &[(Prefix, "/api/")]),
             route("api-v2", &["shop.example.com"], &[(Prefix, "/api/v2")]),
@@ -243,14 +428,18 @@ mod tests {
             ("", "", None),
         ];
         for (host, path, want) in cases {
-            assert_eq!(t.lookup(host, path), want, "{host} {path}");
+            assert_eq!(
+                t.lookup(&SimpleRequest::new(host, path)).map(|m| m.route),
+                want,
+                "{host} {path}"
+            );
         }
     }
 
     #[test]
     fn duplicate_host_and_path_is_rejected_with_both_routes_named() {
         use PathKind::*;
-        let err = RouteTable::build(&[
+        let err = build(&[
             route("a", &["x.io"], &[(Prefix, "/p")]),
             route("b", &["x.io"], &[(Prefix, "/p/")]),
         ])
@@ -267,7 +456,7 @@ mod tests {
             (&["x..io"][..], "/"),
             (&["ok.io"][..], "nope"),
         ] {
-            assert!(RouteTable::build(&[route("r", hosts, &[(Prefix, path)])]).is_err());
+            assert!(build(&[route("r", hosts, &[(Prefix, path)])]).is_err());
         }
     }
 }

@@ -24,6 +24,10 @@ fn decide(c: &Config, r: &SimpleRequest) -> Decision {
     select(c, r, |_| PassiveState::default(), 0, &mut rng).expect("route")
 }
 
+fn root() -> SimpleRequest {
+    SimpleRequest::new("shop.example.com", "/")
+}
+
 fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
     v.iter()
         .map(|(k, s)| (k.to_string(), s.to_string()))
@@ -34,16 +38,17 @@ fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
 fn a_routed_request_gets_the_upstream_header_and_loses_a_spoofed_mirror() {
     let c = cfg(json!({}));
     let d = decide(&c, &SimpleRequest::new("shop.example.com", "/"));
-    let fx = on_request(&c, Some(&d), &[]);
+    let fx = on_request(&c, Some(&d), &root(), &[]);
     assert!(
         fx.remove_headers.is_empty(),
         "nothing sent, nothing to remove"
     );
     let sent = ["x-fleetgate-upstream", "x-fleetgate-mirror"];
     assert_eq!(
-        on_request(&c, Some(&d), &sent),
+        on_request(&c, Some(&d), &root(), &sent),
         RequestEffects {
             set_headers: pairs(&[("x-fleetgate-upstream", "up-a")]),
+            add_headers: vec![],
             remove_headers: vec!["x-fleetgate-mirror".into()],
             local_reply: None,
             clear_route_cache: true,
@@ -51,7 +56,7 @@ fn a_routed_request_gets_the_upstream_header_and_loses_a_spoofed_mirror() {
     );
     let c = cfg(json!({"mirror": {"upstream": "shadow", "percent": 100}}));
     let d = decide(&c, &SimpleRequest::new("shop.example.com", "/"));
-    let fx = on_request(&c, Some(&d), &sent);
+    let fx = on_request(&c, Some(&d), &root(), &sent);
     assert_eq!(
         fx.set_headers,
         pairs(&[
@@ -66,7 +71,7 @@ fn a_routed_request_gets_the_upstream_header_and_loses_a_spoofed_mirror() {
 fn nothing_usable_answers_a_plain_503_naming_the_route() {
     let c = cfg(json!({"backends": [{"cluster": "a", "upstream": "up-a", "ready": 0}]}));
     let d = decide(&c, &SimpleRequest::new("shop.example.com", "/"));
-    let fx = on_request(&c, Some(&d), &[]);
+    let fx = on_request(&c, Some(&d), &root(), &[]);
     assert_eq!(
         fx.local_reply,
         Some(LocalReply {
@@ -84,8 +89,11 @@ fn nothing_usable_answers_a_plain_503_naming_the_route() {
 #[test]
 fn requests_of_no_route_only_lose_the_routing_headers_they_sent() {
     let c = cfg(json!({}));
-    assert_eq!(on_request(&c, None, &[]), RequestEffects::default());
-    let fx = on_request(&c, None, &["x-fleetgate-upstream"]);
+    assert_eq!(
+        on_request(&c, None, &root(), &[]),
+        RequestEffects::default()
+    );
+    let fx = on_request(&c, None, &root(), &["x-fleetgate-upstream"]);
     assert_eq!(fx.remove_headers, vec!["x-fleetgate-upstream".to_string()]);
     assert!(fx.clear_route_cache && fx.set_headers.is_empty());
 }
@@ -96,7 +104,7 @@ fn the_response_explains_the_decision_and_sets_the_sticky_cookie() {
     let d = decide(&c, &SimpleRequest::new("shop.example.com", "/"));
     let t = d.target.clone().unwrap();
     assert_eq!(
-        on_response(&c, d.route, &t),
+        on_response(&c, d.route, &t).add_headers,
         pairs(&[
             ("x-decision", "cluster=a; reason=weight; route=default/shop"),
             ("set-cookie", "fg=a; Path=/; Max-Age=60; HttpOnly"),
@@ -105,7 +113,7 @@ fn the_response_explains_the_decision_and_sets_the_sticky_cookie() {
     // A client already on its cluster gets no new cookie.
     let r = SimpleRequest::new("shop.example.com", "/").with_header("cookie", "fg=a");
     let d = decide(&c, &r);
-    let headers = on_response(&c, d.route, d.target.as_ref().unwrap());
+    let headers = on_response(&c, d.route, d.target.as_ref().unwrap()).add_headers;
     assert_eq!(
         headers,
         pairs(&[("x-decision", "cluster=a; reason=sticky; route=default/shop")])

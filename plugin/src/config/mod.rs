@@ -3,11 +3,13 @@
 //! JSON path and the reason.
 
 mod at;
+mod filters;
 mod ready;
 pub mod state;
 pub mod validate;
 pub mod wire;
 
+pub use filters::Filters;
 pub use ready::Ready;
 pub use state::{parse_state, StateV1};
 

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap as HashMap;
 
 use super::at::At;
+use super::filters::{self, Filters};
 use super::wire::*;
 use super::ConfigError;
-use crate::route::RouteTable;
+use crate::route::{RouteTable, RouteTests};
 
 /// Index of an upstream name in [`Config::upstreams`] (passive health is kept per upstream).
 pub type UpstreamId = usize;
@@ -111,9 +112,19 @@ pub struct Route {
     /// Request headers the decision may read (lower-case, `cookie` included if needed): what
     /// a native caller (`explain`) must supply. The filter reads all headers in one hostcall.
     pub needed_headers: Vec<String>,
+    /// The route's paths (`Prefix /` if it has none): a prefix rewrite replaces the one matched.
+    pub paths: Vec<PathV1>,
+    pub filters: Filters,
+    /// Per canary: answer its share with this response instead of a backend.
+    pub canary_direct: Vec<Option<DirectV1>>,
 }
 
 impl Route {
+    /// Does the route answer every request itself (redirect or direct response)?
+    pub fn answers_locally(&self) -> bool {
+        self.filters.redirect.is_some() || self.filters.direct.is_some()
+    }
+
     /// The route's services in a fixed order: base, canaries, fallback.
     pub fn services(&self) -> impl Iterator<Item = &Service> {
         std::iter::once(&self.base)
@@ -246,6 +257,8 @@ struct Builder<'w> {
     slots: Vec<Slot>,
     /// The route being built: index, `min_healthy`, name.
     route: (u32, u32, &'w str),
+    /// The headers the plugin routes by (`cluster_header`, `mirror_header`).
+    routing: Vec<String>,
 }
 
 impl<'w> Builder<'w> {
@@ -303,6 +316,7 @@ impl TryFrom<ConfigV1> for Config {
             backends: Vec::new(),
             slots: Vec::new(),
             route: (0, 0, ""),
+            routing: vec![cluster_header.clone(), mirror_header.clone()],
         };
         let mut clusters = Vec::with_capacity(w.clusters.len());
         let at_clusters = At::Root.field("clusters");
@@ -324,12 +338,15 @@ impl TryFrom<ConfigV1> for Config {
         }
 
         let mut routes = Vec::with_capacity(w.routes.len());
+        let mut tests = Vec::with_capacity(w.routes.len());
         let at_routes = At::Root.field("routes");
         for (i, r) in w.routes.iter().enumerate() {
             b.route = (i as u32, r.min_healthy, &r.name);
-            routes.push(build_route(&mut b, &at_routes.index(i), r)?);
+            let (route, t) = build_route(&mut b, &at_routes.index(i), r)?;
+            routes.push(route);
+            tests.push(t);
         }
-        let table = RouteTable::build(&w.routes)?;
+        let table = RouteTable::build(&w.routes, tests)?;
 
         Ok(Config {
             revision: w.revision,
@@ -351,11 +368,16 @@ impl TryFrom<ConfigV1> for Config {
     }
 }
 
-fn build_route<'w>(b: &mut Builder<'w>, path: &At, r: &'w RouteV1) -> Result<Route, ConfigError> {
+fn build_route<'w>(
+    b: &mut Builder<'w>,
+    path: &At,
+    r: &'w RouteV1,
+) -> Result<(Route, RouteTests), ConfigError> {
     if r.name.trim().is_empty() {
         return Err(ConfigError::new(path.field("name"), "must not be empty"));
     }
-    not_yet(path, r)?;
+    let filters = filters::build(path, r, &b.routing)?;
+    let tests = build_tests(b, path, r)?;
     check_seconds(
         &path.field("failback.hold_seconds"),
         r.failback.hold_seconds,
@@ -364,7 +386,9 @@ fn build_route<'w>(b: &mut Builder<'w>, path: &At, r: &'w RouteV1) -> Result<Rou
         &path.field("failback.ramp_seconds"),
         r.failback.ramp_seconds,
     )?;
-    let base = build_service(b, &path.field("backends"), &r.name, &r.backends)?;
+    // A route that answers locally needs no backends.
+    let local = filters.redirect.is_some() || filters.direct.is_some();
+    let base = build_service(b, &path.field("backends"), &r.name, &r.backends, local)?;
 
     let order = match r.mode {
         Mode::ActiveActive => {
@@ -421,6 +445,7 @@ fn build_route<'w>(b: &mut Builder<'w>, path: &At, r: &'w RouteV1) -> Result<Rou
     };
 
     let mut canaries = Vec::with_capacity(r.canaries.len());
+    let mut canary_direct = Vec::with_capacity(r.canaries.len());
     let mut canary_when = Vec::with_capacity(r.canaries.len());
     let mut weights = Vec::with_capacity(r.canaries.len());
     let at_canaries = path.field("canaries");
@@ -450,11 +475,16 @@ fn build_route<'w>(b: &mut Builder<'w>, path: &At, r: &'w RouteV1) -> Result<Rou
         check_weight(&p.field("weight"), w)?;
         weights.push(w);
         canary_when.push(when);
+        if let Some(d) = &c.direct {
+            filters::check_direct(&p.field("direct"), d)?;
+        }
+        canary_direct.push(c.direct.clone());
         canaries.push(build_service(
             b,
             &p.field("backends"),
             &c.name,
             &c.backends,
+            c.direct.is_some(),
         )?);
     }
     if let Some(t) = r.canary_weight_total {
@@ -478,6 +508,7 @@ fn build_route<'w>(b: &mut Builder<'w>, path: &At, r: &'w RouteV1) -> Result<Rou
                 &p.field("backends"),
                 &f.name,
                 &f.backends,
+                false,
             )?)
         }
         None => None,
@@ -512,7 +543,8 @@ fn build_route<'w>(b: &mut Builder<'w>, path: &At, r: &'w RouteV1) -> Result<Rou
     let conditions = pins
         .iter()
         .map(|p| &p.when)
-        .chain(canary_when.iter().flatten());
+        .chain(canary_when.iter().flatten())
+        .chain(&tests.when);
     for c in conditions {
         let h = match &c.source {
             Source::Header(h) => h.as_str(),
@@ -532,7 +564,14 @@ fn build_route<'w>(b: &mut Builder<'w>, path: &At, r: &'w RouteV1) -> Result<Rou
         needed_headers.push("cookie".to_string());
     }
 
-    Ok(Route {
+    let paths = match r.paths.is_empty() {
+        true => vec![PathV1 {
+            kind: PathKind::Prefix,
+            path: "/".to_string(),
+        }],
+        false => r.paths.clone(),
+    };
+    let route = Route {
         needed_headers,
         name: r.name.clone(),
         mode: r.mode,
@@ -549,6 +588,37 @@ fn build_route<'w>(b: &mut Builder<'w>, path: &At, r: &'w RouteV1) -> Result<Rou
         mirror,
         sticky: r.sticky.clone(),
         when_unavailable: r.when_unavailable,
+        paths,
+        filters,
+        canary_direct,
+    };
+    Ok((route, tests))
+}
+
+/// The route's method and `when` tests, which pick it among routes claiming one path.
+fn build_tests<'w>(
+    b: &mut Builder<'w>,
+    path: &At,
+    r: &'w RouteV1,
+) -> Result<RouteTests, ConfigError> {
+    if let Some(m) = &r.method {
+        if m.is_empty() || !m.bytes().all(is_token_byte) {
+            return Err(ConfigError::new(
+                path.field("method"),
+                format!("\"{m}\" is not an HTTP method"),
+            ));
+        }
+    }
+    let at_when = path.field("when");
+    let when = r
+        .when
+        .iter()
+        .enumerate()
+        .map(|(k, c)| build_condition(b, &at_when.index(k), c))
+        .collect::<Result<_, _>>()?;
+    Ok(RouteTests {
+        method: r.method.clone(),
+        when,
     })
 }
 
@@ -557,9 +627,13 @@ fn build_service<'w>(
     path: &At,
     name: &str,
     backends: &'w [BackendV1],
+    may_be_empty: bool,
 ) -> Result<Service, ConfigError> {
-    if backends.is_empty() {
-        return Err(ConfigError::new(path, "at least one backend is required"));
+    if backends.is_empty() && !may_be_empty {
+        return Err(ConfigError::new(
+            path,
+            "at least one backend is required (none only with a redirect or direct response)",
+        ));
     }
     let explicit = backends.iter().filter(|be| be.weight.is_some()).count();
     if explicit != 0 && explicit != backends.len() {
@@ -611,7 +685,7 @@ fn build_service<'w>(
             key: crate::failback::key(route_name, name, &be.cluster),
         });
     }
-    if explicit != 0 && out.iter().all(|o| o.weight == Some(0)) {
+    if explicit != 0 && !out.is_empty() && out.iter().all(|o| o.weight == Some(0)) {
         return Err(ConfigError::new(path, "all weights are zero"));
     }
     Ok(Service {
@@ -660,54 +734,34 @@ fn build_condition<'w>(
         MatchV1::Absent => Matcher::Absent,
         MatchV1::Exact(v) => Matcher::Exact(v.clone()),
         MatchV1::Regex(re) => {
-            let p = path.field("match.regex");
-            if re.len() > MAX_REGEX_LEN {
-                return Err(ConfigError::new(
-                    p,
-                    format!("longer than {MAX_REGEX_LEN} bytes"),
-                ));
-            }
-            if let Some(r) = b.regexes.get(re.as_str()) {
-                Matcher::Regex(r.clone())
-            } else {
-                let r = compile_regex(re)
-                    .map_err(|e| ConfigError::new(p, format!("invalid regex: {e}")))?;
-                let r = std::sync::Arc::new(r);
-                b.regexes.insert(re, r.clone());
-                Matcher::Regex(r)
-            }
+            let r = match b.regexes.get(re.as_str()) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = checked_regex(re)
+                        .map_err(|e| ConfigError::new(path.field("match.regex"), e))?;
+                    let r = Arc::new(r);
+                    b.regexes.insert(re, r.clone());
+                    r
+                }
+            };
+            Matcher::Regex(r)
         }
     };
     Ok(Condition { source, matcher })
+}
+
+/// A pattern within the limits, compiled for a full match; why not otherwise.
+pub(crate) fn checked_regex(re: &str) -> Result<regex_lite::Regex, String> {
+    if re.len() > MAX_REGEX_LEN {
+        return Err(format!("longer than {MAX_REGEX_LEN} bytes"));
+    }
+    compile_regex(re).map_err(|e| format!("invalid regex: {e}"))
 }
 
 /// Full match, as Envoy's `safe_regex` and Higress' canary patterns do. The limits keep a
 /// hostile pattern (`(a{1000}){1000}`) from costing the VM memory or time: regex-lite matches in
 /// `O(program * haystack)`, so a small program bounds every request. The pattern is compiled
 /// alone first, so that one like `a)|(b` cannot break out of the anchoring group.
-/// Schema fields this build reads but does not act on yet: refused by name, never ignored.
-fn not_yet(path: &At, r: &RouteV1) -> Result<(), ConfigError> {
-    let unsupported = [
-        ("wildcard", r.wildcard != Wildcard::Label),
-        ("method", r.method.is_some()),
-        ("when", !r.when.is_empty()),
-        ("request_headers", r.request_headers.is_some()),
-        ("response_headers", r.response_headers.is_some()),
-        ("rewrite", r.rewrite.is_some()),
-        ("redirect", r.redirect.is_some()),
-        ("direct", r.direct.is_some()),
-        ("paths", r.paths.iter().any(|p| p.kind == PathKind::Regex)),
-        ("canaries", r.canaries.iter().any(|c| c.direct.is_some())),
-    ];
-    match unsupported.iter().find(|(_, used)| *used) {
-        Some((field, _)) => Err(ConfigError::new(
-            path.field(field),
-            "not supported by this plugin build yet",
-        )),
-        None => Ok(()),
-    }
-}
-
 fn compile_regex(re: &str) -> Result<regex_lite::Regex, regex_lite::Error> {
     let build = |p: &str| {
         regex_lite::RegexBuilder::new(p)
@@ -720,7 +774,7 @@ fn compile_regex(re: &str) -> Result<regex_lite::Regex, regex_lite::Error> {
 }
 
 /// Header names must be lower-case tokens (HTTP/2 and Envoy store them lower-case).
-fn header_name(path: &At, h: &str) -> Result<String, ConfigError> {
+pub(super) fn header_name(path: &At, h: &str) -> Result<String, ConfigError> {
     if h.is_empty() || h.starts_with(':') || !h.bytes().all(is_token_byte) {
         return Err(ConfigError::new(
             path,

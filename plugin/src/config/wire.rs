@@ -34,7 +34,8 @@ pub struct ConfigV1 {
     /// Passive health (outlier detection in the data plane).
     #[serde(default)]
     pub passive_health: PassiveHealthV1,
-    /// Routes; matched like Ingress rules (most specific host, then most specific path).
+    /// Routes; matched like Ingress rules (most specific host, then most specific path), routes
+    /// claiming one path in Gateway API order (see [`RouteV1::when`]).
     #[serde(default, deserialize_with = "at_most_routes")]
     pub routes: Vec<RouteV1>,
     /// Where to pull newer configs from (the controller); only read from the static config.
@@ -147,7 +148,7 @@ impl Default for PassiveHealthV1 {
 pub struct RouteV1 {
     /// Name shown in logs and the decision header (the controller uses `namespace/ingress`).
     pub name: String,
-    /// Hosts, exact or `*.suffix` (one DNS label); empty = any host.
+    /// Hosts, exact or `*.suffix` (see [`RouteV1::wildcard`]); empty = any host.
     #[serde(default)]
     pub hosts: Vec<String>,
     /// Paths; empty = `Prefix /`.
@@ -279,7 +280,8 @@ pub struct RedirectV1 {
     pub scheme: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// Absent = the request's port (if its authority has one).
+    /// Absent = the well-known port of `scheme` if that is set (Gateway API), else the
+    /// request's port (if its authority has one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -61,20 +61,34 @@ pub fn header_pairs(raw: &[u8]) -> Vec<(&[u8], &[u8])> {
     })
 }
 
-pub fn set_request_header(name: &str, value: &str) -> bool {
-    answer(
-        hc::replace_header(hc::MAP_REQUEST_HEADERS, name, value),
-        &[],
-    )
-    .is_some()
+/// A header map the filter edits.
+#[derive(Debug, Clone, Copy)]
+pub enum Map {
+    Request,
+    Response,
 }
 
-pub fn remove_request_header(name: &str) -> bool {
-    answer(hc::remove_header(hc::MAP_REQUEST_HEADERS, name), ABSENT).is_some()
+impl Map {
+    fn id(self) -> u32 {
+        match self {
+            Map::Request => hc::MAP_REQUEST_HEADERS,
+            Map::Response => hc::MAP_RESPONSE_HEADERS,
+        }
+    }
 }
 
-pub fn add_response_header(name: &str, value: &str) {
-    answer(hc::add_header(hc::MAP_RESPONSE_HEADERS, name, value), &[]);
+/// Replace every value of a header.
+pub fn set_header(map: Map, name: &str, value: &str) {
+    answer(hc::replace_header(map.id(), name, value), &[]);
+}
+
+/// Append a value.
+pub fn add_header(map: Map, name: &str, value: &str) {
+    answer(hc::add_header(map.id(), name, value), &[]);
+}
+
+pub fn remove_header(map: Map, name: &str) {
+    answer(hc::remove_header(map.id(), name), ABSENT);
 }
 
 pub fn call_response_header(name: &str) -> Option<String> {

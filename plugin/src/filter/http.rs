@@ -5,12 +5,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::config::Config;
-use crate::decide::{self, Target};
+use crate::decide::{self, Local, Target};
 use crate::effects::{self, RequestEffects};
 use crate::health::{self, Transition};
 use crate::request::RequestView;
 
 use super::abi::{CONTINUE, PAUSE};
+use super::host::Map;
 use super::{host, Vm};
 
 /// The request as the host gave it: header pairs borrowed from the one answer buffer.
@@ -72,24 +73,33 @@ impl Http {
             .map(String::as_str)
             .filter(|h| req.header(h).is_some())
             .collect();
-        let Some(ri) = cfg.table.lookup(req.authority(), req.path()) else {
-            return apply(effects::on_request(&cfg, None, &sent));
+        let Some(m) = cfg.table.lookup(&req) else {
+            return apply(effects::on_request(&cfg, None, &req, &sent));
         };
+        let ri = m.route;
         let Vm {
             health,
             rng,
             metrics,
             ..
         } = &mut *vm;
-        let now = health.load(&cfg, &cfg.routes[ri]);
+        // A redirect or direct route needs no health nor time: no hostcalls for them.
+        let route = &cfg.routes[ri];
+        let now = match route.answers_locally() {
+            true => 0,
+            false => health.load(&cfg, route),
+        };
         let health = &*health;
-        let Some(d) = decide::select_in_route(&cfg, ri, &req, |u| health.cached(u), now, rng)
-        else {
+        let Some(d) = decide::select_in_route(&cfg, m, &req, |u| health.cached(u), now, rng) else {
             return CONTINUE;
         };
-        let action = apply(effects::on_request(&cfg, Some(&d), &sent));
+        let action = apply(effects::on_request(&cfg, Some(&d), &req, &sent));
         let Some(t) = d.target else {
-            metrics.inc("fleetgate_unavailable_total");
+            metrics.inc(match d.local {
+                Some(Local::Redirect) => "fleetgate_redirects_total",
+                Some(Local::Direct(_)) => "fleetgate_direct_responses_total",
+                None => "fleetgate_unavailable_total",
+            });
             return action;
         };
         if d.mirror.is_some() {
@@ -112,12 +122,12 @@ impl Http {
 /// Apply request effects; the action to answer (pause only behind a local reply the host took,
 /// else the stream would hang).
 fn apply(fx: RequestEffects) -> u32 {
-    for (k, v) in &fx.set_headers {
-        host::set_request_header(k, v);
-    }
-    for k in &fx.remove_headers {
-        host::remove_request_header(k);
-    }
+    edit(
+        Map::Request,
+        &fx.set_headers,
+        &fx.add_headers,
+        &fx.remove_headers,
+    );
     if fx.clear_route_cache {
         host::clear_route_cache();
     }
@@ -138,6 +148,19 @@ fn apply(fx: RequestEffects) -> u32 {
     }
 }
 
+/// Header changes to one map, in effect order: set, add, remove.
+fn edit(map: Map, set: &[(String, String)], add: &[(String, String)], remove: &[String]) {
+    for (k, v) in set {
+        host::set_header(map, k, v);
+    }
+    for (k, v) in add {
+        host::add_header(map, k, v);
+    }
+    for k in remove {
+        host::remove_header(map, k);
+    }
+}
+
 /// The callbacks [`abi`] routes to an HTTP context.
 impl Http {
     pub(super) fn flush_host_errors(&self) {
@@ -152,9 +175,13 @@ impl Http {
 
     pub(super) fn on_response_headers(&mut self) -> u32 {
         if let Some(r) = &self.routed {
-            for (k, v) in effects::on_response(&r.cfg, r.route, &r.target) {
-                host::add_response_header(&k, &v);
-            }
+            let fx = effects::on_response(&r.cfg, r.route, &r.target);
+            edit(
+                Map::Response,
+                &fx.set_headers,
+                &fx.add_headers,
+                &fx.remove_headers,
+            );
         }
         CONTINUE
     }

@@ -32,12 +32,17 @@ const STATUSES: [Status; 5] = [
 ];
 
 /// Every feature that makes a hostcall: pull (tick, callout), sticky cookie, decision header,
-/// mirror, passive health with a one-failure threshold, and a route with nothing usable; the
-/// scenario also sends a request for another host with a spoofed upstream header.
+/// mirror, header edits and a rewrite (set, add, remove on both header maps), passive health
+/// with a one-failure threshold, and a route with nothing usable; the scenario also sends a
+/// request for another host with a spoofed upstream header.
 fn busy_config() -> Value {
+    let edit = json!({"set": [{"name": "x-s", "value": "1"}],
+        "add": [{"name": "x-a", "value": "1"}], "remove": ["x-r"]});
     let mut c = config(
         &["hz-a", "hz-b"],
-        json!({"sticky": {"cookie": "fg"}, "mirror": {"upstream": "shadow", "percent": 100}}),
+        json!({"sticky": {"cookie": "fg"}, "mirror": {"upstream": "shadow", "percent": 100},
+               "request_headers": edit, "response_headers": edit,
+               "rewrite": {"path": {"prefix": "/v2"}}}),
     );
     c["passive_health"] = json!({"failure_threshold": 1});
     c["config_source"] = json!({"upstream": "fleetgate-controller", "poll_ms": 100});

@@ -9,6 +9,7 @@ mod failover;
 mod faults;
 mod fidelity;
 mod hostile;
+mod httproute;
 mod limits;
 mod pull;
 mod routing;
