@@ -48,6 +48,7 @@ fn main() {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
     for path in [
+        "scripts/wasm-opt",
         "plugin/src",
         "plugin/Cargo.toml",
         "wasm-tests/noop-filter",
@@ -68,8 +69,9 @@ fn main() {
         }
 
         let (package, stem, prefix) = PLUGIN;
-        match build(&cargo, &workspace, &target_dir, target, &[package]) {
-            Ok(()) => export(prefix, suffix, &artifact(&target_dir, target, stem)),
+        let built = build(&cargo, &workspace, &target_dir, target, &[package]);
+        match built.and_then(|()| shipped(&workspace, &artifact(&target_dir, target, stem), target)) {
+            Ok(wasm) => export(prefix, suffix, &wasm),
             Err(message) => {
                 println!("cargo:warning=fleetgate-plugin does not build for {target}: {message}");
                 // An empty path: `Module::plugin_*` reports the failure when a test asks for it.
@@ -84,6 +86,24 @@ fn artifact(target_dir: &Path, target: &str, stem: &str) -> PathBuf {
         .join(target)
         .join(PROFILE)
         .join(format!("{stem}.wasm"))
+}
+
+/// The plugin as gateways get it: for wasm32-wasip1, after the release step
+/// (`scripts/wasm-opt`), so the tests run the very file that is shipped.
+fn shipped(workspace: &Path, built: &Path, target: &str) -> Result<PathBuf, String> {
+    if target != "wasm32-wasip1" {
+        return Ok(built.to_path_buf());
+    }
+    let out = built.with_extension("opt.wasm");
+    let status = Command::new("bash")
+        .arg(workspace.join("scripts/wasm-opt"))
+        .args([built, &out])
+        .status()
+        .map_err(|error| format!("cannot run scripts/wasm-opt: {error}"))?;
+    match status.success() {
+        true => Ok(out),
+        false => Err(format!("scripts/wasm-opt failed ({status}); run scripts/setup")),
+    }
 }
 
 fn export(prefix: &str, suffix: &str, path: &Path) {
