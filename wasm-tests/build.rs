@@ -70,7 +70,8 @@ fn main() {
 
         let (package, stem, prefix) = PLUGIN;
         let built = build(&cargo, &workspace, &target_dir, target, &[package]);
-        match built.and_then(|()| shipped(&workspace, &artifact(&target_dir, target, stem), target)) {
+        match built.and_then(|()| shipped(&workspace, &artifact(&target_dir, target, stem), target))
+        {
             Ok(wasm) => export(prefix, suffix, &wasm),
             Err(message) => {
                 println!("cargo:warning=fleetgate-plugin does not build for {target}: {message}");
@@ -102,7 +103,9 @@ fn shipped(workspace: &Path, built: &Path, target: &str) -> Result<PathBuf, Stri
         .map_err(|error| format!("cannot run scripts/wasm-opt: {error}"))?;
     match status.success() {
         true => Ok(out),
-        false => Err(format!("scripts/wasm-opt failed ({status}); run scripts/setup")),
+        false => Err(format!(
+            "scripts/wasm-opt failed ({status}); run scripts/setup"
+        )),
     }
 }
 

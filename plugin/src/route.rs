@@ -44,6 +44,40 @@ impl RouteTests {
     }
 }
 
+/// What a route claims, one key per (host, path) it serves: a route sharing a key with an
+/// earlier one can never match there, and the table refuses it. Whoever merges routes from
+/// several sources (the controller: Ingresses and HTTPRoutes) leaves out what an earlier
+/// route already claims. Regex paths claim nothing (they are never refused).
+pub fn claims(r: &RouteV1) -> Vec<String> {
+    // Tests in any order are the same tests.
+    let mut when: Vec<String> = (r.when.iter())
+        .map(|c| serde_json::to_string(c).unwrap_or_default())
+        .collect();
+    when.sort();
+    let tests = format!("{:?} {}", r.method, when.join(","));
+    let root = [PathV1 {
+        kind: PathKind::Prefix,
+        path: "/".to_string(),
+    }];
+    let paths: &[PathV1] = if r.paths.is_empty() { &root } else { &r.paths };
+    let any = [String::new()];
+    let hosts: &[String] = if r.hosts.is_empty() { &any } else { &r.hosts };
+    let mut out = Vec::new();
+    for host in hosts {
+        let host = host.to_ascii_lowercase();
+        let deep = r.wildcard == Wildcard::Suffix && host.starts_with("*.");
+        for p in paths {
+            let path = match p.kind {
+                PathKind::Exact => format!("= {}", p.path),
+                PathKind::Prefix => format!("^ {}", p.path.trim_end_matches('/')),
+                PathKind::Regex => continue,
+            };
+            out.push(format!("{host} {deep}\n{path}\n{tests}"));
+        }
+    }
+    out
+}
+
 /// A matched route and the entry of its `paths` that matched (0 for a route without paths:
 /// its implicit `Prefix /`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

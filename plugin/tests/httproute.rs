@@ -6,6 +6,7 @@ use fleetgate_plugin::decide::{select, Decision, Local};
 use fleetgate_plugin::effects::{on_request, on_response, LocalReply};
 use fleetgate_plugin::health::PassiveState;
 use fleetgate_plugin::request::SimpleRequest;
+use fleetgate_plugin::route;
 use serde_json::{json, Value};
 
 /// A route named `name` on `shop.io` (unless `fields` say otherwise) to cluster `a`.
@@ -269,6 +270,59 @@ fn only_a_claim_that_can_never_win_is_a_duplicate() {
         ),
     ] {
         cfg(vec![route("a", a), route("b", b)]);
+    }
+}
+
+/// `route::claims` says exactly what the table refuses: two routes share a claim if and only
+/// if the second is refused as a duplicate.
+#[test]
+fn claims_are_shared_exactly_when_the_table_refuses_a_duplicate() {
+    let pairs = [
+        (json!({}), json!({}), true),
+        (json!({}), json!({"wildcard": "suffix"}), true),
+        (
+            json!({"paths": prefix("/a/")}),
+            json!({"paths": prefix("/a")}),
+            true,
+        ),
+        (
+            json!({"paths": exact("/a")}),
+            json!({"paths": prefix("/a")}),
+            false,
+        ),
+        (json!({"hosts": ["Shop.io"]}), json!({}), true),
+        (json!({"hosts": []}), json!({"hosts": []}), true),
+        (json!({"method": "GET"}), json!({"method": "POST"}), false),
+        (
+            json!({"when": [header("x", "1"), query("q", "1")]}),
+            json!({"when": [query("q", "1"), header("x", "1")]}),
+            true,
+        ),
+        (json!({"when": [header("x", "1")]}), json!({}), false),
+        (
+            json!({"hosts": ["*.shop.io"]}),
+            json!({"hosts": ["*.shop.io"], "wildcard": "suffix"}),
+            false,
+        ),
+        (
+            json!({"hosts": ["*.shop.io"], "wildcard": "suffix"}),
+            json!({"hosts": ["*.shop.io"], "wildcard": "suffix"}),
+            true,
+        ),
+        (
+            json!({"paths": [{"type": "Regex", "path": "/a.*"}]}),
+            json!({"paths": [{"type": "Regex", "path": "/a.*"}]}),
+            false,
+        ),
+    ];
+    for (a, b, refused) in pairs {
+        let (ra, rb) = (route("a", a.clone()), route("b", b.clone()));
+        let wire = |v: &Value| -> config::RouteV1 { serde_json::from_value(v.clone()).unwrap() };
+        let (ca, cb) = (route::claims(&wire(&ra)), route::claims(&wire(&rb)));
+        let shared = ca.iter().any(|k| cb.contains(k));
+        let doc = doc(vec![ra, rb]).to_string();
+        let is_refused = config::parse(doc.as_bytes()).is_err();
+        assert_eq!((shared, is_refused), (refused, refused), "{a} then {b}");
     }
 }
 

@@ -117,6 +117,7 @@ pub(crate) fn finished(route: RouteV1, origin: RouteOrigin, ctx: &Ctx<'_>) -> Bu
         shape_digest,
         ready,
         members,
+        claims: fleetgate_plugin::route::claims(&route),
     }
 }
 

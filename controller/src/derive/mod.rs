@@ -481,7 +481,8 @@ impl Deriver {
         let outcome = gateway.map(|g| {
             let mut outcome = g.evaluate(members);
             let memory = (&dirty, &mut self.gateway);
-            let t = httproute::translate(g.objects, &outcome, members, &ctx, memory);
+            let ingress = &prepared.built;
+            let t = httproute::translate(g.objects, &outcome, members, &ctx, ingress, memory);
             gateway_api::mark_unsupported(&mut outcome, &t.invalid);
             built.extend(t.built);
             outcome

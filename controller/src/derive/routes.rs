@@ -44,6 +44,8 @@ pub(crate) struct BuiltRoute {
     pub ready: Vec<Option<u32>>,
     /// Per member (in member order): what the route says about its capacity there.
     pub members: Vec<MemberUse>,
+    /// What it claims ([`fleetgate_plugin::route::claims`]): later routes leave these alone.
+    pub claims: Vec<String>,
 }
 
 /// A route's view of one member, for the cluster states.

@@ -84,9 +84,12 @@ impl ControlPlane {
         let mut fleet =
             cli::load_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
         if let Some((hold, ramp)) = failback {
-            let ingresses = fleet.ingresses.iter_mut().map(|i| &mut i.metadata.annotations);
-            let routes = (fleet.gateway_api.http_routes.iter_mut())
-                .map(|r| &mut r.metadata.annotations);
+            let ingresses = fleet
+                .ingresses
+                .iter_mut()
+                .map(|i| &mut i.metadata.annotations);
+            let routes =
+                (fleet.gateway_api.http_routes.iter_mut()).map(|r| &mut r.metadata.annotations);
             for annotations in ingresses.chain(routes) {
                 let annotations = annotations.get_or_insert_with(Default::default);
                 annotations.insert(

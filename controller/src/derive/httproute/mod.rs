@@ -23,6 +23,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use fleetgate_plugin::config::RouteV1;
+use fleetgate_plugin::route;
 use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteRulesMatches};
 
 use super::finish::{check, finished};
@@ -59,8 +60,9 @@ struct Planned {
     route: RouteV1,
     services: Vec<SvcRef>,
     precedence: Precedence,
-    /// Path, method and tests: what makes two matches on one host the same.
-    claim: String,
+    /// Per host (`""`: any host), what the route claims there ([`route::claims`]; `None` for
+    /// a regex path, which claims nothing).
+    claims: Vec<(String, Option<String>)>,
 }
 
 /// An HTTPRoute as last translated.
@@ -89,6 +91,7 @@ pub(crate) fn translate(
     outcome: &Outcome,
     members: &[MemberSnapshot],
     ctx: &Ctx<'_>,
+    ingress: &[Arc<BuiltBase>],
     (dirty, cache): (&Dirty, &mut Cache),
 ) -> Translated {
     let world = hash_of(&(
@@ -112,7 +115,13 @@ pub(crate) fn translate(
     let mut routes: Vec<&HttpRoute> = objs.http_routes.iter().collect();
     routes.sort_by_cached_key(|r| (created(r), ObjKey::of(&r.metadata)));
     let mut out = Translated::default();
-    let mut claimed = HashSet::new();
+    // What the Ingress routes (listed first) claim, an HTTPRoute leaves alone.
+    let mut claimed: HashSet<String> = match routes.is_empty() {
+        true => HashSet::new(),
+        false => (ingress.iter().flat_map(|b| &b.routes))
+            .flat_map(|r| r.claims.iter().cloned())
+            .collect(),
+    };
     let mut by_route = HashMap::with_capacity(routes.len());
     for route in routes {
         let key = ObjKey::of(&route.metadata);
@@ -243,8 +252,17 @@ fn planned(
     p.hosts = hosts.to_vec();
     apply_match(&mut p, m);
     check(&p, ctx).map_err(|e| e.to_string())?;
-    // Serializing plain data cannot fail.
-    let claim = serde_json::to_string(&(&p.paths, &p.method, &p.when)).unwrap_or_default();
+    let any = [String::new()];
+    let claims = (if hosts.is_empty() { &any[..] } else { hosts })
+        .iter()
+        .map(|h| {
+            let one = RouteV1 {
+                hosts: [h.clone()].into_iter().filter(|h| !h.is_empty()).collect(),
+                ..p.clone()
+            };
+            (h.clone(), route::claims(&one).pop())
+        })
+        .collect();
     let precedence = Precedence {
         created: created(route),
         route: IngressKey {
@@ -258,7 +276,7 @@ fn planned(
         route: p,
         services: services.clone(),
         precedence,
-        claim,
+        claims,
     })
 }
 
@@ -266,7 +284,7 @@ fn planned(
 /// routes are kept while every match keeps the same hosts.
 fn claim(mut e: Entry, hosts: &[String], claimed: &mut HashSet<String>, ctx: &Ctx<'_>) -> Entry {
     let kept: Vec<Option<Vec<String>>> = (e.matches.iter())
-        .map(|m| unclaimed(&m.claim, hosts, claimed))
+        .map(|m| unclaimed(&m.claims, hosts.is_empty(), claimed))
         .collect();
     if kept == e.kept {
         return e;
@@ -294,16 +312,69 @@ fn claim(mut e: Entry, hosts: &[String], claimed: &mut HashSet<String>, ctx: &Ct
     e
 }
 
-/// The hosts no earlier route claims with the same path, method and tests (`claim`), and
-/// claim them; `None` = none left. No hosts (any host) is claimed as one.
-fn unclaimed(claim: &str, hosts: &[String], claimed: &mut HashSet<String>) -> Option<Vec<String>> {
-    if hosts.is_empty() {
-        return claimed.insert(format!("\n{claim}")).then(Vec::new);
-    }
-    let left: Vec<String> = hosts
-        .iter()
-        .filter(|h| claimed.insert(format!("{h}\n{claim}")))
-        .cloned()
+/// The hosts of `claims` no earlier route claims, claiming them; `None` = none left (`any`:
+/// the route has no hosts, its one claim is for any host).
+fn unclaimed(
+    claims: &[(String, Option<String>)],
+    any: bool,
+    claimed: &mut HashSet<String>,
+) -> Option<Vec<String>> {
+    let left: Vec<String> = (claims.iter())
+        .filter(|(_, claim)| claim.as_ref().is_none_or(|c| claimed.insert(c.clone())))
+        .map(|(h, _)| h.clone())
         .collect();
-    (!left.is_empty()).then_some(left)
+    match (left.is_empty(), any) {
+        (true, _) => None,
+        (false, true) => Some(Vec::new()),
+        (false, false) => Some(left),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(hosts: &[&str], key: Option<&str>) -> Vec<(String, Option<String>)> {
+        let hosts = if hosts.is_empty() { &[""][..] } else { hosts };
+        (hosts.iter())
+            .map(|h| (h.to_string(), key.map(|k| format!("{h} {k}"))))
+            .collect()
+    }
+
+    #[test]
+    fn a_match_claimed_earlier_is_left_out_only_on_the_hosts_already_claimed() {
+        let mut claimed = HashSet::new();
+        let (a, ab) = (["a.io"], ["a.io", "b.io"]);
+        let kept = |v: &[&str]| Some(v.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            unclaimed(&claims(&a, Some("/x")), false, &mut claimed),
+            kept(&a)
+        );
+        assert_eq!(
+            unclaimed(&claims(&ab, Some("/x")), false, &mut claimed),
+            kept(&["b.io"])
+        );
+        assert_eq!(
+            unclaimed(&claims(&ab, Some("/x")), false, &mut claimed),
+            None
+        );
+        assert_eq!(
+            unclaimed(&claims(&a, Some("/x GET")), false, &mut claimed),
+            kept(&a)
+        );
+        // A regex path claims nothing: never left out.
+        assert_eq!(
+            unclaimed(&claims(&ab, None), false, &mut claimed),
+            kept(&ab)
+        );
+        // No hosts: any host, claimed once.
+        assert_eq!(
+            unclaimed(&claims(&[], Some("/x")), true, &mut claimed),
+            Some(vec![])
+        );
+        assert_eq!(
+            unclaimed(&claims(&[], Some("/x")), true, &mut claimed),
+            None
+        );
+    }
 }

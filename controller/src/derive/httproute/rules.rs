@@ -293,7 +293,6 @@ mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
 
-    use super::super::unclaimed;
     use super::*;
     use crate::cli::{self, RenderArgs};
     use crate::derive::{DeriveOptions, MemberSnapshot};
@@ -449,21 +448,5 @@ mod tests {
                 (None, Some("debug"), &MatchV1::Exact("1".into())),
             ]
         );
-    }
-
-    #[test]
-    fn a_match_claimed_earlier_is_left_out_only_on_the_hosts_already_claimed() {
-        let mut claimed = HashSet::new();
-        let a = ["a.example.com".to_string()];
-        let ab = ["a.example.com".to_string(), "b.example.com".to_string()];
-        assert_eq!(unclaimed("/x", &a, &mut claimed), Some(a.to_vec()));
-        assert_eq!(
-            unclaimed("/x", &ab, &mut claimed),
-            Some(vec![ab[1].clone()])
-        );
-        assert_eq!(unclaimed("/x", &ab, &mut claimed), None);
-        assert_eq!(unclaimed("/x GET", &a, &mut claimed), Some(a.to_vec()));
-        assert_eq!(unclaimed("/x", &[], &mut claimed), Some(vec![]));
-        assert_eq!(unclaimed("/x", &[], &mut claimed), None);
     }
 }
