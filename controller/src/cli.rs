@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fleetgate_plugin::config::{self as pcfg, ConfigError};
-use fleetgate_plugin::decide::{select, Decision};
+use fleetgate_plugin::decide::{select, Decision, Local};
+use fleetgate_plugin::effects;
 use fleetgate_plugin::health::PassiveState;
 use fleetgate_plugin::request::SimpleRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
@@ -391,6 +392,7 @@ pub struct ExplainArgs {
     pub config: PathBuf,
     pub host: String,
     pub path: String,
+    pub method: String,
     pub headers: Vec<(String, String)>,
     pub simulate: Option<u32>,
     pub seed: u64,
@@ -474,6 +476,10 @@ pub struct Explanation {
     pub reason: String,
     pub canary: Option<String>,
     pub mirror: Option<String>,
+    /// What the request becomes: the plugin's own answer (`301 location: ...`), or the host
+    /// and path it is forwarded with when the route rewrites them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 /// Counts over simulated requests.
@@ -486,6 +492,9 @@ pub struct Simulation {
     pub unrouted: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub rejected: u64,
+    /// Answered by the plugin itself (a redirect or a direct response).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub answered: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -514,11 +523,8 @@ fn load_config(path: &Path) -> Result<pcfg::Config, CliError> {
 }
 
 fn request(args: &ExplainArgs) -> SimpleRequest {
-    args.headers
-        .iter()
-        .fold(SimpleRequest::new(&args.host, &args.path), |r, (k, v)| {
-            r.with_header(k, v)
-        })
+    let req = SimpleRequest::new(&args.host, &args.path).with_header(":method", &args.method);
+    (args.headers.iter()).fold(req, |r, (k, v)| r.with_header(k, v))
 }
 
 /// The controller's view, with passive health as the what-ifs say; no failback timers.
@@ -538,7 +544,29 @@ pub fn explain(args: &ExplainArgs) -> Result<Explanation, CliError> {
     let sc = scenario(args)?;
     let req = request(args);
     let mut rng = fastrand::Rng::with_seed(args.seed);
-    Ok(describe(&sc.cfg, decide(&sc, &req, &mut rng)))
+    let d = decide(&sc, &req, &mut rng);
+    let answer = d.as_ref().and_then(|d| answer(&sc.cfg, d, &req));
+    Ok(Explanation {
+        answer,
+        ..describe(&sc.cfg, d)
+    })
+}
+
+/// The plugin's own reply to the request, or the host and path a rewrite forwards it with.
+fn answer(cfg: &pcfg::Config, d: &Decision, req: &SimpleRequest) -> Option<String> {
+    let fx = effects::on_request(cfg, Some(d), req, &[]);
+    if let Some(r) = fx.local_reply {
+        let headers = (r.headers.iter())
+            .filter(|(k, _)| k == "location")
+            .map(|(k, v)| format!(" {k}: {v}"));
+        return Some(format!("{}{}", r.status, headers.collect::<String>()));
+    }
+    let set = |name: &str| fx.set_headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let (host, path) = (set(":authority"), set(":path"));
+    (host.is_some() || path.is_some()).then(|| {
+        let host = host.map_or(req.authority.as_str(), |h| h.as_str());
+        format!("forwarded as {host}{}", path.map_or(req.path.as_str(), |p| p.as_str()))
+    })
 }
 
 fn describe(cfg: &pcfg::Config, d: Option<Decision>) -> Explanation {
@@ -550,18 +578,29 @@ fn describe(cfg: &pcfg::Config, d: Option<Decision>) -> Explanation {
             reason: "no route matches (the plugin passes the request through)".to_string(),
             canary: None,
             mirror: None,
+            answer: None,
         };
     };
     let route = cfg.routes.get(d.route);
     let mirror = d.mirror.map(|m| cfg.upstream_name(m).to_string());
+    let reason = match d.local {
+        Some(Local::Redirect) => "redirect: the plugin answers",
+        Some(Local::Direct(_)) => "direct: the plugin answers",
+        None => "unavailable: no cluster can take it (503)",
+    };
     match d.target {
         None => Explanation {
             route: route.map(|r| r.name.clone()),
             cluster: None,
             upstream: None,
-            reason: "unavailable: no cluster can take it (503)".to_string(),
-            canary: None,
+            reason: reason.to_string(),
+            canary: match d.local {
+                Some(Local::Direct(Some(c))) => route.and_then(|r| r.canaries.get(c)),
+                _ => None,
+            }
+            .map(|s| s.name.clone()),
             mirror,
+            answer: None,
         },
         Some(t) => Explanation {
             route: route.map(|r| r.name.clone()),
@@ -573,6 +612,7 @@ fn describe(cfg: &pcfg::Config, d: Option<Decision>) -> Explanation {
                 .and_then(|c| route.and_then(|r| r.canaries.get(c)))
                 .map(|s| s.name.clone()),
             mirror,
+            answer: None,
         },
     }
 }
@@ -587,6 +627,11 @@ pub fn simulate(args: &ExplainArgs, n: u32) -> Result<Simulation, CliError> {
     for _ in 0..n {
         match decide(&sc, &req, &mut rng) {
             None => sim.unrouted += 1,
+            Some(Decision {
+                target: None,
+                local: Some(_),
+                ..
+            }) => sim.answered += 1,
             Some(Decision { target: None, .. }) => sim.rejected += 1,
             Some(Decision {
                 target: Some(t), ..
@@ -620,5 +665,6 @@ pub fn format_explanation(e: &Explanation) -> String {
     s.push_str(&format!("{:<10}{}\n", "reason:", e.reason));
     line(&mut s, "canary:", &e.canary);
     line(&mut s, "mirror:", &e.mirror);
+    line(&mut s, "answer:", &e.answer);
     s
 }

@@ -161,6 +161,9 @@ enum Command {
         host: String,
         #[arg(long, default_value = "/")]
         path: String,
+        /// The request method (routes may be limited to one).
+        #[arg(long, default_value = "GET")]
+        method: String,
         /// `name: value` request header (repeatable).
         #[arg(short = 'H', long = "header", value_parser = cli::split_header)]
         headers: Vec<(String, String)>,
@@ -509,6 +512,7 @@ fn main() -> Result<()> {
             config,
             host,
             path,
+            method,
             headers,
             simulate,
             seed,
@@ -519,6 +523,7 @@ fn main() -> Result<()> {
                 config,
                 host,
                 path,
+                method,
                 headers,
                 simulate,
                 seed,

@@ -40,6 +40,7 @@ const SCENARIOS: &[Scenario] = &[
     ("canary-by-weight", "hz-b", &[]),
     ("mirror", "hz-b", &[]),
     ("multi-port", "hz-b", &[]),
+    ("gateway-api-routing", "hz-b", &[]),
     (
         "bad-annotation",
         "hz-b",
@@ -114,6 +115,7 @@ fn simulate_at(
         config: golden_path(scenario),
         host: host.to_string(),
         path: path.to_string(),
+        method: "GET".to_string(),
         headers: headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -263,6 +265,7 @@ fn explain_what_if_a_cluster_dies_or_is_ejected() {
             config: golden_path("active-active"),
             host: "shop.example.com".to_string(),
             path: "/".to_string(),
+            method: "GET".to_string(),
             headers: Vec::new(),
             simulate: Some(1_000),
             seed: 7,

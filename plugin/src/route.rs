@@ -3,8 +3,7 @@
 //!
 //! Precedence: an exact host beats a `*.` wildcard host (the longest suffix first), which beats
 //! a rule with no host; the first host group with a matching route wins. Within a group an
-//! `Exact` path beats any prefix, the longest `Prefix` comes next, `Regex` paths last (in list
-//! order). `Prefix` matches element-wise: `/foo` matches `/foo`, `/foo/` and `/foo/bar`, not
+//! `Exact` path comes first, then `Regex` paths (in list order), then the longest `Prefix`. `Prefix` matches element-wise: `/foo` matches `/foo`, `/foo/` and `/foo/bar`, not
 //! `/foobar`; a trailing slash in the prefix is ignored. Several routes may claim one path:
 //! they are tried as Gateway API orders them (see `Rank`), and the first whose method and
 //! `when` tests pass wins; if none does, the next path key is tried.
@@ -155,6 +154,12 @@ impl PathTable {
         if let Some(m) = self.exact.get(p.path).and_then(|c| p.first(c)) {
             return Some(m);
         }
+        // Regular expressions before prefixes (Envoy Gateway's order; the spec leaves it to
+        // implementations): after them, a catch-all `Prefix /` would leave them unreachable.
+        let regex = (self.regex.iter()).find(|(re, c)| p.accepts(c) && re.is_match(p.path));
+        if let Some((_, c)) = regex {
+            return Some(c.matched());
+        }
         if !self.prefix.is_empty() {
             // Walk the element boundaries from the longest candidate down to the root.
             let mut candidate = p.path.trim_end_matches('/');
@@ -168,10 +173,7 @@ impl PathTable {
                 }
             }
         }
-        self.regex
-            .iter()
-            .find(|(re, c)| p.accepts(c) && re.is_match(p.path))
-            .map(|(_, c)| c.matched())
+        None
     }
 }
 

@@ -172,7 +172,7 @@ fn when_every_test_at_a_path_fails_the_next_shorter_prefix_is_tried() {
 }
 
 #[test]
-fn regex_paths_come_after_every_exact_and_prefix_path_in_list_order() {
+fn regex_paths_come_after_exact_paths_and_before_prefixes_in_list_order() {
     let c = cfg(vec![
         route(
             "v-any",
@@ -183,6 +183,8 @@ fn regex_paths_come_after_every_exact_and_prefix_path_in_list_order() {
             json!({"paths": [{"type": "Regex", "path": "/api/v1/.*"}]}),
         ),
         route("items", json!({"paths": prefix("/api/v1/items")})),
+        route("all", json!({"paths": prefix("/")})),
+        route("exact", json!({"paths": exact("/api/v1/items/3")})),
         route(
             "docs",
             json!({"paths": [{"type": "Regex", "path": "/docs"}]}),
@@ -191,12 +193,14 @@ fn regex_paths_come_after_every_exact_and_prefix_path_in_list_order() {
     table(
         &c,
         &[
-            (get("shop.io", "/api/v1/items/3"), Some("items")),
+            (get("shop.io", "/api/v1/items/3"), Some("exact")),
+            // The first regex in list order, before the longer prefix and the catch-all.
+            (get("shop.io", "/api/v1/items/4"), Some("v-any")),
             (get("shop.io", "/api/v1/users?x=1"), Some("v-any")),
-            (get("shop.io", "/api/vx/users"), None),
+            (get("shop.io", "/api/vx/users"), Some("all")),
             // A full match: `/docs` does not match `/docs/x`.
             (get("shop.io", "/docs"), Some("docs")),
-            (get("shop.io", "/docs/x"), None),
+            (get("shop.io", "/docs/x"), Some("all")),
         ],
     );
 }

@@ -323,8 +323,8 @@ pub enum PathKind {
     Exact,
     Prefix,
     /// The whole path (query excluded) matches this regular expression (Gateway API
-    /// `RegularExpression`); tried after every `Exact` and `Prefix` path of the host, in list
-    /// order.
+    /// `RegularExpression`); tried after the host's `Exact` paths and before its `Prefix`
+    /// paths, in list order (Envoy Gateway's order).
     Regex,
 }
 
