@@ -10,8 +10,9 @@
 //! - clusters from a shared [`Upstreams`] table (plain clusters with round-robin endpoints, and
 //!   aggregate clusters [preferred member, others]);
 //! - the outcome reported to the plugin's `on_log` as `response.code` and `response.flags`;
-//! - a real clock (the host's simulated clock is moved to wall time before every call), real
-//!   ticks, and `dispatch_http_call` as real HTTP requests to the named cluster.
+//! - a real clock (each instance's simulated clock starts at wall time and is moved to wall
+//!   time before every call, so all instances read one clock, as in Envoy), real ticks, and
+//!   `dispatch_http_call` as real HTTP requests to the named cluster.
 //!
 //! It is configured one of two ways:
 //!

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fleetgate_wasm_tests::{Host, HttpCallRequest, LogLevel, Stream};
@@ -33,17 +33,13 @@ pub const SERVED_BY_HEADER: &str = "x-fleetgate-served-by";
 /// One plugin instance (VM) of this worker and the callouts it has under way.
 pub(crate) struct Instance {
     host: Host,
-    started: Instant,
-    host_start: SystemTime,
     dispatched: RefCell<HashSet<u64>>,
 }
 
 impl Instance {
     fn new(host: Host) -> Rc<Instance> {
         Rc::new(Instance {
-            host_start: host.now(),
             host,
-            started: Instant::now(),
             dispatched: RefCell::default(),
         })
     }
@@ -104,16 +100,13 @@ impl Worker {
         }
     }
 
-    /// Moves the host's clock to wall time (firing due ticks and callout timeouts on the way).
+    /// Moves the host's clock (started at wall time) to wall time, firing due ticks and
+    /// callout timeouts on the way: every instance of every worker reads one clock, so a time
+    /// one leaves in shared data (an ejection's end, a failback timer) means the same to all.
     fn sync_clock(&self, instance: &Instance) {
-        let host_elapsed = instance
-            .host
-            .now()
-            .duration_since(instance.host_start)
-            .unwrap_or_default();
-        let wall = instance.started.elapsed();
-        if wall > host_elapsed {
-            if let Err(error) = instance.host.try_advance(wall - host_elapsed) {
+        let behind = SystemTime::now().duration_since(instance.host.now());
+        if let Some(behind) = behind.ok().filter(|b| !b.is_zero()) {
+            if let Err(error) = instance.host.try_advance(behind) {
                 tracing::error!(worker = self.index, ?error, "advancing the wasm clock");
             }
         }

@@ -16,7 +16,7 @@ use proxy_wasm_host::abi::v0_2_1::{
 use proxy_wasm_host::Limits;
 
 use crate::callouts::{CalloutQueue, HttpCallRequest, Pending};
-use crate::clock::{SimClock, EPOCH_START_NANOS};
+use crate::clock::SimClock;
 use crate::exchange::{Exchange, ForeignFunctions};
 use crate::faults::FaultSwitch;
 use crate::logs::{LogBook, LogLine};
@@ -51,6 +51,7 @@ pub struct HostBuilder {
     log_level: LogLevel,
     shared: Option<crate::SharedData>,
     faults: FaultSwitch,
+    clock_start: Option<SystemTime>,
 }
 
 impl HostBuilder {
@@ -121,10 +122,20 @@ impl HostBuilder {
         self
     }
 
+    /// Start the clock at `start` instead of 2026-01-01T00:00:00Z (a host that follows wall
+    /// time: every host of a gateway then reads one time base, and no two runs read the same).
+    pub fn clock_start(mut self, start: SystemTime) -> Self {
+        self.clock_start = Some(start);
+        self
+    }
+
     /// Instantiates the first VM and runs root context creation, `on_vm_start` and
     /// `on_configure`. A refused configuration is not an error: see [`Host::configured`].
     pub fn build(self) -> anyhow::Result<Host> {
-        let clock = Arc::new(SimClock::default());
+        let clock = Arc::new(match self.clock_start {
+            Some(start) => SimClock::starting_at(nanos_since_epoch(start)),
+            None => SimClock::default(),
+        });
         let logs = Arc::new(LogBook::new());
         let callouts = Arc::new(CalloutQueue::new(Arc::clone(&clock)));
         callouts.set_known_upstreams(self.upstreams);
@@ -332,6 +343,7 @@ impl Host {
             log_level: LogLevel::Trace,
             shared: None,
             faults: FaultSwitch::default(),
+            clock_start: None,
         }
     }
 
@@ -484,9 +496,10 @@ impl Host {
             .and_then(|vm| vm.tick_period)
     }
 
-    /// The simulated wall-clock time (starts at 2026-01-01T00:00:00Z).
+    /// The simulated wall-clock time (starts at 2026-01-01T00:00:00Z, or the builder's
+    /// [`HostBuilder::clock_start`]).
     pub fn now(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_nanos(EPOCH_START_NANOS) + self.inner.borrow().clock.elapsed()
+        UNIX_EPOCH + Duration::from_nanos(self.inner.borrow().clock.now_nanos())
     }
 
     /// HTTP callouts waiting for an answer, oldest first.
@@ -651,4 +664,10 @@ impl Host {
         }
         Ok(())
     }
+}
+
+/// `time` in nanoseconds since the Unix epoch (0 before it, saturating far after).
+fn nanos_since_epoch(time: SystemTime) -> u64 {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -5,13 +5,11 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use proxy_wasm_host::abi::v0_2_1::types::{Action, StreamType};
 use proxy_wasm_host::abi::v0_2_1::{CallScope, ContextId, GuestError, StreamKind};
 
-use crate::clock::EPOCH_START_NANOS;
 use crate::exchange::{Exchange, SentReply};
 use crate::headers::Headers;
 use crate::host::{Host, Inner, VmId};
@@ -127,7 +125,7 @@ impl<'h> Request<'h> {
         for (name, value) in &self.headers {
             headers.push_bytes(name, value);
         }
-        derive_request_properties(&mut exchange, &self, inner.clock.elapsed());
+        derive_request_properties(&mut exchange, &self, inner.clock.now_nanos());
         for (path, value) in self.properties {
             exchange.properties.set(&path, value);
         }
@@ -167,10 +165,9 @@ impl<'h> Request<'h> {
 }
 
 /// Envoy's request attributes, derived from the pseudo-headers.
-fn derive_request_properties(exchange: &mut Exchange, request: &Request<'_>, elapsed: Duration) {
+fn derive_request_properties(exchange: &mut Exchange, request: &Request<'_>, now_nanos: u64) {
     let (url_path, query) = request.path.split_once('?').unwrap_or((&request.path, ""));
-    let time =
-        i64::try_from(u128::from(EPOCH_START_NANOS) + elapsed.as_nanos()).unwrap_or(i64::MAX);
+    let time = i64::try_from(now_nanos).unwrap_or(i64::MAX);
     let set = |exchange: &mut Exchange, name: &str, value: Vec<u8>| {
         exchange.properties.set(&["request", name], value)
     };
