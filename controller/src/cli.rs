@@ -561,11 +561,19 @@ fn answer(cfg: &pcfg::Config, d: &Decision, req: &SimpleRequest) -> Option<Strin
             .map(|(k, v)| format!(" {k}: {v}"));
         return Some(format!("{}{}", r.status, headers.collect::<String>()));
     }
-    let set = |name: &str| fx.set_headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let set = |name: &str| {
+        fx.set_headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    };
     let (host, path) = (set(":authority"), set(":path"));
     (host.is_some() || path.is_some()).then(|| {
         let host = host.map_or(req.authority.as_str(), |h| h.as_str());
-        format!("forwarded as {host}{}", path.map_or(req.path.as_str(), |p| p.as_str()))
+        format!(
+            "forwarded as {host}{}",
+            path.map_or(req.path.as_str(), |p| p.as_str())
+        )
     })
 }
 

@@ -282,3 +282,177 @@ fn explain_what_if_a_cluster_dies_or_is_ejected() {
         }
     }
 }
+
+/// `explain` on the Gateway API routing fixture: the spec's match precedence (exact path, then
+/// method, then headers, then query; the older HTTPRoute on a tie; fallthrough when the tests
+/// at a path fail), regex paths before prefixes, weights, redirects, rewrites, direct 500s and
+/// a ServiceImport's clusters, each with the route and cluster chosen.
+#[test]
+fn explain_shows_the_route_and_cluster_chosen_for_httproute_requests() {
+    let explain = |method: &str, host: &str, path: &str, headers: &[(&str, &str)]| {
+        let args = ExplainArgs {
+            config: golden_path("gateway-api-routing"),
+            host: host.to_string(),
+            path: path.to_string(),
+            method: method.to_string(),
+            headers: (headers.iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            simulate: None,
+            seed: 7,
+            states: Vec::new(),
+        };
+        cli::explain(&args).unwrap()
+    };
+    let shop = "shop.example.com";
+    let v2 = [("x-version", "two")];
+    let cases: [(&str, &str, &str, &[(&str, &str)], &str, &str); 8] = [
+        (
+            "GET",
+            shop,
+            "/cart",
+            &v2,
+            "default/matching/rule0/match0",
+            "|shop.default.",
+        ),
+        // Same headers, same path: the older HTTPRoute wins the tie.
+        (
+            "GET",
+            shop,
+            "/cart/items",
+            &v2,
+            "default/matching-older/rule0/match0",
+            "|shop.default.",
+        ),
+        // A method match outranks header matches.
+        (
+            "POST",
+            shop,
+            "/cart/items",
+            &v2,
+            "default/matching/rule1/match1",
+            "|shop-canary.",
+        ),
+        // The tests at /cart fail: the next shorter prefix.
+        (
+            "GET",
+            shop,
+            "/cart/items",
+            &[],
+            "default/matching/rule3/match1",
+            "|shop.default.",
+        ),
+        (
+            "GET",
+            shop,
+            "/x?debug=1",
+            &[],
+            "default/matching/rule2/match0",
+            "|shop-shadow.",
+        ),
+        (
+            "GET",
+            shop,
+            "/api/v2/users",
+            &[],
+            "default/matching/rule3/match0",
+            "|shop.default.",
+        ),
+        (
+            "GET",
+            "imported.example.com",
+            "/",
+            &[],
+            "default/imported/rule0/match0",
+            "|hz-b|",
+        ),
+        (
+            "GET",
+            "split.example.com",
+            "/",
+            &[],
+            "default/split/rule0/match0",
+            "|hz-b|",
+        ),
+    ];
+    for (method, host, path, headers, route, upstream) in cases {
+        let e = explain(method, host, path, headers);
+        let what = format!("{method} {host}{path} {headers:?}: {e:?}");
+        assert_eq!(e.route.as_deref(), Some(route), "{what}");
+        assert!(
+            e.upstream.as_deref().unwrap_or("").contains(upstream),
+            "{what}"
+        );
+    }
+    let e = explain("GET", "filters.example.com", "/old/page?x=1", &[]);
+    let location = "301 location: https://filters.example.com/old/page?x=1";
+    assert_eq!(e.answer.as_deref(), Some(location), "{e:?}");
+    let e = explain("GET", "filters.example.com", "/v1/items", &[]);
+    let forwarded = "forwarded as backend.example.com/v2/items";
+    assert_eq!(e.answer.as_deref(), Some(forwarded), "{e:?}");
+    for host in ["zero.example.com", "filters.example.com/limited"] {
+        let (host, path) = host
+            .split_once('/')
+            .map_or((host, "/"), |(h, _)| (h, "/limited"));
+        let e = explain("GET", host, path, &[]);
+        assert_eq!(e.answer.as_deref(), Some("500"), "{host}{path}: {e:?}");
+    }
+}
+
+/// A backendRef that does not resolve keeps its weight and answers 500 for its share; the
+/// others split as weighted.
+#[test]
+fn httproute_weights_split_and_an_unresolved_share_answers_500() {
+    let sim = simulate_at("gateway-api-routing", "split.example.com", "/", &[], 10_000);
+    let canary = sim
+        .upstreams
+        .iter()
+        .filter(|(u, _)| u.contains("|shop-canary."));
+    let canary: u64 = canary.map(|(_, n)| n).sum();
+    let (answered, total) = (sim.answered, 10_000f64);
+    assert!((0.13..0.17).contains(&(canary as f64 / total)), "{sim:?}");
+    assert!((0.04..0.06).contains(&(answered as f64 / total)), "{sim:?}");
+    // Active-standby with hz-b first: the base Service is all on hz-b.
+    let base = sim
+        .upstreams
+        .iter()
+        .filter(|(u, _)| u.contains("|shop.default."));
+    assert!(base.clone().all(|(u, _)| u.contains("|hz-b|")), "{sim:?}");
+}
+
+/// What the derivation says for the routes' status: a rule fleetgate cannot serve as written
+/// makes the route `PartiallyInvalid` (reason `UnsupportedValue`, the filter named) while the
+/// others stay served; a missing backend is `ResolvedRefs=False` / `BackendNotFound`.
+#[test]
+fn httproute_status_says_which_rules_are_not_served_and_which_refs_do_not_resolve() {
+    let derived = cli::render(&render_args("gateway-api-routing", "hz-b")).unwrap();
+    let outcome = derived
+        .gateway_api
+        .expect("Gateway API objects were derived");
+    let parent = |name: &str| {
+        let r = (outcome.routes.iter())
+            .find(|r| r.route.name == name)
+            .unwrap_or_else(|| panic!("no outcome for {name}"));
+        r.parents[0].clone()
+    };
+    let filters = parent("filters");
+    assert!(filters.accepted.status, "{filters:?}");
+    let p = filters
+        .partially_invalid
+        .expect("filters is partially invalid");
+    assert_eq!((p.status, p.reason.as_str()), (true, "UnsupportedValue"));
+    assert!(
+        p.message.contains("rule 3") && p.message.contains("ExtensionRef"),
+        "{p:?}"
+    );
+    let split = parent("split");
+    assert_eq!(split.resolved_refs.reason, "BackendNotFound", "{split:?}");
+    assert!(split.partially_invalid.is_none(), "{split:?}");
+    for name in ["matching", "matching-older", "imported", "zero"] {
+        let p = parent(name);
+        assert!(
+            p.accepted.status && p.partially_invalid.is_none(),
+            "{name}: {p:?}"
+        );
+    }
+}
