@@ -907,3 +907,119 @@ fn the_last_ingress_deleted_is_an_empty_config_but_an_unusable_one_keeps_the_las
     let unusable = derive_config(&[typo], &two_members(), &opts);
     assert!(matches!(unusable, Err(DeriveError::NoRoutes(_))));
 }
+
+/// A Gateway of class `fleetgate` (ours) whose one listener takes routes from any namespace.
+fn gateway_objects() -> crate::gateway_api::Objects {
+    let class = serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": "fleetgate"}, "spec": {"controllerName": crate::gateway_api::CONTROLLER_NAME}});
+    let gateway = serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "fleet", "namespace": "default"},
+        "spec": {"gatewayClassName": "fleetgate", "listeners": [{"name": "http", "port": 80,
+            "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}]}});
+    crate::gateway_api::Objects {
+        classes: vec![serde_json::from_value(class).unwrap()],
+        gateways: vec![serde_json::from_value(gateway).unwrap()],
+        ..Default::default()
+    }
+}
+
+/// HTTPRoute `name` (version `rv`) on shop.example.com: `path` to `shop` (weight `w`) and
+/// `shop-v2`, and the same path for POST to `shop-v2` alone.
+fn http_route(
+    name: &str,
+    rv: u64,
+    path: &str,
+    w: u32,
+) -> ::gateway_api::apis::standard::httproutes::HttpRoute {
+    let v = serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+            "resourceVersion": rv.to_string(), "creationTimestamp": T1},
+        "spec": {"parentRefs": [{"name": "fleet"}], "hostnames": ["shop.example.com"], "rules": [
+            {"matches": [{"path": {"type": "PathPrefix", "value": path}}],
+             "backendRefs": [{"name": "shop", "port": 80, "weight": w},
+                             {"name": "shop-v2", "port": 80, "weight": 1}]},
+            {"matches": [{"path": {"type": "PathPrefix", "value": path}, "method": "POST"}],
+             "backendRefs": [{"name": "shop-v2", "port": 80}]}]}});
+    serde_json::from_value(v).unwrap()
+}
+
+/// HTTPRoutes are cached per object: after any change (endpoints, an HTTPRoute edited, added
+/// or deleted, an Ingress taking a path an HTTPRoute also names, a member's contact) the
+/// remembering deriver gives exactly what a fresh one gives, config and route status alike.
+#[test]
+fn incremental_httproute_derivation_equals_a_fresh_one_after_any_change() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let svcs = ["shop", "shop-v2"];
+    let mut members: Vec<MemberSnapshot> = ["hz-a", "hz-b"]
+        .iter()
+        .map(|id| {
+            let slices = vec![
+                slice("shop", &[Some(true); 2]),
+                slice("shop-v2", &[Some(true)]),
+            ];
+            member(id, Contact::Live, &svcs, slices)
+        })
+        .collect();
+    let mut objects = gateway_objects();
+    objects.http_routes = (0..4)
+        .map(|i| http_route(&format!("r{i}"), 1, &format!("/p{i}"), 3))
+        .collect();
+    let mut ingresses: Vec<Arc<Ingress>> = Vec::new();
+    let (opts, labels) = (DeriveOptions::default(), BTreeMap::new());
+    let mut deriver = Deriver::default();
+    for step in 0..200u64 {
+        let n = objects.http_routes.len();
+        match rng.u8(0..6) {
+            0 => {
+                let m = rng.usize(0..members.len());
+                let ready: Vec<Option<bool>> =
+                    (0..rng.usize(0..4)).map(|_| Some(rng.bool())).collect();
+                Arc::make_mut(&mut members[m].index)
+                    .apply_slice(&slice(svcs[rng.usize(0..2)], &ready));
+            }
+            1 if n > 0 => {
+                let i = rng.usize(0..n);
+                let name = objects.http_routes[i]
+                    .metadata
+                    .name
+                    .clone()
+                    .unwrap_or_default();
+                let path = format!("/p{}", rng.usize(0..6));
+                objects.http_routes[i] = http_route(&name, 100 + step, &path, rng.u32(0..4));
+            }
+            2 => objects.http_routes.push(http_route(
+                &format!("n{step}"),
+                1,
+                &format!("/p{}", rng.usize(0..6)),
+                1,
+            )),
+            3 if n > 1 => {
+                objects.http_routes.remove(rng.usize(0..n));
+            }
+            4 => {
+                let path = format!("/p{}", rng.usize(0..6));
+                ingresses = vec![Arc::new(ingress("app", T0, &[], &path, "shop", "80"))];
+            }
+            _ => {
+                let m = rng.usize(0..members.len());
+                members[m].contact = [Contact::Live, Contact::Lost][rng.usize(0..2)];
+            }
+        }
+        let g = GatewayInputs {
+            objects: &objects,
+            namespaces: &labels,
+            address: None,
+        };
+        let incremental = deriver
+            .derive_with(&ingresses, Some(g), &members, &opts)
+            .unwrap();
+        let fresh = Deriver::default()
+            .derive_with(&ingresses, Some(g), &members, &opts)
+            .unwrap();
+        assert_eq!(incremental.json, fresh.json, "step {step}");
+        assert_eq!(incremental.gateway_api, fresh.gateway_api, "step {step}");
+        incremental
+            .plugin()
+            .unwrap_or_else(|e| panic!("step {step}: {e}"));
+    }
+}
