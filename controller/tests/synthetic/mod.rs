@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use fleetgate_controller::derive::{Contact, MemberSnapshot};
 use fleetgate_controller::endpoints::{MemberIndex, Relist};
+use fleetgate_controller::gateway_api::{Objects, CONTROLLER_NAME};
+use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -26,6 +28,38 @@ pub fn ingress(i: usize) -> Ingress {
                 "backend": {"service": {"name": format!("app{i}"), "port": {"number": 80}}}}]}}]}
     }))
     .expect("ingress")
+}
+
+/// App `i` as an HTTPRoute (`ns{i % 50}/app{i}`, host `app{i}.example.com`) attached to
+/// [`gateway_api`]'s Gateway; `version` is its resourceVersion.
+pub fn http_route(i: usize, version: usize) -> HttpRoute {
+    serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": format!("app{i}"), "namespace": format!("ns{}", i % 50),
+                     "uid": format!("u{i}"), "resourceVersion": version.to_string(),
+                     "creationTimestamp": "2025-01-01T00:00:00Z"},
+        "spec": {"parentRefs": [{"name": "fleet", "namespace": "fleet"}],
+            "hostnames": [format!("app{i}.example.com")],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"name": format!("app{i}"), "port": 80}]}]}
+    }))
+    .expect("httproute")
+}
+
+/// A GatewayClass of fleetgate's and Gateway `fleet/fleet`, taking routes from every namespace.
+pub fn gateway_api(routes: Vec<HttpRoute>) -> Objects {
+    let class = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": "fleetgate"}, "spec": {"controllerName": CONTROLLER_NAME}});
+    let gateway = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "fleet", "namespace": "fleet"},
+        "spec": {"gatewayClassName": "fleetgate", "listeners": [{"name": "http", "port": 80,
+            "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}]}});
+    Objects {
+        classes: vec![serde_json::from_value(class).expect("class")],
+        gateways: vec![serde_json::from_value(gateway).expect("gateway")],
+        http_routes: routes,
+        ..Objects::default()
+    }
 }
 
 pub fn service(i: usize) -> Service {
