@@ -307,7 +307,14 @@ fn explain_shows_the_route_and_cluster_chosen_for_httproute_requests() {
     let shop = "shop.example.com";
     let v2 = [("x-version", "two")];
     // (method, host, path, headers, the route chosen, a piece of its upstream)
-    type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a str,
+        &'a str,
+    );
     let cases: [Case; 8] = [
         (
             "GET",

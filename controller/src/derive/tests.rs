@@ -1023,3 +1023,80 @@ fn incremental_httproute_derivation_equals_a_fresh_one_after_any_change() {
             .unwrap_or_else(|e| panic!("step {step}: {e}"));
     }
 }
+
+/// Bad input: an HTTPRoute of 1,000 rules, one with a filter fleetgate cannot apply. Every
+/// rule is routed, the bad one answers 500, the status names exactly that rule, and another
+/// HTTPRoute is untouched.
+#[test]
+fn an_httproute_of_1000_rules_with_one_bad_rule_serves_the_rest_and_names_it() {
+    let members: Vec<MemberSnapshot> = ["hz-a", "hz-b"]
+        .iter()
+        .map(|id| {
+            member(
+                id,
+                Contact::Live,
+                &["shop"],
+                vec![slice("shop", &[Some(true)])],
+            )
+        })
+        .collect();
+    let rule = |i: usize| {
+        let filters = match i {
+            517 => serde_json::json!([{"type": "ExtensionRef",
+                "extensionRef": {"group": "example.io", "kind": "Auth", "name": "x"}}]),
+            _ => serde_json::json!([]),
+        };
+        serde_json::json!({"matches": [{"path": {"type": "PathPrefix", "value": format!("/r{i}")}}],
+            "filters": filters, "backendRefs": [{"name": "shop", "port": 80}]})
+    };
+    let mut big = http_route("big", 1, "/", 1);
+    big.spec.rules = Some(
+        (0..1000)
+            .map(|i| serde_json::from_value(rule(i)).unwrap())
+            .collect(),
+    );
+    let mut objects = gateway_objects();
+    objects.http_routes = vec![big, http_route("other", 1, "/other", 1)];
+    let labels = BTreeMap::new();
+    let g = GatewayInputs {
+        objects: &objects,
+        namespaces: &labels,
+        address: None,
+    };
+    let d = Deriver::default()
+        .derive_with(&[], Some(g), &members, &DeriveOptions::default())
+        .unwrap();
+    let cfg = d.plugin().unwrap();
+    let direct: Vec<&str> = (cfg.routes.iter())
+        .filter(|r| r.name.starts_with("default/big/") && r.filters.direct.is_some())
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(direct, ["default/big/rule517/match0"]);
+    let big_routes = cfg
+        .routes
+        .iter()
+        .filter(|r| r.name.starts_with("default/big/"))
+        .count();
+    assert_eq!(big_routes, 1000);
+    let outcome = d.gateway_api.unwrap();
+    let parent = |name: &str| {
+        let r = outcome
+            .routes
+            .iter()
+            .find(|r| r.route.name == name)
+            .unwrap();
+        r.parents[0].clone()
+    };
+    let p = parent("big").partially_invalid.expect("PartiallyInvalid");
+    assert!(
+        p.message.starts_with("rule 517: ") && p.message.contains("ExtensionRef"),
+        "{p:?}"
+    );
+    assert!(parent("other").partially_invalid.is_none() && parent("other").accepted.status);
+    let other = cfg
+        .routes
+        .iter()
+        .filter(|r| r.name.starts_with("default/other/"))
+        .count();
+    assert_eq!(other, 2, "both rules of the other HTTPRoute are routed");
+}
