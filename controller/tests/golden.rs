@@ -393,6 +393,9 @@ fn explain_shows_the_route_and_cluster_chosen_for_httproute_requests() {
             "{what}"
         );
     }
+    let e = explain("GET", "filters.example.com", "/shop", &[]);
+    let shadow = "outbound|8080||shop-shadow.default.svc.cluster.local";
+    assert_eq!(e.mirror.as_deref(), Some(shadow), "RequestMirror: {e:?}");
     let e = explain("GET", "filters.example.com", "/old/page?x=1", &[]);
     let location = "301 location: https://filters.example.com/old/page?x=1";
     assert_eq!(e.answer.as_deref(), Some(location), "{e:?}");
