@@ -723,21 +723,25 @@ fn default_backend_is_the_routes_fallback_when_no_cluster_can_serve() {
 /// The incremental deriver must publish exactly what a fresh derivation of the same inputs
 /// publishes, whatever the sequence of changes (Ingress edits, canaries, invalid edits,
 /// endpoint changes, members losing contact or leaving).
+/// Live members `ids`, each with `shop` (2 ready endpoints) and `shop-v2` (1).
+fn shop_and_v2(ids: &[&str]) -> Vec<MemberSnapshot> {
+    let slices = || {
+        vec![
+            slice("shop", &[Some(true); 2]),
+            slice("shop-v2", &[Some(true)]),
+        ]
+    };
+    (ids.iter())
+        .map(|id| member(id, Contact::Live, &["shop", "shop-v2"], slices()))
+        .collect()
+}
+
 #[test]
 fn incremental_derivation_equals_a_fresh_one_after_any_change() {
     let mut rng = fastrand::Rng::with_seed(42);
     let ids = ["hz-a", "hz-b", "hz-c"];
     let svcs = ["shop", "shop-v2"];
-    let mut members: Vec<MemberSnapshot> = ids
-        .iter()
-        .map(|id| {
-            let slices = vec![
-                slice("shop", &[Some(true); 2]),
-                slice("shop-v2", &[Some(true)]),
-            ];
-            member(id, Contact::Live, &svcs, slices)
-        })
-        .collect();
+    let mut members = shop_and_v2(&ids);
     let mut ingresses: Vec<Arc<Ingress>> = (0..6)
         .map(|i| {
             Arc::new(ingress(
@@ -950,16 +954,7 @@ fn http_route(
 fn incremental_httproute_derivation_equals_a_fresh_one_after_any_change() {
     let mut rng = fastrand::Rng::with_seed(7);
     let svcs = ["shop", "shop-v2"];
-    let mut members: Vec<MemberSnapshot> = ["hz-a", "hz-b"]
-        .iter()
-        .map(|id| {
-            let slices = vec![
-                slice("shop", &[Some(true); 2]),
-                slice("shop-v2", &[Some(true)]),
-            ];
-            member(id, Contact::Live, &svcs, slices)
-        })
-        .collect();
+    let mut members = shop_and_v2(&["hz-a", "hz-b"]);
     let mut objects = gateway_objects();
     objects.http_routes = (0..4)
         .map(|i| http_route(&format!("r{i}"), 1, &format!("/p{i}"), 3))

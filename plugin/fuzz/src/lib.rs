@@ -6,7 +6,8 @@
 
 use arbitrary::{Result, Unstructured};
 use fleetgate_plugin::config::{self, Config, PassiveHealthV1, WhenUnavailable};
-use fleetgate_plugin::decide::{select, Reason};
+use fleetgate_plugin::decide::{select, Decision, Local, Reason};
+use fleetgate_plugin::effects::on_request;
 use fleetgate_plugin::failover::route_availability;
 use fleetgate_plugin::health::{PassiveState, Transition};
 use fleetgate_plugin::request::SimpleRequest;
@@ -187,7 +188,72 @@ fn gen_route(u: &mut Unstructured, i: usize, clusters: usize) -> Result<Value> {
     if u.arbitrary()? {
         r["mirror"] = json!({"upstream": "shadow", "percent": u.int_in_range(0..=100)?});
     }
+    if u.arbitrary()? {
+        gen_gateway_api(u, &mut r)?;
+    }
     Ok(r)
+}
+
+/// The Gateway API fields: method and tests, suffix wildcards, regex paths, header edits and
+/// one of rewrite, redirect or direct response (sometimes with no backends left).
+fn gen_gateway_api(u: &mut Unstructured, r: &mut Value) -> Result<()> {
+    if u.arbitrary()? {
+        r["method"] = json!(["GET", "POST"][u.choose_index(2)?]);
+    }
+    r["when"] = Value::Array(
+        (0..u.int_in_range(0..=2)?)
+            .map(|_| gen_condition(u))
+            .collect::<Result<_>>()?,
+    );
+    if u.arbitrary()? {
+        r["wildcard"] = json!("suffix");
+    }
+    if u.arbitrary()? {
+        r["paths"] = json!([{"type": "Regex", "path": "/api/v[0-9]+.*"}]);
+    }
+    let edit = || {
+        json!({"set": [{"name": "x-s", "value": "1"}],
+        "add": [{"name": "x-a", "value": "2"}], "remove": ["x-h"]})
+    };
+    if u.arbitrary()? {
+        r["request_headers"] = edit();
+    }
+    if u.arbitrary()? {
+        r["response_headers"] = edit();
+    }
+    let path = [
+        json!({"prefix": "/v2"}),
+        json!({"prefix": "/"}),
+        json!({"full": "/f"}),
+    ];
+    match u.int_in_range(0..=3)? {
+        0 => r["rewrite"] = json!({"hostname": "rw.example.com", "path": path[u.choose_index(3)?]}),
+        1 => {
+            let status = [301, 302, 303, 307, 308][u.choose_index(5)?];
+            r["redirect"] = json!({"status": status, "path": path[u.choose_index(3)?]});
+            if u.arbitrary()? {
+                r["redirect"]["scheme"] = json!("https");
+                r["redirect"]["port"] = json!(u.int_in_range(1..=9000)?);
+            }
+        }
+        2 => {
+            let status = [200, 500, 503][u.choose_index(3)?];
+            r["direct"] = json!({"status": status, "body": "d"});
+        }
+        _ => {}
+    }
+    if r.get("redirect").is_some() || r.get("direct").is_some() {
+        if u.arbitrary()? {
+            r["backends"] = json!([]);
+        }
+    }
+    if let Some(c) = r["canaries"].as_array_mut().and_then(|c| c.first_mut()) {
+        if u.arbitrary()? {
+            c["direct"] = json!({"status": 500});
+            c["backends"] = json!([]);
+        }
+    }
+    Ok(())
 }
 
 fn gen_canary(u: &mut Unstructured, j: usize, clusters: usize) -> Result<Value> {
@@ -298,6 +364,15 @@ fn gen_request(u: &mut Unstructured) -> Result<SimpleRequest> {
         path.push_str(u.arbitrary()?);
     }
     let mut req = SimpleRequest::new(&authority, &path);
+    for (name, v) in [
+        (":method", ["GET", "POST", "get"]),
+        (":scheme", ["http", "https", ""]),
+    ] {
+        if u.arbitrary()? {
+            req.headers
+                .insert(name.into(), v[u.choose_index(3)?].into());
+        }
+    }
     for name in ["x-h", "x-c", "cookie"] {
         if u.arbitrary()? {
             let v: String = match u.int_in_range(0..=3)? {
@@ -308,6 +383,41 @@ fn gen_request(u: &mut Unstructured) -> Result<SimpleRequest> {
         }
     }
     Ok(req)
+}
+
+/// A decision the plugin answers itself (a redirect, a direct response): it says what the
+/// route asks, and its reply is well formed. A routed request's rewrite keeps a path. `true`
+/// = answered locally.
+fn check_local(cfg: &Config, d: &Decision, req: &SimpleRequest) -> bool {
+    let route = &cfg.routes[d.route];
+    let fx = on_request(cfg, Some(d), req, &[]);
+    let Some(local) = d.local else {
+        if let Some((_, p)) = fx.set_headers.iter().find(|(k, _)| k == ":path") {
+            assert!(p.starts_with('/'), "rewritten path {p:?}");
+        }
+        return false;
+    };
+    assert!(d.target.is_none(), "{d:?}");
+    let reply = fx.local_reply.expect("a local answer has a reply");
+    match local {
+        Local::Redirect => {
+            let r = route.filters.redirect.as_ref().expect("a redirect route");
+            assert_eq!(reply.status, u32::from(r.status));
+            assert!(reply
+                .headers
+                .iter()
+                .any(|(k, v)| k == "location" && !v.is_empty()));
+        }
+        Local::Direct(None) => {
+            let direct = route.filters.direct.as_ref().expect("a direct route");
+            assert_eq!(reply.status, u32::from(direct.status));
+        }
+        Local::Direct(Some(c)) => {
+            let direct = route.canary_direct.get(c).cloned().flatten();
+            assert_eq!(Some(reply.status), direct.map(|d| u32::from(d.status)));
+        }
+    }
+    true
 }
 
 /// Invariants of one decision against the plugin's own availability rule.
@@ -322,6 +432,9 @@ fn check_decision(
         return;
     };
     let route = &cfg.routes[d.route];
+    if check_local(cfg, &d, req) {
+        return;
+    }
     let avail = route_availability(cfg, d.route, &|u| passive(u).is_ejected(now)).expect("route");
     if d.mirror.is_some() {
         assert!(d.target.is_some() && route.mirror.is_some());
