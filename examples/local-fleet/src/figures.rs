@@ -82,30 +82,61 @@ pub fn windows(
 /// A share drop that counts: more than this many points between consecutive 1 s windows.
 pub const FLAP_DROP_POINTS: f64 = 15.0;
 
-/// Flaps of one member's share series (one value per 1 s window). A fall is a window more
-/// than [`FLAP_DROP_POINTS`] below the one before; after a fall the member has recovered once
-/// a window is more than [`FLAP_DROP_POINTS`] above its lowest since the fall; a flap is a
-/// fall after such a recovery: the member lost its share, got it back and lost it again. A
-/// failover (one fall), a failback ramp (rises) or a ramp down in steps (falls with no
-/// recovery between them) is no flap.
-pub fn flaps_in(shares: &[f64]) -> u32 {
+/// ... and more than this many standard errors of the difference of two windows' shares: at
+/// 100 requests a window, chance alone moves a 50 % share by 15 points every few dozen
+/// windows; a member really losing its share moves it by far more.
+pub const FLAP_DROP_SIGMAS: f64 = 4.0;
+
+/// A member's share in one window (percent) and the requests the window had.
+#[derive(Debug, Clone, Copy)]
+pub struct Share {
+    pub percent: f64,
+    pub requests: usize,
+}
+
+/// Whether `to` is a real change from `from`: by [`FLAP_DROP_POINTS`] and beyond sampling
+/// noise ([`FLAP_DROP_SIGMAS`]).
+fn moved(from: Share, to: Share) -> f64 {
+    let var = |s: Share| {
+        let p = s.percent / 100.0;
+        p * (1.0 - p) / s.requests.max(1) as f64
+    };
+    let noise = 100.0 * (var(from) + var(to)).sqrt() * FLAP_DROP_SIGMAS;
+    FLAP_DROP_POINTS.max(noise)
+}
+
+/// Flaps of one member's share series (one value per 1 s window). A fall is a window a real
+/// change ([`moved`]) below the one before; after a fall the member has recovered once a
+/// window is a real change above its lowest since the fall; a flap is a fall after such a
+/// recovery: the member lost its share, got it back and lost it again. A failover (one fall),
+/// a failback ramp (rises) or a ramp down in steps (falls with no recovery between them) is no
+/// flap.
+pub fn flaps_in(shares: &[Share]) -> u32 {
     let mut flaps = 0;
     // The lowest share since the last fall, while not recovered from it.
-    let mut low: Option<f64> = None;
+    let mut low: Option<Share> = None;
     let mut fell_before = false;
     for pair in shares.windows(2) {
         let (previous, share) = (pair[0], pair[1]);
-        if share + FLAP_DROP_POINTS < previous {
+        if share.percent + moved(previous, share) < previous.percent {
             if fell_before && low.is_none() {
                 flaps += 1;
             }
             fell_before = true;
-            low = Some(low.map_or(share, |l: f64| l.min(share)));
+            low = Some(low.map_or(share, |l| lower(l, share)));
         } else if let Some(l) = low {
-            low = (share <= l + FLAP_DROP_POINTS).then_some(l.min(share));
+            low = (share.percent <= l.percent + moved(l, share)).then_some(lower(l, share));
         }
     }
     flaps
+}
+
+fn lower(a: Share, b: Share) -> Share {
+    if b.percent < a.percent {
+        b
+    } else {
+        a
+    }
 }
 
 /// Flaps summed over `members`, from their answered shares per 1 s window up to `end`.
@@ -113,7 +144,12 @@ pub fn flaps(samples: &[&Sample], members: &[&str], end: Duration) -> u32 {
     let windows = windows(samples, members, By::Served, Duration::from_secs(1), end);
     (0..members.len())
         .map(|m| {
-            let series: Vec<f64> = windows.iter().map(|w| w.shares[m]).collect();
+            let series: Vec<Share> = (windows.iter())
+                .map(|w| Share {
+                    percent: w.shares[m],
+                    requests: w.requests,
+                })
+                .collect();
             flaps_in(&series)
         })
         .sum()
@@ -204,17 +240,45 @@ mod tests {
 
     #[test]
     fn only_a_share_lost_again_after_it_was_regained_is_a_flap() {
+        // Windows of many requests: the 15-point threshold alone decides.
+        let big = |v: &[f64]| -> Vec<Share> {
+            (v.iter())
+                .map(|p| Share {
+                    percent: *p,
+                    requests: 100_000,
+                })
+                .collect()
+        };
         // Failover (one fall), then a slow ramp back: no flap.
-        assert_eq!(flaps_in(&[33.0, 0.0, 0.0, 10.0, 20.0, 33.0]), 0);
+        assert_eq!(flaps_in(&big(&[33.0, 0.0, 0.0, 10.0, 20.0, 33.0])), 0);
         // A ramp down in steps with plateaus (falls, no recovery between them): no flap.
-        assert_eq!(flaps_in(&[100.0, 80.0, 80.0, 60.0, 60.0, 40.0, 0.0]), 0);
+        assert_eq!(
+            flaps_in(&big(&[100.0, 80.0, 80.0, 60.0, 60.0, 40.0, 0.0])),
+            0
+        );
         // Lost, back, lost again: one flap; and again: two.
-        assert_eq!(flaps_in(&[33.0, 0.0, 33.0, 0.0]), 1);
-        assert_eq!(flaps_in(&[33.0, 0.0, 33.0, 0.0, 33.0, 10.0]), 2);
+        assert_eq!(flaps_in(&big(&[33.0, 0.0, 33.0, 0.0])), 1);
+        assert_eq!(flaps_in(&big(&[33.0, 0.0, 33.0, 0.0, 33.0, 10.0])), 2);
         // Back by a slow ramp (no single big rise), then lost again: a flap.
-        assert_eq!(flaps_in(&[33.0, 0.0, 10.0, 20.0, 30.0, 5.0]), 1);
+        assert_eq!(flaps_in(&big(&[33.0, 0.0, 10.0, 20.0, 30.0, 5.0])), 1);
         // Noise below the threshold never counts.
-        assert_eq!(flaps_in(&[33.0, 20.0, 33.0, 19.0, 33.0]), 0);
+        assert_eq!(flaps_in(&big(&[33.0, 20.0, 33.0, 19.0, 33.0])), 0);
+    }
+
+    #[test]
+    fn sampling_noise_of_small_windows_is_no_flap_but_a_share_lost_twice_is() {
+        let small = |v: &[f64]| -> Vec<Share> {
+            (v.iter())
+                .map(|p| Share {
+                    percent: *p,
+                    requests: 100,
+                })
+                .collect()
+        };
+        // A 50 % share at 100 requests a window: 20-point swings are within chance.
+        assert_eq!(flaps_in(&small(&[50.0, 30.0, 52.0, 31.0, 50.0])), 0);
+        // A third lost, regained and lost again is far beyond it.
+        assert_eq!(flaps_in(&small(&[33.0, 0.0, 33.0, 0.0])), 1);
     }
 
     #[test]

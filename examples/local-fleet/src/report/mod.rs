@@ -160,10 +160,11 @@ comes first (probation probes after an ejection are by design). `n/a`: no member
 - **failed GETs / POSTs**: the client saw no 2xx (an error status, a reset, or its 10 s timeout).
 - **retried**: requests the gateway answered after more than one attempt (`x-envoy-attempt-count`).
 - **flaps**: per member, its share of the requests sent in each 1 s window (who answered). A \
-fall is a window more than 15 points below the one before; the member has recovered from it once a \
-window is more than 15 points above its lowest since the fall; a flap is a fall after a recovery \
-(share lost, regained, lost again). A failover, a failback ramp or a ramp down in steps is no flap. \
-Summed over members.
+fall is a window more than 15 points (and more than 4 standard errors of the two windows' \
+shares, so sampling noise is none) below the one before; the member has recovered from it once a \
+window is as far above its lowest since the fall; a flap is a fall after a recovery (share lost, \
+regained, lost again). A failover, a failback ramp or a ramp down in steps is no flap. Summed over \
+members.
 - **client p50 / p99**: latency percentiles of every request of the scenario, GET and POST, as the \
 client measured them (failed ones included).
 - **process RSS**: `VmRSS` of `/proc/self/status` at the traffic's start and end. The gateway, the \
