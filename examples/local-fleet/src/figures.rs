@@ -238,17 +238,20 @@ mod tests {
         }
     }
 
+    /// One window per percentage, each of `requests` requests.
+    fn shares(percents: &[f64], requests: usize) -> Vec<Share> {
+        (percents.iter())
+            .map(|p| Share {
+                percent: *p,
+                requests,
+            })
+            .collect()
+    }
+
     #[test]
     fn only_a_share_lost_again_after_it_was_regained_is_a_flap() {
         // Windows of many requests: the 15-point threshold alone decides.
-        let big = |v: &[f64]| -> Vec<Share> {
-            (v.iter())
-                .map(|p| Share {
-                    percent: *p,
-                    requests: 100_000,
-                })
-                .collect()
-        };
+        let big = |v: &[f64]| shares(v, 100_000);
         // Failover (one fall), then a slow ramp back: no flap.
         assert_eq!(flaps_in(&big(&[33.0, 0.0, 0.0, 10.0, 20.0, 33.0])), 0);
         // A ramp down in steps with plateaus (falls, no recovery between them): no flap.
@@ -267,14 +270,7 @@ mod tests {
 
     #[test]
     fn sampling_noise_of_small_windows_is_no_flap_but_a_share_lost_twice_is() {
-        let small = |v: &[f64]| -> Vec<Share> {
-            (v.iter())
-                .map(|p| Share {
-                    percent: *p,
-                    requests: 100,
-                })
-                .collect()
-        };
+        let small = |v: &[f64]| shares(v, 100);
         // A 50 % share at 100 requests a window: 20-point swings are within chance.
         assert_eq!(flaps_in(&small(&[50.0, 30.0, 52.0, 31.0, 50.0])), 0);
         // A third lost, regained and lost again is far beyond it.
