@@ -160,8 +160,8 @@ comes first (probation probes after an ejection are by design). `n/a`: no member
 - **failed GETs / POSTs**: the client saw no 2xx (an error status, a reset, or its 10 s timeout).
 - **retried**: requests the gateway answered after more than one attempt (`x-envoy-attempt-count`).
 - **flaps**: per member, its share of the requests sent in each 1 s window (who answered). A \
-fall is a window more than 15 points (and more than 4 standard errors of the two windows' \
-shares, so sampling noise is none) below the one before; the member has recovered from it once a \
+fall is a window more than 15 points (and more than 4 standard errors of the \
+difference, pooled as in a two-proportion test, so sampling noise is none) below the one before; the member has recovered from it once a \
 window is as far above its lowest since the fall; a flap is a fall after a recovery (share lost, \
 regained, lost again). A failover, a failback ramp or a ramp down in steps is no flap. Summed over \
 members.
