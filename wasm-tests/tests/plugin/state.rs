@@ -33,21 +33,20 @@ fn pulled() -> (Host, VmId) {
     h.tick();
     let mut routes = boot();
     routes["revision"] = json!("full-1");
-    let call = pending_pull(&h, "/v1/config");
-    h.complete_http_call(
-        call.id,
-        200,
-        &[("etag", &format!("\"{ROUTES}\""))],
-        routes.to_string().as_bytes(),
-    );
+    answer(&h, "/v1/config", ROUTES, routes.to_string().as_bytes());
     h.advance(Duration::from_millis(200));
     h.tick();
     (h, vm2)
 }
 
-fn answer_state(h: &Host, etag: &str, doc: &[u8]) {
-    let call = pending_pull(h, "/v1/state");
+/// Answer the pending pull of `path` with `doc` (200, ETag `etag`).
+fn answer(h: &Host, path: &str, etag: &str, doc: &[u8]) {
+    let call = pending_pull(h, path);
     h.complete_http_call(call.id, 200, &[("etag", &format!("\"{etag}\""))], doc);
+}
+
+fn answer_state(h: &Host, etag: &str, doc: &[u8]) {
+    answer(h, "/v1/state", etag, doc);
 }
 
 fn lines(h: &Host, needle: &str) -> usize {
@@ -152,13 +151,7 @@ fn new_routes_fetch_their_state_at_once_and_a_worker_skips_a_state_for_routes_it
     // The routes change (r2).
     let mut routes = boot();
     routes["revision"] = json!("full-2");
-    let call = pending_pull(&h, "/v1/config");
-    h.complete_http_call(
-        call.id,
-        200,
-        &[("etag", "\"routes-r2\"")],
-        routes.to_string().as_bytes(),
-    );
+    answer(&h, "/v1/config", "routes-r2", routes.to_string().as_bytes());
     assert_eq!(route_once(&h, &[]).as_deref(), Some("hz-a"));
     h.advance(Duration::from_millis(200));
     h.tick();
@@ -227,13 +220,7 @@ fn a_controller_without_a_state_document_leaves_full_configs_in_charge() {
     let mut next = boot();
     next["routes"][0]["backends"][0]["ready"] = json!(0);
     next["routes"][0]["backends"][1]["ready"] = json!(2);
-    let call = pending_pull(&h, "/v1/config");
-    h.complete_http_call(
-        call.id,
-        200,
-        &[("etag", "\"full-2\"")],
-        next.to_string().as_bytes(),
-    );
+    answer(&h, "/v1/config", "full-2", next.to_string().as_bytes());
     assert_eq!(route_once(&h, &[]).as_deref(), Some("hz-b"));
     assert!(!h.logged(LogLevel::Warn, "state pull"), "{:?}", h.logs());
 }
