@@ -1095,3 +1095,54 @@ fn an_httproute_of_1000_rules_with_one_bad_rule_serves_the_rest_and_names_it() {
         .count();
     assert_eq!(other, 2, "both rules of the other HTTPRoute are routed");
 }
+
+/// A backendRef to a Service no member has answers 500 for its share; when the Service
+/// appears in a member, the remembering deriver routes to it as a fresh one does (the cache
+/// follows every Service a route names, resolved or not, mirrors included).
+#[test]
+fn a_missing_backend_that_appears_is_routed_by_the_remembering_deriver() {
+    let mut members = shop_and_v2(&["hz-a", "hz-b"]);
+    let mut route = http_route("r", 1, "/p", 1);
+    let rule: serde_json::Value = serde_json::json!({
+        "matches": [{"path": {"type": "PathPrefix", "value": "/p"}}],
+        "filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "shadow", "port": 80}}}],
+        "backendRefs": [{"name": "shop", "port": 80}, {"name": "shop-v3", "port": 80}]});
+    route.spec.rules = Some(vec![serde_json::from_value(rule).unwrap()]);
+    let mut objects = gateway_objects();
+    objects.http_routes = vec![route];
+    let (opts, labels) = (DeriveOptions::default(), BTreeMap::new());
+    let g = GatewayInputs {
+        objects: &objects,
+        namespaces: &labels,
+        address: None,
+    };
+    let mut deriver = Deriver::default();
+    let before = deriver.derive_with(&[], Some(g), &members, &opts).unwrap();
+    assert!(
+        before.config().routes.iter().all(|r| r.mirror.is_none()),
+        "no shadow yet"
+    );
+    for svc in ["shop-v3", "shadow"] {
+        let index = Arc::make_mut(&mut members[1].index);
+        index.apply_service(&service(svc));
+        index.apply_slice(&slice(svc, &[Some(true)]));
+        let incremental = deriver.derive_with(&[], Some(g), &members, &opts).unwrap();
+        let fresh = Deriver::default()
+            .derive_with(&[], Some(g), &members, &opts)
+            .unwrap();
+        assert_eq!(incremental.json, fresh.json, "after {svc} appeared");
+        assert_eq!(
+            incremental.gateway_api, fresh.gateway_api,
+            "after {svc} appeared"
+        );
+    }
+    let after = deriver.derive_with(&[], Some(g), &members, &opts).unwrap();
+    let r = &after.config().routes[0];
+    assert!(
+        r.canaries
+            .iter()
+            .any(|c| c.direct.is_none() && c.name.contains("shop-v3")),
+        "{r:?}"
+    );
+    assert!(r.mirror.is_some(), "{r:?}");
+}

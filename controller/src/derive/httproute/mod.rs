@@ -68,7 +68,7 @@ struct Planned {
 /// An HTTPRoute as last translated.
 struct Entry {
     fingerprint: u64,
-    /// Hashes of the Services read.
+    /// Hashes of the Services it names.
     services: Vec<u64>,
     matches: Vec<Planned>,
     problems: Option<RuleProblems>,
@@ -226,17 +226,33 @@ fn plan(route: &HttpRoute, key: &ObjKey, hosts: &[String], fp: u64, fleet: &Flee
             }
         }
     }
-    let services: Vec<u64> = (matches.iter())
-        .flat_map(|m| m.services.iter().map(|s| svc_hash(&s.key())))
-        .collect();
     Entry {
         fingerprint: fp,
-        services,
+        services: named_services(route, key),
         matches,
         problems: (!problems.failed.is_empty()).then_some(problems),
         kept: Vec::new(),
         built: Arc::new(BuiltBase::default()),
     }
+}
+
+/// Hashes of every Service the route's backendRefs and mirrors name (a ServiceImport names
+/// the exported Service of its name), whether it resolves now or not: one appearing, changing
+/// or going away must translate the route again.
+fn named_services(route: &HttpRoute, key: &ObjKey) -> Vec<u64> {
+    let rules = route.spec.rules.iter().flatten();
+    let backends = (rules.clone())
+        .flat_map(|r| r.backend_refs.iter().flatten())
+        .map(|b| (&b.namespace, &b.name));
+    let mirrors = (rules.flat_map(|r| r.filters.iter().flatten()))
+        .filter_map(|f| f.request_mirror.as_ref())
+        .map(|m| (&m.backend_ref.namespace, &m.backend_ref.name));
+    (backends.chain(mirrors))
+        .map(|(ns, name)| {
+            let ns = ns.as_deref().unwrap_or(&key.namespace);
+            svc_hash(&(ns.to_string(), name.clone()))
+        })
+        .collect()
 }
 
 /// One match's route on every attached host, if the plugin accepts it.
