@@ -300,7 +300,7 @@ fn planned(
 /// routes are kept while every match keeps the same hosts.
 fn claim(mut e: Entry, hosts: &[String], claimed: &mut HashSet<String>, ctx: &Ctx<'_>) -> Entry {
     let kept: Vec<Option<Vec<String>>> = (e.matches.iter())
-        .map(|m| unclaimed(&m.claims, hosts.is_empty(), claimed))
+        .map(|m| unclaimed(&m.claims, claimed))
         .collect();
     if kept == e.kept {
         return e;
@@ -328,22 +328,18 @@ fn claim(mut e: Entry, hosts: &[String], claimed: &mut HashSet<String>, ctx: &Ct
     e
 }
 
-/// The hosts of `claims` no earlier route claims, claiming them; `None` = none left (`any`:
-/// the route has no hosts, its one claim is for any host).
+/// The hosts of `claims` no earlier route claims, claiming them; `None` = none left. The host
+/// `""` (a route with no hosts: any host) stays no hosts.
 fn unclaimed(
     claims: &[(String, Option<String>)],
-    any: bool,
     claimed: &mut HashSet<String>,
 ) -> Option<Vec<String>> {
-    let left: Vec<String> = (claims.iter())
+    let left: Vec<&String> = (claims.iter())
         .filter(|(_, claim)| claim.as_ref().is_none_or(|c| claimed.insert(c.clone())))
-        .map(|(h, _)| h.clone())
+        .map(|(h, _)| h)
         .collect();
-    match (left.is_empty(), any) {
-        (true, _) => None,
-        (false, true) => Some(Vec::new()),
-        (false, false) => Some(left),
-    }
+    let hosts = left.iter().filter(|h| !h.is_empty()).map(|h| h.to_string());
+    (!left.is_empty()).then(|| hosts.collect())
 }
 
 #[cfg(test)]
@@ -362,35 +358,23 @@ mod tests {
         let mut claimed = HashSet::new();
         let (a, ab) = (["a.io"], ["a.io", "b.io"]);
         let kept = |v: &[&str]| Some(v.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+        assert_eq!(unclaimed(&claims(&a, Some("/x")), &mut claimed), kept(&a));
         assert_eq!(
-            unclaimed(&claims(&a, Some("/x")), false, &mut claimed),
-            kept(&a)
-        );
-        assert_eq!(
-            unclaimed(&claims(&ab, Some("/x")), false, &mut claimed),
+            unclaimed(&claims(&ab, Some("/x")), &mut claimed),
             kept(&["b.io"])
         );
+        assert_eq!(unclaimed(&claims(&ab, Some("/x")), &mut claimed), None);
         assert_eq!(
-            unclaimed(&claims(&ab, Some("/x")), false, &mut claimed),
-            None
-        );
-        assert_eq!(
-            unclaimed(&claims(&a, Some("/x GET")), false, &mut claimed),
+            unclaimed(&claims(&a, Some("/x GET")), &mut claimed),
             kept(&a)
         );
         // A regex path claims nothing: never left out.
-        assert_eq!(
-            unclaimed(&claims(&ab, None), false, &mut claimed),
-            kept(&ab)
-        );
+        assert_eq!(unclaimed(&claims(&ab, None), &mut claimed), kept(&ab));
         // No hosts: any host, claimed once.
         assert_eq!(
-            unclaimed(&claims(&[], Some("/x")), true, &mut claimed),
+            unclaimed(&claims(&[], Some("/x")), &mut claimed),
             Some(vec![])
         );
-        assert_eq!(
-            unclaimed(&claims(&[], Some("/x")), true, &mut claimed),
-            None
-        );
+        assert_eq!(unclaimed(&claims(&[], Some("/x")), &mut claimed), None);
     }
 }
