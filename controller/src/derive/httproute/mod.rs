@@ -134,7 +134,7 @@ pub(crate) fn translate(
             Some(e) if e.fingerprint == fingerprint && !dirty.touches(&e.services) => e,
             _ => plan(route, &key, &hosts, fingerprint, &fleet),
         };
-        let entry = claim(entry, &hosts, &mut claimed, ctx);
+        let entry = claim(entry, &mut claimed, ctx);
         out.built.push(Arc::clone(&entry.built));
         if let Some(p) = &entry.problems {
             out.invalid.insert(key.clone(), p.clone());
@@ -298,7 +298,7 @@ fn planned(
 
 /// Claim each match's hosts (in precedence order, after every earlier HTTPRoute); the built
 /// routes are kept while every match keeps the same hosts.
-fn claim(mut e: Entry, hosts: &[String], claimed: &mut HashSet<String>, ctx: &Ctx<'_>) -> Entry {
+fn claim(mut e: Entry, claimed: &mut HashSet<String>, ctx: &Ctx<'_>) -> Entry {
     let kept: Vec<Option<Vec<String>>> = (e.matches.iter())
         .map(|m| unclaimed(&m.claims, claimed))
         .collect();
