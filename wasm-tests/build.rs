@@ -32,7 +32,7 @@ const HOST_GUESTS: [(&str, &str, &str); 3] = [
         "FLEETGATE_ROUTER",
     ),
 ];
-/// The workspace's wasm profile (size-optimised, panic = abort), as gateways get the plugin.
+/// The workspace's wasm profile (panic = abort, then wasm-opt -Oz), as gateways get the plugin.
 const PROFILE: &str = "wasm";
 const PLUGIN: (&str, &str, &str) = ("fleetgate-plugin", "fleetgate_plugin", "FLEETGATE_PLUGIN");
 

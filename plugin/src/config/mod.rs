@@ -109,26 +109,16 @@ fn parse_json<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, ConfigEr
             format!("the document is {mib} MiB, more than the {max} MiB this plugin reads"),
         ));
     }
-    // Tracking the path costs about as much as the parse itself, so only a rejected document
-    // is read a second time, with `serde_path_to_error`, to say where it failed.
-    serde_json::from_slice(json).map_err(|e| {
-        located_error::<T>(json).unwrap_or_else(|| ConfigError::new("", without_position(&e)))
-    })
-}
-
-/// The error of a rejected document with its JSON path; `None` if it reads fine this time.
-fn located_error<T: serde::de::DeserializeOwned>(json: &[u8]) -> Option<ConfigError> {
+    // One reading, path tracked: a second, untracked reading for the common case would double
+    // every `Deserialize` impl in the .wasm (about 100 KB), which would not leave the 512 KB
+    // budget room for the speed-optimised build that keeps config load within its target.
     let mut de = serde_json::Deserializer::from_slice(json);
-    match serde_path_to_error::deserialize::<_, T>(&mut de) {
-        Err(e) => Some(ConfigError::new(
-            json_path(e.path()),
-            without_position(e.inner()),
-        )),
-        Ok(_) => de
-            .end()
-            .err()
-            .map(|e| ConfigError::new("", without_position(&e))),
-    }
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+        ConfigError::new(json_path(e.path()), without_position(e.inner()))
+    })?;
+    de.end()
+        .map_err(|e| ConfigError::new("", without_position(&e)))?;
+    Ok(value)
 }
 
 /// `routes[0].backends[1].cluster`; the root is the empty path. A syntax error between two
