@@ -1146,3 +1146,93 @@ fn a_missing_backend_that_appears_is_routed_by_the_remembering_deriver() {
     );
     assert!(r.mirror.is_some(), "{r:?}");
 }
+
+/// HTTPRoute `r` of namespace `team` on shop.example.com and www.shop.io, to `shop` and `late`
+/// of `default` (cross-namespace: a ReferenceGrant must allow them), never edited.
+fn team_route() -> ::gateway_api::apis::standard::httproutes::HttpRoute {
+    let mut r = http_route("r", 1, "/p", 1);
+    r.metadata.namespace = Some("team".into());
+    if let Some(p) = r.spec.parent_refs.iter_mut().flatten().next() {
+        p.namespace = Some("default".into());
+    }
+    r.spec.hostnames = Some(vec!["shop.example.com".into(), "www.shop.io".into()]);
+    let rule = serde_json::json!({"matches": [{"path": {"type": "PathPrefix", "value": "/p"}}],
+        "backendRefs": [{"name": "shop", "namespace": "default", "port": 80},
+                        {"name": "late", "namespace": "default", "port": 80}]});
+    r.spec.rules = Some(vec![serde_json::from_value(rule).unwrap()]);
+    r
+}
+
+/// The Gateway `fleet`'s one listener taking routes `from` (`Selector`: namespaces labelled
+/// `env=prod`), on `hostname` if any.
+fn fleet_listener(
+    from: &str,
+    hostname: Option<&str>,
+) -> ::gateway_api::apis::standard::gateways::Gateway {
+    let mut l = serde_json::json!({"name": "http", "port": 80, "protocol": "HTTP",
+        "allowedRoutes": {"namespaces": {"from": from,
+            "selector": {"matchLabels": {"env": "prod"}}}}});
+    if let Some(h) = hostname {
+        l["hostname"] = h.into();
+    }
+    let g = serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "fleet", "namespace": "default"},
+        "spec": {"gatewayClassName": "fleetgate", "listeners": [l]}});
+    serde_json::from_value(g).unwrap()
+}
+
+/// A route's evaluation and translation are remembered while what they read stays: the same
+/// HTTPRoute (never edited) must follow a ReferenceGrant added, a Service it names appearing
+/// and going away, its namespace's labels and the Gateway's listener changing, exactly as a
+/// fresh derivation does.
+#[test]
+fn a_remembered_httproute_follows_grants_services_namespace_labels_and_listeners() {
+    let mut members = shop_and_v2(&["hz-a", "hz-b"]);
+    let mut objects = gateway_objects();
+    objects.gateways = vec![fleet_listener("Selector", Some("*.example.com"))];
+    objects.http_routes = vec![team_route()];
+    let labels = |env: &str| {
+        let l = BTreeMap::from([("env".to_string(), env.to_string())]);
+        BTreeMap::from([("team".to_string(), l)])
+    };
+    let mut namespaces = labels("prod");
+    let grant: ::gateway_api::apis::standard::referencegrants::ReferenceGrant =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+            "metadata": {"name": "team", "namespace": "default"},
+            "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
+                "namespace": "team"}], "to": [{"group": "", "kind": "Service"}]}}))
+        .unwrap();
+    let opts = DeriveOptions::default();
+    let mut deriver = Deriver::default();
+    let mut last = None;
+    for step in 0..7 {
+        match step {
+            0 => {}
+            1 => objects.grants = vec![grant.clone()],
+            2 => drop(Arc::make_mut(&mut members[1].index).apply_service(&service("late"))),
+            3 => drop(Arc::make_mut(&mut members[1].index).delete_service(&service("late"))),
+            4 => namespaces = labels("dev"),
+            5 => objects.gateways = vec![fleet_listener("All", Some("*.example.com"))],
+            _ => objects.gateways = vec![fleet_listener("All", None)],
+        }
+        let g = GatewayInputs {
+            objects: &objects,
+            namespaces: &namespaces,
+            address: None,
+        };
+        let incremental = deriver.derive_with(&[], Some(g), &members, &opts).unwrap();
+        let fresh = Deriver::default()
+            .derive_with(&[], Some(g), &members, &opts)
+            .unwrap();
+        assert_eq!(incremental.gateway_api, fresh.gateway_api, "step {step}");
+        assert_eq!(incremental.json, fresh.json, "step {step}");
+        let now = (fresh.config().routes.clone(), fresh.gateway_api);
+        assert_ne!(
+            last.as_ref(),
+            Some(&now),
+            "step {step} changes what is derived"
+        );
+        last = Some(now);
+    }
+}

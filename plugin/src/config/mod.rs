@@ -113,9 +113,8 @@ fn parse_json<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, ConfigEr
     // every `Deserialize` impl in the .wasm (about 100 KB), which would not leave the 512 KB
     // budget room for the speed-optimised build that keeps config load within its target.
     let mut de = serde_json::Deserializer::from_slice(json);
-    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
-        ConfigError::new(json_path(e.path()), without_position(e.inner()))
-    })?;
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de)
+        .map_err(|e| ConfigError::new(json_path(e.path()), without_position(e.inner())))?;
     de.end()
         .map_err(|e| ConfigError::new("", without_position(&e)))?;
     Ok(value)

@@ -16,10 +16,11 @@
 //! A change costs what it touches, as for Ingresses: an HTTPRoute is translated again only when
 //! it, where it attaches, or a Service it reads changed; otherwise only the claims are checked.
 
+mod evaluation;
 mod rules;
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use fleetgate_plugin::config::RouteV1;
@@ -28,11 +29,14 @@ use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteRulesMatches};
 
 use super::finish::{check, finished};
 use super::routes::BuiltBase;
-use super::{Ctx, Dirty, IngressKey, MemberSnapshot, OriginKind, RouteOrigin, SvcRef};
+use super::{
+    Ctx, Dirty, GatewayInputs, IngressKey, MemberSnapshot, OriginKind, RouteOrigin, SvcRef,
+};
 use crate::annotations;
 use crate::endpoints::svc_hash;
 use crate::gateway_api::refs::FleetBackends;
-use crate::gateway_api::{ObjKey, Objects, Outcome, RouteOutcome, RuleProblems};
+use crate::gateway_api::{ObjKey, Outcome, RouteOutcome, RuleProblems};
+use evaluation::{hash_of, version_of};
 use rules::{apply_match, rule_template, Fleet, Rule};
 
 /// Where an HTTPRoute's route stands in the spec's precedence among equally specific routes:
@@ -67,7 +71,11 @@ struct Planned {
 
 /// An HTTPRoute as last translated.
 struct Entry {
-    fingerprint: u64,
+    /// The route's version ([`evaluation::version_of`]).
+    version: u64,
+    /// The evaluation it was translated from: the memory gives a new one when where the route
+    /// attaches may have changed.
+    outcome: Arc<RouteOutcome>,
     /// Hashes of the Services it names.
     services: Vec<u64>,
     matches: Vec<Planned>,
@@ -75,25 +83,30 @@ struct Entry {
     /// The hosts each match kept after claims when `built` was made.
     kept: Vec<Option<Vec<String>>>,
     built: Arc<BuiltBase>,
+    /// The last translation that met the route.
+    pass: u64,
 }
 
-/// Translated HTTPRoutes, by key.
+/// Evaluated and translated HTTPRoutes, by key.
 #[derive(Default)]
 pub(crate) struct Cache {
     by_route: HashMap<ObjKey, Entry>,
+    evaluated: evaluation::Memo,
     /// ReferenceGrants and ServiceImports the entries were made with.
     world: u64,
+    pass: u64,
 }
 
-/// Translate every HTTPRoute that attached to a listener of ours.
+/// Evaluate the Gateway API objects, and translate every HTTPRoute that attached to a
+/// listener of ours.
 pub(crate) fn translate(
-    objs: &Objects,
-    outcome: &Outcome,
+    g: &GatewayInputs<'_>,
     members: &[MemberSnapshot],
     ctx: &Ctx<'_>,
     ingress: &[Arc<BuiltBase>],
     (dirty, cache): (&Dirty, &mut Cache),
-) -> Translated {
+) -> (Outcome, Translated) {
+    let objs = g.objects;
     let world = hash_of(&(
         serde_json::to_string(&objs.grants).unwrap_or_default(),
         serde_json::to_string(&objs.service_imports).unwrap_or_default(),
@@ -104,6 +117,7 @@ pub(crate) fn translate(
             ..Cache::default()
         };
     }
+    let outcome = evaluation::evaluate(g, members, dirty, &mut cache.evaluated);
     let fleet = Fleet {
         objs,
         ctx,
@@ -113,7 +127,11 @@ pub(crate) fn translate(
         },
     };
     let mut routes: Vec<&HttpRoute> = objs.http_routes.iter().collect();
-    routes.sort_by_cached_key(|r| (created(r), ObjKey::of(&r.metadata)));
+    routes.sort_by_cached_key(|r| {
+        let (ns, name) = (&r.metadata.namespace, &r.metadata.name);
+        let (ns, name) = (ns.as_deref(), name.as_deref());
+        (created(r), ns.unwrap_or_default(), name.unwrap_or_default())
+    });
     let mut out = Translated::default();
     // What the Ingress routes (listed first) claim, an HTTPRoute leaves alone.
     let mut claimed: HashSet<String> = match routes.is_empty() {
@@ -122,33 +140,34 @@ pub(crate) fn translate(
             .flat_map(|r| r.claims.iter().cloned())
             .collect(),
     };
-    let mut by_route = HashMap::with_capacity(routes.len());
+    cache.pass += 1;
     for route in routes {
         let key = ObjKey::of(&route.metadata);
-        let Some(o) = outcome_of(outcome, &key) else {
+        let Some(o) = outcome_of(&outcome, &key).filter(|o| !o.attachments.is_empty()) else {
             continue;
         };
-        let Some(hosts) = hosts_of(o) else { continue };
-        let fingerprint = hash_of(&(fingerprint_of(route), &hosts));
-        let entry = match cache.by_route.remove(&key) {
-            Some(e) if e.fingerprint == fingerprint && !dirty.touches(&e.services) => e,
-            _ => plan(route, &key, &hosts, fingerprint, &fleet),
+        let version = version_of(route);
+        let entry = match cache.by_route.entry(key) {
+            MapEntry::Vacant(v) => v.insert(plan(route, o, version, &fleet)),
+            MapEntry::Occupied(e) => {
+                let e = e.into_mut();
+                let same = e.version == version && Arc::ptr_eq(&e.outcome, o);
+                if !same || dirty.touches(&e.services) {
+                    *e = plan(route, o, version, &fleet);
+                }
+                e
+            }
         };
-        let entry = claim(entry, &mut claimed, ctx);
+        entry.pass = cache.pass;
+        claim(entry, &mut claimed, ctx);
         out.built.push(Arc::clone(&entry.built));
         if let Some(p) = &entry.problems {
-            out.invalid.insert(key.clone(), p.clone());
+            out.invalid.insert(o.route.clone(), p.clone());
         }
-        by_route.insert(key, entry);
     }
-    cache.by_route = by_route;
-    out
-}
-
-fn hash_of(v: &impl Hash) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    v.hash(&mut h);
-    h.finish()
+    let pass = cache.pass;
+    cache.by_route.retain(|_, e| e.pass == pass);
+    (outcome, out)
 }
 
 fn created(r: &HttpRoute) -> Option<i64> {
@@ -158,37 +177,30 @@ fn created(r: &HttpRoute) -> Option<i64> {
         .map(|t| t.0.as_second())
 }
 
-/// An object version: its uid and resourceVersion where the API server set them (every edit
-/// changes the resourceVersion), else its whole content (hand-written dumps).
-fn fingerprint_of(route: &HttpRoute) -> String {
-    match (&route.metadata.uid, &route.metadata.resource_version) {
-        (Some(uid), Some(rv)) if !rv.is_empty() => format!("{uid}/{rv}"),
-        _ => serde_json::to_string(route).unwrap_or_default(),
-    }
-}
-
 /// The route's evaluation (routes are sorted by key).
-fn outcome_of<'o>(outcome: &'o Outcome, key: &ObjKey) -> Option<&'o RouteOutcome> {
+fn outcome_of<'o>(outcome: &'o Outcome, key: &ObjKey) -> Option<&'o Arc<RouteOutcome>> {
     let i = outcome.routes.binary_search_by(|o| o.route.cmp(key)).ok()?;
     outcome.routes.get(i)
 }
 
-/// The union of the attachments' hostnames; empty = any host; `None` = attached nowhere.
-fn hosts_of(o: &RouteOutcome) -> Option<Vec<String>> {
+/// The union of the attachments' hostnames; empty = any host.
+fn hosts_of(o: &RouteOutcome) -> Vec<String> {
     let mut hosts: Vec<String> = Vec::new();
     for a in &o.attachments {
         if a.hostnames.iter().any(|h| h == "*") {
-            return Some(Vec::new());
+            return Vec::new();
         }
         hosts.extend(a.hostnames.iter().cloned());
     }
     hosts.sort();
     hosts.dedup();
-    (!o.attachments.is_empty()).then_some(hosts)
+    hosts
 }
 
-/// Translate one HTTPRoute: every rule and match, checked by the plugin's validation.
-fn plan(route: &HttpRoute, key: &ObjKey, hosts: &[String], fp: u64, fleet: &Fleet<'_>) -> Entry {
+/// Translate one HTTPRoute where it attached (`o`): every rule and match, checked by the
+/// plugin's validation.
+fn plan(route: &HttpRoute, o: &Arc<RouteOutcome>, version: u64, fleet: &Fleet<'_>) -> Entry {
+    let (key, hosts) = (&o.route, &hosts_of(o));
     let rules = route.spec.rules.as_deref().unwrap_or_default();
     let mut problems = RuleProblems {
         rules: rules.len(),
@@ -227,19 +239,21 @@ fn plan(route: &HttpRoute, key: &ObjKey, hosts: &[String], fp: u64, fleet: &Flee
         }
     }
     Entry {
-        fingerprint: fp,
+        version,
+        outcome: Arc::clone(o),
         services: named_services(route, key),
         matches,
         problems: (!problems.failed.is_empty()).then_some(problems),
         kept: Vec::new(),
         built: Arc::new(BuiltBase::default()),
+        pass: 0,
     }
 }
 
 /// Hashes of every Service the route's backendRefs and mirrors name (a ServiceImport names
 /// the exported Service of its name), whether it resolves now or not: one appearing, changing
 /// or going away must translate the route again.
-fn named_services(route: &HttpRoute, key: &ObjKey) -> Vec<u64> {
+pub(super) fn named_services(route: &HttpRoute, key: &ObjKey) -> Vec<u64> {
     let rules = route.spec.rules.iter().flatten();
     let backends = (rules.clone())
         .flat_map(|r| r.backend_refs.iter().flatten())
@@ -298,12 +312,12 @@ fn planned(
 
 /// Claim each match's hosts (in precedence order, after every earlier HTTPRoute); the built
 /// routes are kept while every match keeps the same hosts.
-fn claim(mut e: Entry, claimed: &mut HashSet<String>, ctx: &Ctx<'_>) -> Entry {
+fn claim(e: &mut Entry, claimed: &mut HashSet<String>, ctx: &Ctx<'_>) {
     let kept: Vec<Option<Vec<String>>> = (e.matches.iter())
         .map(|m| unclaimed(&m.claims, claimed))
         .collect();
     if kept == e.kept {
-        return e;
+        return;
     }
     let routes = (e.matches.iter().zip(&kept))
         .filter_map(|(m, hosts)| {
@@ -325,7 +339,6 @@ fn claim(mut e: Entry, claimed: &mut HashSet<String>, ctx: &Ctx<'_>) -> Entry {
         problems: Vec::new(),
     });
     e.kept = kept;
-    e
 }
 
 /// The hosts of `claims` no earlier route claims, claiming them; `None` = none left. The host
