@@ -127,10 +127,11 @@ pub struct Outcome {
 /// Evaluate the fleet's Gateway API objects.
 pub fn evaluate(inputs: &Inputs<'_>, backends: &impl Backends) -> Outcome {
     let (classes, gateways) = gateways(inputs);
-    let routes = (inputs.routes.iter())
+    let mut routes: Vec<_> = (inputs.routes.iter())
         .filter_map(|r| route_outcome(r, inputs, &gateways, backends))
         .map(Arc::new)
         .collect();
+    routes.sort_by(|a, b| a.route.cmp(&b.route));
     assemble(classes, gateways, routes)
 }
 
@@ -162,14 +163,13 @@ pub fn gateways(inputs: &Inputs<'_>) -> (BTreeMap<String, Cond>, Vec<GatewayOutc
     (classes, gateways)
 }
 
-/// The outcome of these classes, Gateways and route outcomes: routes sorted by key, each
-/// listener with the number of routes attached to it.
+/// The outcome of these classes, Gateways and route outcomes (sorted by key), each listener
+/// with the number of routes attached to it.
 pub fn assemble(
     classes: BTreeMap<String, Cond>,
     mut gateways: Vec<GatewayOutcome>,
-    mut routes: Vec<Arc<RouteOutcome>>,
+    routes: Vec<Arc<RouteOutcome>>,
 ) -> Outcome {
-    routes.sort_by(|a, b| a.route.cmp(&b.route));
     listeners::count_attached(&mut gateways, &routes);
     Outcome {
         classes,

@@ -21,6 +21,8 @@ use crate::gateway_api::{self, ObjKey, Outcome, RouteOutcome};
 #[derive(Default)]
 pub(super) struct Memo {
     by_route: HashMap<ObjKey, Remembered>,
+    /// Indexes of the objects' routes, by key.
+    order: Vec<usize>,
     /// Counts evaluations: an entry not met in the last one is for a deleted route.
     pass: u64,
 }
@@ -32,6 +34,8 @@ struct Remembered {
     services: Vec<u64>,
     /// `None`: no parent of the route is ours.
     outcome: Option<Arc<RouteOutcome>>,
+    /// The route's index in the objects.
+    at: usize,
     pass: u64,
 }
 
@@ -41,13 +45,20 @@ pub(super) fn hash_of(v: &impl Hash) -> u64 {
     h.finish()
 }
 
+/// The evaluation, and per route of it (sorted by key, as in [`Outcome::routes`]) the index
+/// of its HTTPRoute in the objects.
+pub(super) struct Evaluated {
+    pub outcome: Outcome,
+    pub sources: Vec<usize>,
+}
+
 /// [`gateway_api::evaluate`], reusing every route outcome whose inputs did not change.
 pub(super) fn evaluate(
     g: &GatewayInputs<'_>,
     members: &[MemberSnapshot],
     dirty: &Dirty,
     memo: &mut Memo,
-) -> Outcome {
+) -> Evaluated {
     let inputs = g.inputs();
     let backends = g.backends(members);
     let (classes, gateways) = gateway_api::gateways(&inputs);
@@ -57,8 +68,9 @@ pub(super) fn evaluate(
         .map(|(ns, l)| (ns.as_str(), hash_of(l)))
         .collect();
     memo.pass += 1;
-    let mut routes = Vec::with_capacity(inputs.routes.len());
-    for route in inputs.routes {
+    let mut moved = false;
+    let mut outcomes = Vec::with_capacity(inputs.routes.len());
+    for (at, route) in inputs.routes.iter().enumerate() {
         let key = ObjKey::of(&route.metadata);
         let ns = labels.get(key.namespace.as_str());
         let stamp = hash_of(&(shared, ns, version_of(route)));
@@ -66,28 +78,67 @@ pub(super) fn evaluate(
             stamp,
             services: named_services(route, key),
             outcome: gateway_api::route_outcome(route, &inputs, &gateways, &backends).map(Arc::new),
+            at: usize::MAX,
             pass: memo.pass,
         };
-        let r = match memo.by_route.entry(key) {
-            Entry::Occupied(mut o) => {
-                let r = o.get();
-                if r.stamp != stamp || dirty.touches(&r.services) {
-                    let r = fresh(o.key());
-                    o.insert(r);
-                }
-                o.into_mut()
-            }
-            Entry::Vacant(v) => {
-                let r = fresh(v.key());
-                v.insert(r)
-            }
-        };
+        let r = remember(&mut memo.by_route, key, fresh, |r| {
+            r.stamp != stamp || dirty.touches(&r.services)
+        });
+        moved |= std::mem::replace(&mut r.at, at) != at;
         r.pass = memo.pass;
-        routes.extend(r.outcome.clone());
+        outcomes.push(r.outcome.clone());
     }
-    let pass = memo.pass;
+    let (pass, before) = (memo.pass, memo.by_route.len());
     memo.by_route.retain(|_, r| r.pass == pass);
-    gateway_api::assemble(classes, gateways, routes)
+    // The order by key stays while every route keeps its key and place.
+    if moved || memo.by_route.len() != before || memo.order.len() != outcomes.len() {
+        memo.order = by_key(inputs.routes);
+    }
+    let sources: Vec<usize> = (memo.order.iter().copied())
+        .filter(|i| outcomes[*i].is_some())
+        .collect();
+    let routes = sources
+        .iter()
+        .filter_map(|i| outcomes[*i].clone())
+        .collect();
+    Evaluated {
+        outcome: gateway_api::assemble(classes, gateways, routes),
+        sources,
+    }
+}
+
+/// The remembered entry of `key`, made `fresh` where there is none or it is `stale`.
+fn remember(
+    memo: &mut HashMap<ObjKey, Remembered>,
+    key: ObjKey,
+    fresh: impl Fn(&ObjKey) -> Remembered,
+    stale: impl Fn(&Remembered) -> bool,
+) -> &mut Remembered {
+    match memo.entry(key) {
+        Entry::Occupied(mut o) => {
+            if stale(o.get()) {
+                let r = fresh(o.key());
+                o.insert(r);
+            }
+            o.into_mut()
+        }
+        Entry::Vacant(v) => {
+            let r = fresh(v.key());
+            v.insert(r)
+        }
+    }
+}
+
+/// Indexes of `routes` in the order of their keys (as [`ObjKey`] orders them; stable).
+fn by_key(routes: &[HttpRoute]) -> Vec<usize> {
+    let key = |i: usize| {
+        let m = &routes[i].metadata;
+        let (ns, name) = (m.namespace.as_deref(), m.name.as_deref());
+        (ns.unwrap_or_default(), name.unwrap_or_default())
+    };
+    let mut order: Vec<usize> = (0..routes.len()).collect();
+    order.sort_by(|a, b| key(*a).cmp(&key(*b)));
+    order
 }
 
 /// A hash of the route's version: its uid and resourceVersion where the API server set them

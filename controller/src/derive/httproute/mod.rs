@@ -19,7 +19,6 @@
 mod evaluation;
 mod rules;
 
-use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -35,8 +34,8 @@ use super::{
 use crate::annotations;
 use crate::endpoints::svc_hash;
 use crate::gateway_api::refs::FleetBackends;
-use crate::gateway_api::{ObjKey, Outcome, RouteOutcome, RuleProblems};
-use evaluation::{hash_of, version_of};
+use crate::gateway_api::{ObjKey, Objects, Outcome, RouteOutcome, RuleProblems};
+use evaluation::{hash_of, Evaluated};
 use rules::{apply_match, rule_template, Fleet, Rule};
 
 /// Where an HTTPRoute's route stands in the spec's precedence among equally specific routes:
@@ -71,10 +70,8 @@ struct Planned {
 
 /// An HTTPRoute as last translated.
 struct Entry {
-    /// The route's version ([`evaluation::version_of`]).
-    version: u64,
-    /// The evaluation it was translated from: the memory gives a new one when where the route
-    /// attaches may have changed.
+    /// The evaluation it was translated from: the memory gives a new one when the route, or
+    /// where it attaches, may have changed.
     outcome: Arc<RouteOutcome>,
     /// Hashes of the Services it names.
     services: Vec<u64>,
@@ -117,7 +114,7 @@ pub(crate) fn translate(
             ..Cache::default()
         };
     }
-    let outcome = evaluation::evaluate(g, members, dirty, &mut cache.evaluated);
+    let evaluated = evaluation::evaluate(g, members, dirty, &mut cache.evaluated);
     let fleet = Fleet {
         objs,
         ctx,
@@ -126,37 +123,25 @@ pub(crate) fn translate(
             imports: &objs.service_imports,
         },
     };
-    let mut routes: Vec<&HttpRoute> = objs.http_routes.iter().collect();
-    routes.sort_by_cached_key(|r| {
-        let (ns, name) = (&r.metadata.namespace, &r.metadata.name);
-        let (ns, name) = (ns.as_deref(), name.as_deref());
-        (created(r), ns.unwrap_or_default(), name.unwrap_or_default())
-    });
     let mut out = Translated::default();
     // What the Ingress routes (listed first) claim, an HTTPRoute leaves alone.
-    let mut claimed: HashSet<String> = match routes.is_empty() {
+    let mut claimed: HashSet<String> = match objs.http_routes.is_empty() {
         true => HashSet::new(),
         false => (ingress.iter().flat_map(|b| &b.routes))
             .flat_map(|r| r.claims.iter().cloned())
             .collect(),
     };
     cache.pass += 1;
-    for route in routes {
-        let key = ObjKey::of(&route.metadata);
-        let Some(o) = outcome_of(&outcome, &key).filter(|o| !o.attachments.is_empty()) else {
+    for (route, o) in by_precedence(objs, &evaluated) {
+        if o.attachments.is_empty() {
             continue;
-        };
-        let version = version_of(route);
-        let entry = match cache.by_route.entry(key) {
-            MapEntry::Vacant(v) => v.insert(plan(route, o, version, &fleet)),
-            MapEntry::Occupied(e) => {
-                let e = e.into_mut();
-                let same = e.version == version && Arc::ptr_eq(&e.outcome, o);
-                if !same || dirty.touches(&e.services) {
-                    *e = plan(route, o, version, &fleet);
-                }
-                e
-            }
+        }
+        let stale = |e: &Entry| !Arc::ptr_eq(&e.outcome, o) || dirty.touches(&e.services);
+        if cache.by_route.get(&o.route).is_none_or(stale) {
+            (cache.by_route).insert(o.route.clone(), plan(route, o, &fleet));
+        }
+        let Some(entry) = cache.by_route.get_mut(&o.route) else {
+            continue;
         };
         entry.pass = cache.pass;
         claim(entry, &mut claimed, ctx);
@@ -167,7 +152,20 @@ pub(crate) fn translate(
     }
     let pass = cache.pass;
     cache.by_route.retain(|_, e| e.pass == pass);
-    (outcome, out)
+    (evaluated.outcome, out)
+}
+
+/// The evaluated routes with their HTTPRoutes, oldest first, then by key (the evaluation is
+/// sorted by key, and a stable sort keeps that order among routes of one age).
+fn by_precedence<'e>(
+    objs: &'e Objects,
+    evaluated: &'e Evaluated,
+) -> impl Iterator<Item = (&'e HttpRoute, &'e Arc<RouteOutcome>)> {
+    let routes = &evaluated.outcome.routes;
+    let source = |i: usize| &objs.http_routes[evaluated.sources[i]];
+    let mut order: Vec<usize> = (0..routes.len()).collect();
+    order.sort_by_key(|i| created(source(*i)));
+    order.into_iter().map(move |i| (source(i), &routes[i]))
 }
 
 fn created(r: &HttpRoute) -> Option<i64> {
@@ -175,12 +173,6 @@ fn created(r: &HttpRoute) -> Option<i64> {
         .creation_timestamp
         .as_ref()
         .map(|t| t.0.as_second())
-}
-
-/// The route's evaluation (routes are sorted by key).
-fn outcome_of<'o>(outcome: &'o Outcome, key: &ObjKey) -> Option<&'o Arc<RouteOutcome>> {
-    let i = outcome.routes.binary_search_by(|o| o.route.cmp(key)).ok()?;
-    outcome.routes.get(i)
 }
 
 /// The union of the attachments' hostnames; empty = any host.
@@ -199,7 +191,7 @@ fn hosts_of(o: &RouteOutcome) -> Vec<String> {
 
 /// Translate one HTTPRoute where it attached (`o`): every rule and match, checked by the
 /// plugin's validation.
-fn plan(route: &HttpRoute, o: &Arc<RouteOutcome>, version: u64, fleet: &Fleet<'_>) -> Entry {
+fn plan(route: &HttpRoute, o: &Arc<RouteOutcome>, fleet: &Fleet<'_>) -> Entry {
     let (key, hosts) = (&o.route, &hosts_of(o));
     let rules = route.spec.rules.as_deref().unwrap_or_default();
     let mut problems = RuleProblems {
@@ -239,7 +231,6 @@ fn plan(route: &HttpRoute, o: &Arc<RouteOutcome>, version: u64, fleet: &Fleet<'_
         }
     }
     Entry {
-        version,
         outcome: Arc::clone(o),
         services: named_services(route, key),
         matches,
