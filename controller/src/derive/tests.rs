@@ -1236,3 +1236,34 @@ fn a_remembered_httproute_follows_grants_services_namespace_labels_and_listeners
         last = Some(now);
     }
 }
+
+/// A dump may list one HTTPRoute twice: the second claims nothing the first has, and the
+/// remembering deriver (which keeps each route's hosts while the claims before it stay) must
+/// still agree with a fresh one after an endpoint change.
+#[test]
+fn an_httproute_listed_twice_is_claimed_as_a_fresh_deriver_claims_it() {
+    let mut members = shop_and_v2(&["hz-a", "hz-b"]);
+    let mut objects = gateway_objects();
+    objects.http_routes = vec![http_route("r", 1, "/p", 1), http_route("r", 1, "/p", 1)];
+    let (opts, labels) = (DeriveOptions::default(), BTreeMap::new());
+    let g = GatewayInputs {
+        objects: &objects,
+        namespaces: &labels,
+        address: None,
+    };
+    let mut deriver = Deriver::default();
+    for step in 0..2 {
+        let index = Arc::make_mut(&mut members[0].index);
+        index.apply_slice(&slice("shop", &vec![Some(true); 1 + 2 * step]));
+        let incremental = deriver.derive_with(&[], Some(g), &members, &opts).unwrap();
+        let fresh = Deriver::default()
+            .derive_with(&[], Some(g), &members, &opts)
+            .unwrap();
+        assert_eq!(incremental.json, fresh.json, "step {step}");
+        assert_eq!(
+            fresh.route_count(),
+            2,
+            "step {step}: the first one's two matches"
+        );
+    }
+}

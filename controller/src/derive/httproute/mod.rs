@@ -16,6 +16,7 @@
 //! A change costs what it touches, as for Ingresses: an HTTPRoute is translated again only when
 //! it, where it attaches, or a Service it reads changed; otherwise only the claims are checked.
 
+mod claiming;
 mod evaluation;
 mod rules;
 
@@ -77,9 +78,12 @@ struct Entry {
     services: Vec<u64>,
     matches: Vec<Planned>,
     problems: Option<RuleProblems>,
-    /// The hosts each match kept after claims when `built` was made.
+    /// A hash of its key and what its matches claim.
+    claims: u64,
+    /// The hosts each match kept in the last claims pass.
     kept: Vec<Option<Vec<String>>>,
-    built: Arc<BuiltBase>,
+    /// Its routes on those hosts (`None`: not built since it was translated).
+    built: Option<Arc<BuiltBase>>,
     /// The last translation that met the route.
     pass: u64,
 }
@@ -89,6 +93,7 @@ struct Entry {
 pub(crate) struct Cache {
     by_route: HashMap<ObjKey, Entry>,
     evaluated: evaluation::Memo,
+    claimed: claiming::Sequence,
     /// ReferenceGrants and ServiceImports the entries were made with.
     world: u64,
     pass: u64,
@@ -125,34 +130,68 @@ pub(crate) fn translate(
     };
     let mut out = Translated::default();
     // What the Ingress routes (listed first) claim, an HTTPRoute leaves alone.
-    let mut claimed: HashSet<String> = match objs.http_routes.is_empty() {
-        true => HashSet::new(),
-        false => (ingress.iter().flat_map(|b| &b.routes))
-            .flat_map(|r| r.claims.iter().cloned())
-            .collect(),
-    };
+    let mut pass = claiming::Pass::new(&cache.claimed, ingress);
+    let mut met: Vec<&ObjKey> = Vec::new();
     cache.pass += 1;
     for (route, o) in by_precedence(objs, &evaluated) {
         if o.attachments.is_empty() {
             continue;
         }
-        let stale = |e: &Entry| !Arc::ptr_eq(&e.outcome, o) || dirty.touches(&e.services);
-        if cache.by_route.get(&o.route).is_none_or(stale) {
-            (cache.by_route).insert(o.route.clone(), plan(route, o, &fleet));
-        }
+        let now = (dirty, cache.pass);
+        let (claims, again) = current(&mut cache.by_route, (route, o), now, &fleet);
+        let by_route = &cache.by_route;
+        let earlier = (met.iter().filter_map(|k| by_route.get(*k)))
+            .flat_map(|e| e.matches.iter().flat_map(|m| &m.claims))
+            .filter_map(|(_, c)| c.as_deref());
+        pass.next(claims, again, earlier);
+        met.push(&o.route);
         let Some(entry) = cache.by_route.get_mut(&o.route) else {
             continue;
         };
         entry.pass = cache.pass;
-        claim(entry, &mut claimed, ctx);
-        out.built.push(Arc::clone(&entry.built));
+        match pass.claimed.as_mut() {
+            Some(claimed) => claim(entry, claimed, ctx),
+            None => keep(entry, ctx),
+        }
+        out.built.extend(entry.built.clone());
         if let Some(p) = &entry.problems {
             out.invalid.insert(o.route.clone(), p.clone());
         }
     }
+    cache.claimed = pass.finish();
     let pass = cache.pass;
     cache.by_route.retain(|_, e| e.pass == pass);
     (evaluated.outcome, out)
+}
+
+/// Make sure the route's translation is current: kept while it was made from this evaluation
+/// and reads no changed Service (the hosts its matches kept carry over). Its claims' hash,
+/// and whether this translation met it before.
+fn current(
+    by_route: &mut HashMap<ObjKey, Entry>,
+    (route, o): (&HttpRoute, &Arc<RouteOutcome>),
+    (dirty, pass): (&Dirty, u64),
+    fleet: &Fleet<'_>,
+) -> (u64, bool) {
+    let stale = |e: &Entry| !Arc::ptr_eq(&e.outcome, o) || dirty.touches(&e.services);
+    match by_route.get_mut(&o.route) {
+        Some(e) if !stale(e) => (e.claims, e.pass == pass),
+        Some(e) => {
+            let kept = std::mem::take(&mut e.kept);
+            let again = e.pass == pass;
+            *e = Entry {
+                kept,
+                ..plan(route, o, fleet)
+            };
+            (e.claims, again)
+        }
+        None => {
+            let e = plan(route, o, fleet);
+            let claims = e.claims;
+            by_route.insert(o.route.clone(), e);
+            (claims, false)
+        }
+    }
 }
 
 /// The evaluated routes with their HTTPRoutes, oldest first, then by key (the evaluation is
@@ -230,13 +269,16 @@ fn plan(route: &HttpRoute, o: &Arc<RouteOutcome>, fleet: &Fleet<'_>) -> Entry {
             }
         }
     }
+    let claims: Vec<_> = matches.iter().map(|m| &m.claims).collect();
+    let claims = hash_of(&(key, claims));
     Entry {
         outcome: Arc::clone(o),
         services: named_services(route, key),
         matches,
         problems: (!problems.failed.is_empty()).then_some(problems),
+        claims,
         kept: Vec::new(),
-        built: Arc::new(BuiltBase::default()),
+        built: None,
         pass: 0,
     }
 }
@@ -307,10 +349,22 @@ fn claim(e: &mut Entry, claimed: &mut HashSet<String>, ctx: &Ctx<'_>) {
     let kept: Vec<Option<Vec<String>>> = (e.matches.iter())
         .map(|m| unclaimed(&m.claims, claimed))
         .collect();
-    if kept == e.kept {
-        return;
+    if kept != e.kept || e.built.is_none() {
+        e.built = Some(build(e, &kept, ctx));
+        e.kept = kept;
     }
-    let routes = (e.matches.iter().zip(&kept))
+}
+
+/// Every match keeps the hosts it kept in the last claims pass.
+fn keep(e: &mut Entry, ctx: &Ctx<'_>) {
+    if e.built.is_none() {
+        e.built = Some(build(e, &e.kept, ctx));
+    }
+}
+
+/// The routes of the matches on the hosts they kept.
+fn build(e: &Entry, kept: &[Option<Vec<String>>], ctx: &Ctx<'_>) -> Arc<BuiltBase> {
+    let routes = (e.matches.iter().zip(kept))
         .filter_map(|(m, hosts)| {
             let mut route = m.route.clone();
             route.hosts = hosts.clone()?;
@@ -325,11 +379,10 @@ fn claim(e: &mut Entry, claimed: &mut HashSet<String>, ctx: &Ctx<'_>) {
             Some(finished(route, origin, ctx))
         })
         .collect();
-    e.built = Arc::new(BuiltBase {
+    Arc::new(BuiltBase {
         routes,
         problems: Vec::new(),
-    });
-    e.kept = kept;
+    })
 }
 
 /// The hosts of `claims` no earlier route claims, claiming them; `None` = none left. The host
