@@ -1096,6 +1096,24 @@ fn an_httproute_of_1000_rules_with_one_bad_rule_serves_the_rest_and_names_it() {
     assert_eq!(other, 2, "both rules of the other HTTPRoute are routed");
 }
 
+/// Derive with the remembering `deriver` and with a fresh one: both must give the same
+/// config and Gateway API outcome (`what`: the step, for the message). The fresh result.
+fn as_fresh(
+    deriver: &mut Deriver,
+    g: GatewayInputs<'_>,
+    members: &[MemberSnapshot],
+    what: &str,
+) -> Derived {
+    let opts = DeriveOptions::default();
+    let incremental = deriver.derive_with(&[], Some(g), members, &opts).unwrap();
+    let fresh = Deriver::default()
+        .derive_with(&[], Some(g), members, &opts)
+        .unwrap();
+    assert_eq!(incremental.json, fresh.json, "{what}");
+    assert_eq!(incremental.gateway_api, fresh.gateway_api, "{what}");
+    fresh
+}
+
 /// A backendRef to a Service no member has answers 500 for its share; when the Service
 /// appears in a member, the remembering deriver routes to it as a fresh one does (the cache
 /// follows every Service a route names, resolved or not, mirrors included).
@@ -1126,15 +1144,7 @@ fn a_missing_backend_that_appears_is_routed_by_the_remembering_deriver() {
         let index = Arc::make_mut(&mut members[1].index);
         index.apply_service(&service(svc));
         index.apply_slice(&slice(svc, &[Some(true)]));
-        let incremental = deriver.derive_with(&[], Some(g), &members, &opts).unwrap();
-        let fresh = Deriver::default()
-            .derive_with(&[], Some(g), &members, &opts)
-            .unwrap();
-        assert_eq!(incremental.json, fresh.json, "after {svc} appeared");
-        assert_eq!(
-            incremental.gateway_api, fresh.gateway_api,
-            "after {svc} appeared"
-        );
+        as_fresh(&mut deriver, g, &members, &format!("after {svc} appeared"));
     }
     let after = deriver.derive_with(&[], Some(g), &members, &opts).unwrap();
     let r = &after.config().routes[0];
@@ -1203,7 +1213,6 @@ fn a_remembered_httproute_follows_grants_services_namespace_labels_and_listeners
             "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
                 "namespace": "team"}], "to": [{"group": "", "kind": "Service"}]}}))
         .unwrap();
-    let opts = DeriveOptions::default();
     let mut deriver = Deriver::default();
     let mut last = None;
     for step in 0..7 {
@@ -1221,12 +1230,7 @@ fn a_remembered_httproute_follows_grants_services_namespace_labels_and_listeners
             namespaces: &namespaces,
             address: None,
         };
-        let incremental = deriver.derive_with(&[], Some(g), &members, &opts).unwrap();
-        let fresh = Deriver::default()
-            .derive_with(&[], Some(g), &members, &opts)
-            .unwrap();
-        assert_eq!(incremental.gateway_api, fresh.gateway_api, "step {step}");
-        assert_eq!(incremental.json, fresh.json, "step {step}");
+        let fresh = as_fresh(&mut deriver, g, &members, &format!("step {step}"));
         let now = (fresh.config().routes.clone(), fresh.gateway_api);
         assert_ne!(
             last.as_ref(),
@@ -1245,7 +1249,7 @@ fn an_httproute_listed_twice_is_claimed_as_a_fresh_deriver_claims_it() {
     let mut members = shop_and_v2(&["hz-a", "hz-b"]);
     let mut objects = gateway_objects();
     objects.http_routes = vec![http_route("r", 1, "/p", 1), http_route("r", 1, "/p", 1)];
-    let (opts, labels) = (DeriveOptions::default(), BTreeMap::new());
+    let labels = BTreeMap::new();
     let g = GatewayInputs {
         objects: &objects,
         namespaces: &labels,
@@ -1255,11 +1259,7 @@ fn an_httproute_listed_twice_is_claimed_as_a_fresh_deriver_claims_it() {
     for step in 0..2 {
         let index = Arc::make_mut(&mut members[0].index);
         index.apply_slice(&slice("shop", &vec![Some(true); 1 + 2 * step]));
-        let incremental = deriver.derive_with(&[], Some(g), &members, &opts).unwrap();
-        let fresh = Deriver::default()
-            .derive_with(&[], Some(g), &members, &opts)
-            .unwrap();
-        assert_eq!(incremental.json, fresh.json, "step {step}");
+        let fresh = as_fresh(&mut deriver, g, &members, &format!("step {step}"));
         assert_eq!(
             fresh.route_count(),
             2,
