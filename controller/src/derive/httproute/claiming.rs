@@ -2,8 +2,9 @@
 //! from the last pass's: what a route may claim depends only on what the Ingress routes and
 //! the routes before it claim, so up to that point every route keeps the hosts it kept.
 
-use std::collections::HashSet;
 use std::sync::Arc;
+
+use foldhash::HashSet;
 
 use super::BuiltBase;
 

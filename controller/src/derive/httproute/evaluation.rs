@@ -7,11 +7,11 @@
 //! caller forgets the memory when those change) and whether the Services it names exist.
 
 use std::collections::hash_map::{DefaultHasher, Entry};
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use ::gateway_api::apis::standard::httproutes::HttpRoute;
+use foldhash::HashMap;
 
 use super::named_services;
 use crate::derive::{Dirty, GatewayInputs, MemberSnapshot};

@@ -20,11 +20,12 @@ mod claiming;
 mod evaluation;
 mod rules;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fleetgate_plugin::config::RouteV1;
 use fleetgate_plugin::route;
+use foldhash::{HashMap, HashSet};
 use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteRulesMatches};
 
 use super::finish::{check, finished};
@@ -402,6 +403,7 @@ fn unclaimed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use foldhash::HashSetExt;
 
     fn claims(hosts: &[&str], key: Option<&str>) -> Vec<(String, Option<String>)> {
         let hosts = if hosts.is_empty() { &[""][..] } else { hosts };
