@@ -1267,3 +1267,25 @@ fn an_httproute_listed_twice_is_claimed_as_a_fresh_deriver_claims_it() {
         );
     }
 }
+
+/// The remembered order of the HTTPRoutes by key follows a list that keeps its length but not
+/// its order or its names.
+#[test]
+fn the_remembered_order_of_httproutes_follows_a_reordered_or_renamed_list() {
+    let members = shop_and_v2(&["hz-a", "hz-b"]);
+    let labels = BTreeMap::new();
+    let mut objects = gateway_objects();
+    let mut deriver = Deriver::default();
+    let lists = [["b", "a"], ["a", "b"], ["c", "b"], ["b", "0"]];
+    for (step, names) in lists.iter().enumerate() {
+        objects.http_routes = (names.iter())
+            .map(|n| http_route(n, 1, &format!("/{n}"), 1))
+            .collect();
+        let g = GatewayInputs {
+            objects: &objects,
+            namespaces: &labels,
+            address: None,
+        };
+        as_fresh(&mut deriver, g, &members, &format!("step {step}"));
+    }
+}

@@ -88,10 +88,11 @@ pub(super) fn evaluate(
         r.pass = memo.pass;
         outcomes.push(r.outcome.clone());
     }
-    let (pass, before) = (memo.pass, memo.by_route.len());
+    let pass = memo.pass;
     memo.by_route.retain(|_, r| r.pass == pass);
-    // The order by key stays while every route keeps its key and place.
-    if moved || memo.by_route.len() != before || memo.order.len() != outcomes.len() {
+    // The order by key stays while every route keeps its key and place (a route gone with
+    // the length kept left its place to a new one).
+    if moved || memo.order.len() != outcomes.len() {
         memo.order = by_key(inputs.routes);
     }
     let sources: Vec<usize> = (memo.order.iter().copied())

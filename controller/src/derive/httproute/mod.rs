@@ -13,8 +13,9 @@
 //! refuses) is answered with a 500, as the spec asks, and reported per route so its status can
 //! say `PartiallyInvalid` (or `Accepted=False` when no rule is valid).
 //!
-//! A change costs what it touches, as for Ingresses: an HTTPRoute is translated again only when
-//! it, where it attaches, or a Service it reads changed; otherwise only the claims are checked.
+//! A change costs what it touches, as for Ingresses: an HTTPRoute is evaluated ([`evaluation`])
+//! and translated again only when it, where it attaches, or a Service it reads changed, and
+//! the claims are checked only from the first route whose claims changed ([`claiming`]).
 
 mod claiming;
 mod evaluation;
