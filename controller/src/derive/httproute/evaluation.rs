@@ -13,8 +13,8 @@ use std::sync::Arc;
 use ::gateway_api::apis::standard::httproutes::HttpRoute;
 use foldhash::HashMap;
 
-use super::named_services;
 use crate::derive::{Dirty, GatewayInputs, MemberSnapshot};
+use crate::endpoints::svc_hash;
 use crate::gateway_api::{self, ObjKey, Outcome, RouteOutcome};
 
 /// Route outcomes as last evaluated, by route.
@@ -140,6 +140,25 @@ fn by_key(routes: &[HttpRoute]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..routes.len()).collect();
     order.sort_by(|a, b| key(*a).cmp(&key(*b)));
     order
+}
+
+/// Hashes of every Service the route's backendRefs and mirrors name (a ServiceImport names
+/// the exported Service of its name), whether it resolves now or not: one appearing, changing
+/// or going away must evaluate and translate the route again.
+fn named_services(route: &HttpRoute, key: &ObjKey) -> Vec<u64> {
+    let rules = route.spec.rules.iter().flatten();
+    let backends = (rules.clone())
+        .flat_map(|r| r.backend_refs.iter().flatten())
+        .map(|b| (&b.namespace, &b.name));
+    let mirrors = (rules.flat_map(|r| r.filters.iter().flatten()))
+        .filter_map(|f| f.request_mirror.as_ref())
+        .map(|m| (&m.backend_ref.namespace, &m.backend_ref.name));
+    (backends.chain(mirrors))
+        .map(|(ns, name)| {
+            let ns = ns.as_deref().unwrap_or(&key.namespace);
+            svc_hash(&(ns.to_string(), name.clone()))
+        })
+        .collect()
 }
 
 /// A hash of the route's version: its uid and resourceVersion where the API server set them

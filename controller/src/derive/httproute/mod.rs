@@ -35,7 +35,6 @@ use super::{
     Ctx, Dirty, GatewayInputs, IngressKey, MemberSnapshot, OriginKind, RouteOrigin, SvcRef,
 };
 use crate::annotations;
-use crate::endpoints::svc_hash;
 use crate::gateway_api::refs::FleetBackends;
 use crate::gateway_api::{ObjKey, Objects, Outcome, RouteOutcome, RuleProblems};
 use evaluation::{hash_of, Evaluated};
@@ -73,11 +72,9 @@ struct Planned {
 
 /// An HTTPRoute as last translated.
 struct Entry {
-    /// The evaluation it was translated from: the memory gives a new one when the route, or
-    /// where it attaches, may have changed.
+    /// The evaluation it was translated from: the memory gives a new one when the route,
+    /// where it attaches, or a Service it names may have changed.
     outcome: Arc<RouteOutcome>,
-    /// Hashes of the Services it names.
-    services: Vec<u64>,
     matches: Vec<Planned>,
     problems: Option<RuleProblems>,
     /// A hash of its key and what its matches claim.
@@ -139,8 +136,7 @@ pub(crate) fn translate(
         if o.attachments.is_empty() {
             continue;
         }
-        let now = (dirty, cache.pass);
-        let (claims, again) = current(&mut cache.by_route, (route, o), now, &fleet);
+        let (claims, again) = current(&mut cache.by_route, (route, o), cache.pass, &fleet);
         let by_route = &cache.by_route;
         let earlier = (met.iter().filter_map(|k| by_route.get(*k)))
             .flat_map(|e| e.matches.iter().flat_map(|m| &m.claims))
@@ -167,17 +163,16 @@ pub(crate) fn translate(
 }
 
 /// Make sure the route's translation is current: kept while it was made from this evaluation
-/// and reads no changed Service (the hosts its matches kept carry over). Its claims' hash,
-/// and whether this translation met it before.
+/// (else made again; the hosts its matches kept carry over). Its claims' hash, and whether
+/// this translation met it before.
 fn current(
     by_route: &mut HashMap<ObjKey, Entry>,
     (route, o): (&HttpRoute, &Arc<RouteOutcome>),
-    (dirty, pass): (&Dirty, u64),
+    pass: u64,
     fleet: &Fleet<'_>,
 ) -> (u64, bool) {
-    let stale = |e: &Entry| !Arc::ptr_eq(&e.outcome, o) || dirty.touches(&e.services);
     match by_route.get_mut(&o.route) {
-        Some(e) if !stale(e) => (e.claims, e.pass == pass),
+        Some(e) if Arc::ptr_eq(&e.outcome, o) => (e.claims, e.pass == pass),
         Some(e) => {
             let kept = std::mem::take(&mut e.kept);
             let again = e.pass == pass;
@@ -275,7 +270,6 @@ fn plan(route: &HttpRoute, o: &Arc<RouteOutcome>, fleet: &Fleet<'_>) -> Entry {
     let claims = hash_of(&(key, claims));
     Entry {
         outcome: Arc::clone(o),
-        services: named_services(route, key),
         matches,
         problems: (!problems.failed.is_empty()).then_some(problems),
         claims,
@@ -283,25 +277,6 @@ fn plan(route: &HttpRoute, o: &Arc<RouteOutcome>, fleet: &Fleet<'_>) -> Entry {
         built: None,
         pass: 0,
     }
-}
-
-/// Hashes of every Service the route's backendRefs and mirrors name (a ServiceImport names
-/// the exported Service of its name), whether it resolves now or not: one appearing, changing
-/// or going away must translate the route again.
-pub(super) fn named_services(route: &HttpRoute, key: &ObjKey) -> Vec<u64> {
-    let rules = route.spec.rules.iter().flatten();
-    let backends = (rules.clone())
-        .flat_map(|r| r.backend_refs.iter().flatten())
-        .map(|b| (&b.namespace, &b.name));
-    let mirrors = (rules.flat_map(|r| r.filters.iter().flatten()))
-        .filter_map(|f| f.request_mirror.as_ref())
-        .map(|m| (&m.backend_ref.namespace, &m.backend_ref.name));
-    (backends.chain(mirrors))
-        .map(|(ns, name)| {
-            let ns = ns.as_deref().unwrap_or(&key.namespace);
-            svc_hash(&(ns.to_string(), name.clone()))
-        })
-        .collect()
 }
 
 /// One match's route on every attached host, if the plugin accepts it.
