@@ -330,23 +330,32 @@ pub struct GatewayInputs<'a> {
     pub address: Option<&'a str>,
 }
 
-impl GatewayInputs<'_> {
+impl<'a> GatewayInputs<'a> {
     /// Which Gateway API objects are ours and where routes attach.
     pub fn evaluate(&self, members: &[MemberSnapshot]) -> gateway_api::Outcome {
+        gateway_api::evaluate(&self.inputs(), &self.backends(members))
+    }
+
+    fn inputs(&self) -> gateway_api::Inputs<'_> {
         let o = self.objects;
-        let inputs = gateway_api::Inputs {
+        gateway_api::Inputs {
             classes: &o.classes,
             gateways: &o.gateways,
             routes: &o.http_routes,
             grants: &o.grants,
             namespaces: self.namespaces,
             address: self.address,
-        };
-        let backends = gateway_api::FleetBackends {
+        }
+    }
+
+    fn backends<'m>(&self, members: &'m [MemberSnapshot]) -> gateway_api::FleetBackends<'m>
+    where
+        'a: 'm,
+    {
+        gateway_api::FleetBackends {
             members,
-            imports: &o.service_imports,
-        };
-        gateway_api::evaluate(&inputs, &backends)
+            imports: &self.objects.service_imports,
+        }
     }
 }
 
@@ -479,10 +488,9 @@ impl Deriver {
         };
         let mut built = prepared.built.clone();
         let outcome = gateway.map(|g| {
-            let mut outcome = g.evaluate(members);
             let memory = (&dirty, &mut self.gateway);
             let ingress = &prepared.built;
-            let t = httproute::translate(g.objects, &outcome, members, &ctx, ingress, memory);
+            let (mut outcome, t) = httproute::translate(&g, members, &ctx, ingress, memory);
             gateway_api::mark_unsupported(&mut outcome, &t.invalid);
             built.extend(t.built);
             outcome

@@ -1096,6 +1096,24 @@ fn an_httproute_of_1000_rules_with_one_bad_rule_serves_the_rest_and_names_it() {
     assert_eq!(other, 2, "both rules of the other HTTPRoute are routed");
 }
 
+/// Derive with the remembering `deriver` and with a fresh one: both must give the same
+/// config and Gateway API outcome (`what`: the step, for the message). The fresh result.
+fn as_fresh(
+    deriver: &mut Deriver,
+    g: GatewayInputs<'_>,
+    members: &[MemberSnapshot],
+    what: &str,
+) -> Derived {
+    let opts = DeriveOptions::default();
+    let incremental = deriver.derive_with(&[], Some(g), members, &opts).unwrap();
+    let fresh = Deriver::default()
+        .derive_with(&[], Some(g), members, &opts)
+        .unwrap();
+    assert_eq!(incremental.json, fresh.json, "{what}");
+    assert_eq!(incremental.gateway_api, fresh.gateway_api, "{what}");
+    fresh
+}
+
 /// A backendRef to a Service no member has answers 500 for its share; when the Service
 /// appears in a member, the remembering deriver routes to it as a fresh one does (the cache
 /// follows every Service a route names, resolved or not, mirrors included).
@@ -1126,15 +1144,7 @@ fn a_missing_backend_that_appears_is_routed_by_the_remembering_deriver() {
         let index = Arc::make_mut(&mut members[1].index);
         index.apply_service(&service(svc));
         index.apply_slice(&slice(svc, &[Some(true)]));
-        let incremental = deriver.derive_with(&[], Some(g), &members, &opts).unwrap();
-        let fresh = Deriver::default()
-            .derive_with(&[], Some(g), &members, &opts)
-            .unwrap();
-        assert_eq!(incremental.json, fresh.json, "after {svc} appeared");
-        assert_eq!(
-            incremental.gateway_api, fresh.gateway_api,
-            "after {svc} appeared"
-        );
+        as_fresh(&mut deriver, g, &members, &format!("after {svc} appeared"));
     }
     let after = deriver.derive_with(&[], Some(g), &members, &opts).unwrap();
     let r = &after.config().routes[0];
@@ -1145,4 +1155,137 @@ fn a_missing_backend_that_appears_is_routed_by_the_remembering_deriver() {
         "{r:?}"
     );
     assert!(r.mirror.is_some(), "{r:?}");
+}
+
+/// HTTPRoute `r` of namespace `team` on shop.example.com and www.shop.io, to `shop` and `late`
+/// of `default` (cross-namespace: a ReferenceGrant must allow them), never edited.
+fn team_route() -> ::gateway_api::apis::standard::httproutes::HttpRoute {
+    let mut r = http_route("r", 1, "/p", 1);
+    r.metadata.namespace = Some("team".into());
+    if let Some(p) = r.spec.parent_refs.iter_mut().flatten().next() {
+        p.namespace = Some("default".into());
+    }
+    r.spec.hostnames = Some(vec!["shop.example.com".into(), "www.shop.io".into()]);
+    let rule = serde_json::json!({"matches": [{"path": {"type": "PathPrefix", "value": "/p"}}],
+        "backendRefs": [{"name": "shop", "namespace": "default", "port": 80},
+                        {"name": "late", "namespace": "default", "port": 80}]});
+    r.spec.rules = Some(vec![serde_json::from_value(rule).unwrap()]);
+    r
+}
+
+/// The Gateway `fleet`'s one listener taking routes `from` (`Selector`: namespaces labelled
+/// `env=prod`), on `hostname` if any.
+fn fleet_listener(
+    from: &str,
+    hostname: Option<&str>,
+) -> ::gateway_api::apis::standard::gateways::Gateway {
+    let mut l = serde_json::json!({"name": "http", "port": 80, "protocol": "HTTP",
+        "allowedRoutes": {"namespaces": {"from": from,
+            "selector": {"matchLabels": {"env": "prod"}}}}});
+    if let Some(h) = hostname {
+        l["hostname"] = h.into();
+    }
+    let g = serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "fleet", "namespace": "default"},
+        "spec": {"gatewayClassName": "fleetgate", "listeners": [l]}});
+    serde_json::from_value(g).unwrap()
+}
+
+/// A route's evaluation and translation are remembered while what they read stays: the same
+/// HTTPRoute (never edited) must follow a ReferenceGrant added, a Service it names appearing
+/// and going away, its namespace's labels and the Gateway's listener changing, exactly as a
+/// fresh derivation does.
+#[test]
+fn a_remembered_httproute_follows_grants_services_namespace_labels_and_listeners() {
+    let mut members = shop_and_v2(&["hz-a", "hz-b"]);
+    let mut objects = gateway_objects();
+    objects.gateways = vec![fleet_listener("Selector", Some("*.example.com"))];
+    objects.http_routes = vec![team_route()];
+    let labels = |env: &str| {
+        let l = BTreeMap::from([("env".to_string(), env.to_string())]);
+        BTreeMap::from([("team".to_string(), l)])
+    };
+    let mut namespaces = labels("prod");
+    let grant: ::gateway_api::apis::standard::referencegrants::ReferenceGrant =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+            "metadata": {"name": "team", "namespace": "default"},
+            "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
+                "namespace": "team"}], "to": [{"group": "", "kind": "Service"}]}}))
+        .unwrap();
+    let mut deriver = Deriver::default();
+    let mut last = None;
+    for step in 0..7 {
+        match step {
+            0 => {}
+            1 => objects.grants = vec![grant.clone()],
+            2 => drop(Arc::make_mut(&mut members[1].index).apply_service(&service("late"))),
+            3 => drop(Arc::make_mut(&mut members[1].index).delete_service(&service("late"))),
+            4 => namespaces = labels("dev"),
+            5 => objects.gateways = vec![fleet_listener("All", Some("*.example.com"))],
+            _ => objects.gateways = vec![fleet_listener("All", None)],
+        }
+        let g = GatewayInputs {
+            objects: &objects,
+            namespaces: &namespaces,
+            address: None,
+        };
+        let fresh = as_fresh(&mut deriver, g, &members, &format!("step {step}"));
+        let now = (fresh.config().routes.clone(), fresh.gateway_api);
+        assert_ne!(
+            last.as_ref(),
+            Some(&now),
+            "step {step} changes what is derived"
+        );
+        last = Some(now);
+    }
+}
+
+/// A dump may list one HTTPRoute twice: the second claims nothing the first has, and the
+/// remembering deriver (which keeps each route's hosts while the claims before it stay) must
+/// still agree with a fresh one after an endpoint change.
+#[test]
+fn an_httproute_listed_twice_is_claimed_as_a_fresh_deriver_claims_it() {
+    let mut members = shop_and_v2(&["hz-a", "hz-b"]);
+    let mut objects = gateway_objects();
+    objects.http_routes = vec![http_route("r", 1, "/p", 1), http_route("r", 1, "/p", 1)];
+    let labels = BTreeMap::new();
+    let g = GatewayInputs {
+        objects: &objects,
+        namespaces: &labels,
+        address: None,
+    };
+    let mut deriver = Deriver::default();
+    for step in 0..2 {
+        let index = Arc::make_mut(&mut members[0].index);
+        index.apply_slice(&slice("shop", &vec![Some(true); 1 + 2 * step]));
+        let fresh = as_fresh(&mut deriver, g, &members, &format!("step {step}"));
+        assert_eq!(
+            fresh.route_count(),
+            2,
+            "step {step}: the first one's two matches"
+        );
+    }
+}
+
+/// The remembered order of the HTTPRoutes by key follows a list that keeps its length but not
+/// its order or its names.
+#[test]
+fn the_remembered_order_of_httproutes_follows_a_reordered_or_renamed_list() {
+    let members = shop_and_v2(&["hz-a", "hz-b"]);
+    let labels = BTreeMap::new();
+    let mut objects = gateway_objects();
+    let mut deriver = Deriver::default();
+    let lists = [["b", "a"], ["a", "b"], ["c", "b"], ["b", "0"]];
+    for (step, names) in lists.iter().enumerate() {
+        objects.http_routes = (names.iter())
+            .map(|n| http_route(n, 1, &format!("/{n}"), 1))
+            .collect();
+        let g = GatewayInputs {
+            objects: &objects,
+            namespaces: &labels,
+            address: None,
+        };
+        as_fresh(&mut deriver, g, &members, &format!("step {step}"));
+    }
 }

@@ -52,7 +52,7 @@ pub fn changes(outcome: &Outcome, objects: &Objects, now: &Time) -> Vec<StatusAp
     let gateways: BTreeMap<&ObjKey, &GatewayOutcome> =
         outcome.gateways.iter().map(|g| (&g.key, g)).collect();
     let routes: BTreeMap<&ObjKey, &RouteOutcome> =
-        outcome.routes.iter().map(|r| (&r.route, r)).collect();
+        outcome.routes.iter().map(|r| (&r.route, &**r)).collect();
     let classes = objects.classes.iter().filter_map(|c| {
         let accepted = outcome.classes.get(c.metadata.name.as_deref()?)?;
         let want = status::class(accepted, c.metadata.generation, c.status.as_ref(), now);

@@ -3,6 +3,7 @@
 //! `ResolvedRefs`, `Programmed`, supported kinds and attached routes).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use gateway_api::apis::standard::constants::{
     GatewayClassConditionReason as ClassReason, GatewayClassConditionType as ClassType,
@@ -235,7 +236,7 @@ fn conflicts(listeners: &[GatewayListeners]) -> BTreeMap<&str, Cond> {
 }
 
 /// Sets each listener's `attached_routes`: the routes accepted on it.
-pub fn count_attached(gateways: &mut [GatewayOutcome], routes: &[RouteOutcome]) {
+pub fn count_attached(gateways: &mut [GatewayOutcome], routes: &[Arc<RouteOutcome>]) {
     for a in routes.iter().flat_map(|r| &r.attachments) {
         let g = gateways.iter_mut().find(|g| g.key == a.gateway);
         if let Some(l) = g.and_then(|g| g.listeners.iter_mut().find(|l| l.name == a.listener)) {

@@ -19,6 +19,7 @@ pub mod status;
 pub mod watch;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use gateway_api::apis::standard::gatewayclasses::GatewayClass;
 use gateway_api::apis::standard::gateways::Gateway;
@@ -119,11 +120,24 @@ pub struct Outcome {
     /// GatewayClasses of ours, by name: their `Accepted` condition.
     pub classes: BTreeMap<String, Cond>,
     pub gateways: Vec<GatewayOutcome>,
-    pub routes: Vec<RouteOutcome>,
+    /// Shared, so a derivation that remembers them need not copy them.
+    pub routes: Vec<Arc<RouteOutcome>>,
 }
 
 /// Evaluate the fleet's Gateway API objects.
 pub fn evaluate(inputs: &Inputs<'_>, backends: &impl Backends) -> Outcome {
+    let (classes, gateways) = gateways(inputs);
+    let mut routes: Vec<_> = (inputs.routes.iter())
+        .filter_map(|r| route_outcome(r, inputs, &gateways, backends))
+        .map(Arc::new)
+        .collect();
+    routes.sort_by(|a, b| a.route.cmp(&b.route));
+    assemble(classes, gateways, routes)
+}
+
+/// The GatewayClasses of ours (by name: their `Accepted` condition) and the Gateways of an
+/// accepted one, sorted by key, before any route attaches.
+pub fn gateways(inputs: &Inputs<'_>) -> (BTreeMap<String, Cond>, Vec<GatewayOutcome>) {
     let classes: BTreeMap<String, Cond> = inputs
         .classes
         .iter()
@@ -146,12 +160,16 @@ pub fn evaluate(inputs: &Inputs<'_>, backends: &impl Backends) -> Outcome {
         .map(|g| listeners::evaluate(g, inputs.address))
         .collect();
     gateways.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut routes: Vec<RouteOutcome> = inputs
-        .routes
-        .iter()
-        .filter_map(|r| route_outcome(r, inputs, &gateways, backends))
-        .collect();
-    routes.sort_by(|a, b| a.route.cmp(&b.route));
+    (classes, gateways)
+}
+
+/// The outcome of these classes, Gateways and route outcomes (sorted by key), each listener
+/// with the number of routes attached to it.
+pub fn assemble(
+    classes: BTreeMap<String, Cond>,
+    mut gateways: Vec<GatewayOutcome>,
+    routes: Vec<Arc<RouteOutcome>>,
+) -> Outcome {
     listeners::count_attached(&mut gateways, &routes);
     Outcome {
         classes,
@@ -161,7 +179,7 @@ pub fn evaluate(inputs: &Inputs<'_>, backends: &impl Backends) -> Outcome {
 }
 
 /// A route's outcome, `None` when none of its parents is ours (their controllers speak for it).
-fn route_outcome(
+pub fn route_outcome(
     route: &HttpRoute,
     inputs: &Inputs<'_>,
     gateways: &[GatewayOutcome],
@@ -211,6 +229,7 @@ pub fn mark_unsupported(outcome: &mut Outcome, invalid: &BTreeMap<ObjKey, RulePr
         let Some(p) = invalid.get(&r.route) else {
             continue;
         };
+        let r = Arc::make_mut(r);
         let msg = p.messages.join("; ");
         let reason = parents::RouteReason::UnsupportedValue;
         for parent in r.parents.iter_mut().filter(|p| p.accepted.status) {

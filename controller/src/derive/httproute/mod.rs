@@ -13,26 +13,31 @@
 //! refuses) is answered with a 500, as the spec asks, and reported per route so its status can
 //! say `PartiallyInvalid` (or `Accepted=False` when no rule is valid).
 //!
-//! A change costs what it touches, as for Ingresses: an HTTPRoute is translated again only when
-//! it, where it attaches, or a Service it reads changed; otherwise only the claims are checked.
+//! A change costs what it touches, as for Ingresses: an HTTPRoute is evaluated ([`evaluation`])
+//! and translated again only when it, where it attaches, or a Service it reads changed, and
+//! the claims are checked only from the first route whose claims changed ([`claiming`]).
 
+mod claiming;
+mod evaluation;
 mod rules;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fleetgate_plugin::config::RouteV1;
 use fleetgate_plugin::route;
+use foldhash::{HashMap, HashSet};
 use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteRulesMatches};
 
 use super::finish::{check, finished};
 use super::routes::BuiltBase;
-use super::{Ctx, Dirty, IngressKey, MemberSnapshot, OriginKind, RouteOrigin, SvcRef};
+use super::{
+    Ctx, Dirty, GatewayInputs, IngressKey, MemberSnapshot, OriginKind, RouteOrigin, SvcRef,
+};
 use crate::annotations;
-use crate::endpoints::svc_hash;
 use crate::gateway_api::refs::FleetBackends;
 use crate::gateway_api::{ObjKey, Objects, Outcome, RouteOutcome, RuleProblems};
+use evaluation::{hash_of, Evaluated};
 use rules::{apply_match, rule_template, Fleet, Rule};
 
 /// Where an HTTPRoute's route stands in the spec's precedence among equally specific routes:
@@ -67,33 +72,42 @@ struct Planned {
 
 /// An HTTPRoute as last translated.
 struct Entry {
-    fingerprint: u64,
-    /// Hashes of the Services it names.
-    services: Vec<u64>,
+    /// The evaluation it was translated from: the memory gives a new one when the route,
+    /// where it attaches, or a Service it names may have changed.
+    outcome: Arc<RouteOutcome>,
     matches: Vec<Planned>,
     problems: Option<RuleProblems>,
-    /// The hosts each match kept after claims when `built` was made.
+    /// A hash of its key and what its matches claim.
+    claims: u64,
+    /// The hosts each match kept in the last claims pass.
     kept: Vec<Option<Vec<String>>>,
-    built: Arc<BuiltBase>,
+    /// Its routes on those hosts (`None`: not built since it was translated).
+    built: Option<Arc<BuiltBase>>,
+    /// The last translation that met the route.
+    pass: u64,
 }
 
-/// Translated HTTPRoutes, by key.
+/// Evaluated and translated HTTPRoutes, by key.
 #[derive(Default)]
 pub(crate) struct Cache {
     by_route: HashMap<ObjKey, Entry>,
+    evaluated: evaluation::Memo,
+    claimed: claiming::Sequence,
     /// ReferenceGrants and ServiceImports the entries were made with.
     world: u64,
+    pass: u64,
 }
 
-/// Translate every HTTPRoute that attached to a listener of ours.
+/// Evaluate the Gateway API objects, and translate every HTTPRoute that attached to a
+/// listener of ours.
 pub(crate) fn translate(
-    objs: &Objects,
-    outcome: &Outcome,
+    g: &GatewayInputs<'_>,
     members: &[MemberSnapshot],
     ctx: &Ctx<'_>,
     ingress: &[Arc<BuiltBase>],
     (dirty, cache): (&Dirty, &mut Cache),
-) -> Translated {
+) -> (Outcome, Translated) {
+    let objs = g.objects;
     let world = hash_of(&(
         serde_json::to_string(&objs.grants).unwrap_or_default(),
         serde_json::to_string(&objs.service_imports).unwrap_or_default(),
@@ -104,6 +118,7 @@ pub(crate) fn translate(
             ..Cache::default()
         };
     }
+    let evaluated = evaluation::evaluate(g, members, dirty, &mut cache.evaluated);
     let fleet = Fleet {
         objs,
         ctx,
@@ -112,43 +127,81 @@ pub(crate) fn translate(
             imports: &objs.service_imports,
         },
     };
-    let mut routes: Vec<&HttpRoute> = objs.http_routes.iter().collect();
-    routes.sort_by_cached_key(|r| (created(r), ObjKey::of(&r.metadata)));
     let mut out = Translated::default();
     // What the Ingress routes (listed first) claim, an HTTPRoute leaves alone.
-    let mut claimed: HashSet<String> = match routes.is_empty() {
-        true => HashSet::new(),
-        false => (ingress.iter().flat_map(|b| &b.routes))
-            .flat_map(|r| r.claims.iter().cloned())
-            .collect(),
-    };
-    let mut by_route = HashMap::with_capacity(routes.len());
-    for route in routes {
-        let key = ObjKey::of(&route.metadata);
-        let Some(o) = outcome_of(outcome, &key) else {
+    let mut pass = claiming::Pass::new(&cache.claimed, ingress);
+    let mut met: Vec<&ObjKey> = Vec::new();
+    cache.pass += 1;
+    for (route, o) in by_precedence(objs, &evaluated) {
+        if o.attachments.is_empty() {
+            continue;
+        }
+        let (claims, again) = current(&mut cache.by_route, (route, o), cache.pass, &fleet);
+        let by_route = &cache.by_route;
+        let earlier = (met.iter().filter_map(|k| by_route.get(*k)))
+            .flat_map(|e| e.matches.iter().flat_map(|m| &m.claims))
+            .filter_map(|(_, c)| c.as_deref());
+        pass.next(claims, again, earlier);
+        met.push(&o.route);
+        let Some(entry) = cache.by_route.get_mut(&o.route) else {
             continue;
         };
-        let Some(hosts) = hosts_of(o) else { continue };
-        let fingerprint = hash_of(&(fingerprint_of(route), &hosts));
-        let entry = match cache.by_route.remove(&key) {
-            Some(e) if e.fingerprint == fingerprint && !dirty.touches(&e.services) => e,
-            _ => plan(route, &key, &hosts, fingerprint, &fleet),
-        };
-        let entry = claim(entry, &mut claimed, ctx);
-        out.built.push(Arc::clone(&entry.built));
-        if let Some(p) = &entry.problems {
-            out.invalid.insert(key.clone(), p.clone());
+        entry.pass = cache.pass;
+        match pass.claimed.as_mut() {
+            Some(claimed) => claim(entry, claimed, ctx),
+            None => keep(entry, ctx),
         }
-        by_route.insert(key, entry);
+        out.built.extend(entry.built.clone());
+        if let Some(p) = &entry.problems {
+            out.invalid.insert(o.route.clone(), p.clone());
+        }
     }
-    cache.by_route = by_route;
-    out
+    cache.claimed = pass.finish();
+    let pass = cache.pass;
+    cache.by_route.retain(|_, e| e.pass == pass);
+    (evaluated.outcome, out)
 }
 
-fn hash_of(v: &impl Hash) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    v.hash(&mut h);
-    h.finish()
+/// Make sure the route's translation is current: kept while it was made from this evaluation
+/// (else made again; the hosts its matches kept carry over). Its claims' hash, and whether
+/// this translation met it before.
+fn current(
+    by_route: &mut HashMap<ObjKey, Entry>,
+    (route, o): (&HttpRoute, &Arc<RouteOutcome>),
+    pass: u64,
+    fleet: &Fleet<'_>,
+) -> (u64, bool) {
+    match by_route.get_mut(&o.route) {
+        Some(e) if Arc::ptr_eq(&e.outcome, o) => (e.claims, e.pass == pass),
+        Some(e) => {
+            let kept = std::mem::take(&mut e.kept);
+            let again = e.pass == pass;
+            *e = Entry {
+                kept,
+                ..plan(route, o, fleet)
+            };
+            (e.claims, again)
+        }
+        None => {
+            let e = plan(route, o, fleet);
+            let claims = e.claims;
+            by_route.insert(o.route.clone(), e);
+            (claims, false)
+        }
+    }
+}
+
+/// The evaluated routes with their HTTPRoutes, oldest first, then by key (the evaluation is
+/// sorted by key, and a stable sort keeps that order among routes of one age).
+fn by_precedence<'e>(
+    objs: &'e Objects,
+    evaluated: &'e Evaluated,
+) -> impl Iterator<Item = (&'e HttpRoute, &'e Arc<RouteOutcome>)> {
+    let routes = &evaluated.outcome.routes;
+    let source = |i: usize| &objs.http_routes[evaluated.sources[i]];
+    let mut order: Vec<usize> = (0..routes.len()).collect();
+    order.sort_by_key(|i| created(source(*i)));
+    order.into_iter().map(move |i| (source(i), &routes[i]))
 }
 
 fn created(r: &HttpRoute) -> Option<i64> {
@@ -158,37 +211,24 @@ fn created(r: &HttpRoute) -> Option<i64> {
         .map(|t| t.0.as_second())
 }
 
-/// An object version: its uid and resourceVersion where the API server set them (every edit
-/// changes the resourceVersion), else its whole content (hand-written dumps).
-fn fingerprint_of(route: &HttpRoute) -> String {
-    match (&route.metadata.uid, &route.metadata.resource_version) {
-        (Some(uid), Some(rv)) if !rv.is_empty() => format!("{uid}/{rv}"),
-        _ => serde_json::to_string(route).unwrap_or_default(),
-    }
-}
-
-/// The route's evaluation (routes are sorted by key).
-fn outcome_of<'o>(outcome: &'o Outcome, key: &ObjKey) -> Option<&'o RouteOutcome> {
-    let i = outcome.routes.binary_search_by(|o| o.route.cmp(key)).ok()?;
-    outcome.routes.get(i)
-}
-
-/// The union of the attachments' hostnames; empty = any host; `None` = attached nowhere.
-fn hosts_of(o: &RouteOutcome) -> Option<Vec<String>> {
+/// The union of the attachments' hostnames; empty = any host.
+fn hosts_of(o: &RouteOutcome) -> Vec<String> {
     let mut hosts: Vec<String> = Vec::new();
     for a in &o.attachments {
         if a.hostnames.iter().any(|h| h == "*") {
-            return Some(Vec::new());
+            return Vec::new();
         }
         hosts.extend(a.hostnames.iter().cloned());
     }
     hosts.sort();
     hosts.dedup();
-    (!o.attachments.is_empty()).then_some(hosts)
+    hosts
 }
 
-/// Translate one HTTPRoute: every rule and match, checked by the plugin's validation.
-fn plan(route: &HttpRoute, key: &ObjKey, hosts: &[String], fp: u64, fleet: &Fleet<'_>) -> Entry {
+/// Translate one HTTPRoute where it attached (`o`): every rule and match, checked by the
+/// plugin's validation.
+fn plan(route: &HttpRoute, o: &Arc<RouteOutcome>, fleet: &Fleet<'_>) -> Entry {
+    let (key, hosts) = (&o.route, &hosts_of(o));
     let rules = route.spec.rules.as_deref().unwrap_or_default();
     let mut problems = RuleProblems {
         rules: rules.len(),
@@ -226,33 +266,17 @@ fn plan(route: &HttpRoute, key: &ObjKey, hosts: &[String], fp: u64, fleet: &Flee
             }
         }
     }
+    let claims: Vec<_> = matches.iter().map(|m| &m.claims).collect();
+    let claims = hash_of(&(key, claims));
     Entry {
-        fingerprint: fp,
-        services: named_services(route, key),
+        outcome: Arc::clone(o),
         matches,
         problems: (!problems.failed.is_empty()).then_some(problems),
+        claims,
         kept: Vec::new(),
-        built: Arc::new(BuiltBase::default()),
+        built: None,
+        pass: 0,
     }
-}
-
-/// Hashes of every Service the route's backendRefs and mirrors name (a ServiceImport names
-/// the exported Service of its name), whether it resolves now or not: one appearing, changing
-/// or going away must translate the route again.
-fn named_services(route: &HttpRoute, key: &ObjKey) -> Vec<u64> {
-    let rules = route.spec.rules.iter().flatten();
-    let backends = (rules.clone())
-        .flat_map(|r| r.backend_refs.iter().flatten())
-        .map(|b| (&b.namespace, &b.name));
-    let mirrors = (rules.flat_map(|r| r.filters.iter().flatten()))
-        .filter_map(|f| f.request_mirror.as_ref())
-        .map(|m| (&m.backend_ref.namespace, &m.backend_ref.name));
-    (backends.chain(mirrors))
-        .map(|(ns, name)| {
-            let ns = ns.as_deref().unwrap_or(&key.namespace);
-            svc_hash(&(ns.to_string(), name.clone()))
-        })
-        .collect()
 }
 
 /// One match's route on every attached host, if the plugin accepts it.
@@ -298,14 +322,26 @@ fn planned(
 
 /// Claim each match's hosts (in precedence order, after every earlier HTTPRoute); the built
 /// routes are kept while every match keeps the same hosts.
-fn claim(mut e: Entry, claimed: &mut HashSet<String>, ctx: &Ctx<'_>) -> Entry {
+fn claim(e: &mut Entry, claimed: &mut HashSet<String>, ctx: &Ctx<'_>) {
     let kept: Vec<Option<Vec<String>>> = (e.matches.iter())
         .map(|m| unclaimed(&m.claims, claimed))
         .collect();
-    if kept == e.kept {
-        return e;
+    if kept != e.kept || e.built.is_none() {
+        e.built = Some(build(e, &kept, ctx));
+        e.kept = kept;
     }
-    let routes = (e.matches.iter().zip(&kept))
+}
+
+/// Every match keeps the hosts it kept in the last claims pass.
+fn keep(e: &mut Entry, ctx: &Ctx<'_>) {
+    if e.built.is_none() {
+        e.built = Some(build(e, &e.kept, ctx));
+    }
+}
+
+/// The routes of the matches on the hosts they kept.
+fn build(e: &Entry, kept: &[Option<Vec<String>>], ctx: &Ctx<'_>) -> Arc<BuiltBase> {
+    let routes = (e.matches.iter().zip(kept))
         .filter_map(|(m, hosts)| {
             let mut route = m.route.clone();
             route.hosts = hosts.clone()?;
@@ -320,12 +356,10 @@ fn claim(mut e: Entry, claimed: &mut HashSet<String>, ctx: &Ctx<'_>) -> Entry {
             Some(finished(route, origin, ctx))
         })
         .collect();
-    e.built = Arc::new(BuiltBase {
+    Arc::new(BuiltBase {
         routes,
         problems: Vec::new(),
-    });
-    e.kept = kept;
-    e
+    })
 }
 
 /// The hosts of `claims` no earlier route claims, claiming them; `None` = none left. The host
@@ -345,6 +379,7 @@ fn unclaimed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use foldhash::HashSetExt;
 
     fn claims(hosts: &[&str], key: Option<&str>) -> Vec<(String, Option<String>)> {
         let hosts = if hosts.is_empty() { &[""][..] } else { hosts };
