@@ -242,10 +242,8 @@ fn gen_gateway_api(u: &mut Unstructured, r: &mut Value) -> Result<()> {
         }
         _ => {}
     }
-    if r.get("redirect").is_some() || r.get("direct").is_some() {
-        if u.arbitrary()? {
-            r["backends"] = json!([]);
-        }
+    if (r.get("redirect").is_some() || r.get("direct").is_some()) && u.arbitrary()? {
+        r["backends"] = json!([]);
     }
     if let Some(c) = r["canaries"].as_array_mut().and_then(|c| c.first_mut()) {
         if u.arbitrary()? {
