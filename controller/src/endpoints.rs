@@ -12,12 +12,14 @@
 //! boxed strings and slices, one address per endpoint (the one consumers use), pods by hash.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::hashing::hash_of;
 
 /// EndpointSlice label naming the Service it belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -28,9 +30,7 @@ pub type SvcKey = (String, String);
 /// A stable hash of a Service key: change logs and dependency maps use it (a collision only
 /// makes an incremental derive rebuild a little more).
 pub fn svc_hash(key: &SvcKey) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
+    hash_of(key)
 }
 
 /// The Ingress port a backend names.
@@ -71,11 +71,7 @@ impl EndpointView {
     }
     /// The identity a pod keeps across the IPv4 and IPv6 slices of a dual-stack Service.
     fn identity(&self) -> u64 {
-        self.pod.unwrap_or_else(|| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            self.address.hash(&mut h);
-            h.finish()
-        })
+        self.pod.unwrap_or_else(|| hash_of(&self.address))
     }
 }
 
@@ -426,12 +422,6 @@ fn count_port(slices: &[(Box<str>, SliceView)], port_name: &str) -> EndpointCoun
     }
 }
 
-fn hash_str(s: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
-}
-
 fn service_ports(s: &Service, names: &mut HashSet<Arc<str>>) -> Box<[ServicePort]> {
     let ports = s.spec.as_ref().and_then(|sp| sp.ports.as_ref());
     ports
@@ -464,7 +454,7 @@ fn slice_view(s: &EndpointSlice, names: &mut HashSet<Arc<str>>) -> SliceView {
             address: Address::parse(ep.addresses.first().map_or("", String::as_str)),
             pod: ep.target_ref.as_ref().and_then(|r| {
                 let pod = format!("{}/{}", r.namespace.as_deref()?, r.name.as_deref()?);
-                Some(hash_str(&pod))
+                Some(hash_of(&pod))
             }),
             ready,
             serving: c.and_then(|c| c.serving).unwrap_or(ready),

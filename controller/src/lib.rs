@@ -24,6 +24,7 @@ pub mod derive;
 pub mod endpoints;
 pub mod gateway_api;
 pub mod handoff;
+pub mod hashing;
 pub mod health;
 pub mod higress;
 pub mod leader;

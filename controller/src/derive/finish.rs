@@ -7,6 +7,8 @@ use fleetgate_plugin::config::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::hashing::hash_of;
+
 use super::ingress::Entry;
 use super::routes::{BuiltBase, BuiltRoute, MemberUse};
 use super::{
@@ -130,11 +132,8 @@ fn member_use(r: &RouteV1, o: &RouteOrigin, m: &MemberSnapshot) -> MemberUse {
         .filter(|b| b.cluster == m.id)
         .filter_map(|b| b.ready)
         .collect();
-    let base = r.backends.iter().find(|b| b.cluster == m.id).map(|b| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&b.upstream, &mut h);
-        (std::hash::Hasher::finish(&h), b.ready.unwrap_or(0))
-    });
+    let base = (r.backends.iter().find(|b| b.cluster == m.id))
+        .map(|b| (hash_of(&b.upstream), b.ready.unwrap_or(0)));
     MemberUse {
         base,
         counted: !counts.is_empty(),

@@ -551,11 +551,7 @@ impl Deriver {
     /// everything; a contact change dirties everything; otherwise each member's change log
     /// names the Services that changed.
     fn what_changed(&mut self, ctx: &Ctx<'_>) -> Dirty {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        ctx.member_ids.hash(&mut h);
-        format!("{:?}", ctx.opts).hash(&mut h);
-        let sig = h.finish();
+        let sig = crate::hashing::hash_of(&(&ctx.member_ids, format!("{:?}", ctx.opts)));
         let mut dirty = Dirty::Some(HashSet::new());
         if sig != self.sig {
             self.sig = sig;

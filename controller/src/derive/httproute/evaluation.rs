@@ -6,8 +6,7 @@
 //! listeners), the labels of its own namespace, the ReferenceGrants and ServiceImports (the
 //! caller forgets the memory when those change) and whether the Services it names exist.
 
-use std::collections::hash_map::{DefaultHasher, Entry};
-use std::hash::{Hash, Hasher};
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use ::gateway_api::apis::standard::httproutes::HttpRoute;
@@ -16,6 +15,7 @@ use foldhash::HashMap;
 use crate::derive::{Dirty, GatewayInputs, MemberSnapshot};
 use crate::endpoints::svc_hash;
 use crate::gateway_api::{self, ObjKey, Outcome, RouteOutcome};
+use crate::hashing::hash_of;
 
 /// Route outcomes as last evaluated, by route.
 #[derive(Default)]
@@ -37,12 +37,6 @@ struct Remembered {
     /// The route's index in the objects.
     at: usize,
     pass: u64,
-}
-
-pub(super) fn hash_of(v: &impl Hash) -> u64 {
-    let mut h = DefaultHasher::new();
-    v.hash(&mut h);
-    h.finish()
 }
 
 /// The evaluation, and per route of it (sorted by key, as in [`Outcome::routes`]) the index

@@ -37,7 +37,8 @@ use super::{
 use crate::annotations;
 use crate::gateway_api::refs::FleetBackends;
 use crate::gateway_api::{ObjKey, Objects, Outcome, RouteOutcome, RuleProblems};
-use evaluation::{hash_of, Evaluated};
+use crate::hashing::hash_of;
+use evaluation::Evaluated;
 use rules::{apply_match, rule_template, Fleet, Rule};
 
 /// Where an HTTPRoute's route stands in the spec's precedence among equally specific routes:
