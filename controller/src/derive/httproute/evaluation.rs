@@ -67,7 +67,9 @@ pub(super) fn evaluate(
     for (at, route) in inputs.routes.iter().enumerate() {
         let key = ObjKey::of(&route.metadata);
         let ns = labels.get(key.namespace.as_str());
-        let stamp = hash_of(&(shared, ns, version_of(route)));
+        let m = &route.metadata;
+        let version = version_of((m.uid.as_ref(), m.resource_version.as_ref()), route);
+        let stamp = hash_of(&(shared, ns, version));
         let fresh = |key: &ObjKey| Remembered {
             stamp,
             services: named_services(route, key),
@@ -155,11 +157,15 @@ fn named_services(route: &HttpRoute, key: &ObjKey) -> Vec<u64> {
         .collect()
 }
 
-/// A hash of the route's version: its uid and resourceVersion where the API server set them
-/// (every edit changes the resourceVersion), else its whole content (hand-written dumps).
-pub(super) fn version_of(route: &HttpRoute) -> u64 {
-    match (&route.metadata.uid, &route.metadata.resource_version) {
+/// A hash of an object's version: its uid and resourceVersion where the API server set them
+/// (every edit, of spec or status, changes the resourceVersion), else its whole content
+/// (hand-written dumps).
+pub(super) fn version_of(
+    (uid, rv): (Option<&String>, Option<&String>),
+    object: &impl serde::Serialize,
+) -> u64 {
+    match (uid, rv) {
         (Some(uid), Some(rv)) if !rv.is_empty() => hash_of(&(uid, rv)),
-        _ => hash_of(&serde_json::to_string(route).unwrap_or_default()),
+        _ => hash_of(&serde_json::to_string(object).unwrap_or_default()),
     }
 }

@@ -38,7 +38,7 @@ use crate::annotations;
 use crate::gateway_api::refs::FleetBackends;
 use crate::gateway_api::{ObjKey, Objects, Outcome, RouteOutcome, RuleProblems};
 use crate::hashing::hash_of;
-use evaluation::Evaluated;
+use evaluation::{version_of, Evaluated};
 use rules::{apply_match, rule_template, Fleet, Rule};
 
 /// Where an HTTPRoute's route stands in the spec's precedence among equally specific routes:
@@ -109,10 +109,21 @@ pub(crate) fn translate(
     (dirty, cache): (&Dirty, &mut Cache),
 ) -> (Outcome, Translated) {
     let objs = g.objects;
-    let world = hash_of(&(
-        serde_json::to_string(&objs.grants).unwrap_or_default(),
-        serde_json::to_string(&objs.service_imports).unwrap_or_default(),
-    ));
+    // By version, not content: a fleet exporting thousands of Services has as many
+    // ServiceImports, and this runs on every derivation.
+    let grants: Vec<u64> = (objs.grants.iter())
+        .map(|g| {
+            let m = &g.metadata;
+            version_of((m.uid.as_ref(), m.resource_version.as_ref()), g)
+        })
+        .collect();
+    let imports: Vec<u64> = (objs.service_imports.iter())
+        .map(|i| {
+            let m = &i.metadata;
+            version_of((m.uid.as_ref(), m.resource_version.as_ref()), i)
+        })
+        .collect();
+    let world = hash_of(&(grants, imports));
     if world != cache.world {
         *cache = Cache {
             world,
